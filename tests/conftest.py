@@ -1,0 +1,69 @@
+"""Session-wide real services for the whole suite: PostgreSQL and Redis on loopback.
+
+Data lives under ``<checkout>/.work/pytest-<pid>/`` and is removed after the session.
+Fixtures that need the proxy or the stub upstream build on these (see tests/support/).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.support.services import PostgresServer, RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory) -> Path:
+    base = REPO / ".work" / f"pytest-{os.getpid()}"
+    base.mkdir(parents=True, exist_ok=True)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(work_dir):
+    server = PostgresServer(work_dir / "pg").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(work_dir):
+    server = RedisServer(work_dir / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def collections_path(work_dir) -> Path:
+    """An ANSIBLE_COLLECTIONS_PATH in which this checkout is ``rhpds.litemaas``."""
+    root = work_dir / "collections"
+    target = root / "ansible_collections" / "rhpds"
+    target.mkdir(parents=True, exist_ok=True)
+    link = target / "litemaas"
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ansible_env(collections_path) -> dict:
+    """Environment for running ansible-playbook against this checkout as a collection."""
+    env = dict(os.environ)
+    # Our collection first; the collections from PyPI's ``ansible`` package stay reachable through site-packages.
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(collections_path)
+    env["ANSIBLE_COLLECTIONS_SCAN_SYS_PATH"] = "true"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_LOCALHOST_WARNING"] = "false"
+    env["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = "false"
+    env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
