@@ -92,7 +92,7 @@ class PostgresServer:
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.data_dir)
         pgdata = self.data_dir / "pgdata"
@@ -125,7 +125,7 @@ class PostgresServer:
         while True:
             res = subprocess.run(
                 [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
             )
             if res.returncode == 0:
                 break
@@ -173,7 +173,7 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

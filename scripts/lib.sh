@@ -1,0 +1,92 @@
+# shellcheck shell=bash
+# Shared bootstrap for scripts/test.sh and scripts/local.sh: installs what the checkout needs, idempotently.
+# - OS packages (PostgreSQL, Redis) when missing, from Debian's archive;
+# - a virtualenv at .venv with the pinned Python packages (requirements/dev.txt + constraints.txt) and the proxy;
+# - the Ansible collections come from PyPI's `ansible` package (Galaxy is not needed).
+# A stamp file records what was installed, so a second run reuses everything.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${LITEMAAS_VENV:-$ROOT/.venv}"
+WORK="$ROOT/.work"
+PY="$VENV/bin/python"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+have_pg() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/postgres" ] && [ -x "$d/initdb" ] && return 0
+  done
+  return 1
+}
+
+ensure_os_packages() {
+  local missing=()
+  have_pg || missing+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v git >/dev/null 2>&1 || missing+=(git)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "Installing OS packages: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "error: need root to install ${missing[*]} (or install them yourself)" >&2
+      return 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d keeps the package scripts from starting system services: we start our own on loopback.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+  fi
+}
+
+stamp_of() {
+  cat "$ROOT/requirements/dev.txt" "$ROOT/requirements/constraints.txt" "$ROOT/files/proxy/pyproject.toml" 2>/dev/null \
+    | sha256sum | cut -d' ' -f1
+}
+
+# pip, quiet unless it fails (then its whole output is shown).
+pip_quiet() {
+  local out
+  mkdir -p "$WORK"
+  out="$WORK/pip.log"
+  if ! "$PY" -m pip --disable-pip-version-check "$@" >"$out" 2>&1; then
+    grep -v '^WARNING: Location' "$out" >&2
+    echo "error: pip $* failed" >&2
+    return 1
+  fi
+}
+
+ensure_venv() {
+  local want have=""
+  want="$(stamp_of)"
+  [ -f "$VENV/.litemaas-stamp" ] && have="$(cat "$VENV/.litemaas-stamp")"
+  if [ -x "$PY" ] && [ "$want" = "$have" ]; then
+    return 0
+  fi
+  log "Installing Python packages into $VENV (pinned; first run takes a few minutes)"
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  pip_quiet install -r "$ROOT/requirements/dev.txt" -c "$ROOT/requirements/constraints.txt"
+  if [ -f "$ROOT/files/proxy/pyproject.toml" ]; then
+    pip_quiet install -e "$ROOT/files/proxy" -c "$ROOT/requirements/constraints.txt"
+  fi
+  "$PY" -c 'import ansible, ansible_collections.kubernetes.core, ansible_collections.community.okd, psycopg2, pytest' \
+    || { echo "error: the virtualenv at $VENV is incomplete" >&2; return 1; }
+  echo "$want" > "$VENV/.litemaas-stamp"
+}
+
+# A collections path in which this checkout is rhpds.litemaas.
+ensure_collection_link() {
+  mkdir -p "$WORK/collections/ansible_collections/rhpds"
+  ln -sfn "$ROOT" "$WORK/collections/ansible_collections/rhpds/litemaas"
+  export ANSIBLE_COLLECTIONS_PATH="$WORK/collections"
+  export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true
+}
+
+bootstrap() {
+  ensure_os_packages
+  ensure_venv
+  ensure_collection_link
+  export PATH="$VENV/bin:$PATH"
+}

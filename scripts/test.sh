@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, from nothing: installs what is missing, lints, runs ansible-test sanity and pytest.
+# Services (PostgreSQL, Redis, the proxy, the stub model server) are started by the tests on loopback,
+# with their data under .work/, and stopped afterwards even when tests fail.
+# Usage: bash scripts/test.sh [extra pytest arguments]
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+cleanup() {
+  # Safety net: anything still running from this checkout's test data dirs is stopped.
+  pkill -f "$WORK/pytest-" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+start=$(date +%s)
+bootstrap
+cd "$ROOT"
+
+log "ruff"
+ruff check .
+
+log "yamllint"
+yamllint --strict .
+
+log "ansible-lint (production profile)"
+ansible-lint --offline --profile production -q
+
+log "ansible-test sanity"
+bash "$ROOT/scripts/sanity.sh"
+
+log "pytest"
+python -m pytest "$@"
+
+log "all checks passed in $(( $(date +%s) - start ))s"
