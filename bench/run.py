@@ -38,7 +38,14 @@ from tests.support.stub_upstream import StubUpstream  # noqa: E402
 LITELLM_VERSION = "1.81.0"
 MASTER_KEY = "sk-bench-master-1234"
 MODEL = "stub-model"
+EMBED_MODEL = "stub-embed"
 CHAT_BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}, separators=(",", ":"))
+# --request: (path, body). "chat" is the one the bars are defined on.
+REQUESTS = {
+    "chat": ("/v1/chat/completions", CHAT_BODY),
+    "stream": ("/v1/chat/completions", json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}, separators=(",", ":"))),
+    "embeddings": ("/v1/embeddings", json.dumps({"model": EMBED_MODEL, "input": "hi", "encoding_format": "float"}, separators=(",", ":"))),
+}
 POST_LUA = Path(__file__).resolve().parent / "post.lua"
 
 # The bars from the proxy's performance contract.
@@ -223,8 +230,8 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
-def run_wrk(wrk: str, url: str, conc: int, seconds: float, key: str | None, watch: list[Proc]) -> dict:
-    env = {**os.environ, "WRK_BODY": CHAT_BODY, "WRK_AUTH": key or ""}
+def run_wrk(wrk: str, url: str, body: str, conc: int, seconds: float, key: str | None, watch: list[Proc]) -> dict:
+    env = {**os.environ, "WRK_BODY": body, "WRK_AUTH": key or ""}
     argv = [wrk, "-t1", f"-c{conc}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency", "-s", str(POST_LUA), url]
     cpu0 = {p.name: cpu_seconds(p.pid) for p in watch if p.alive()}
     t0 = time.monotonic()
@@ -253,6 +260,15 @@ def write_model_config(path: Path, stub_url: str) -> None:
         "    model_info:\n"
         "      input_cost_per_token: 0.000001\n"
         "      output_cost_per_token: 0.000002\n"
+        f"  - model_name: {EMBED_MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{EMBED_MODEL}\n"
+        f"      api_base: {stub_url}\n"
+        "      api_key: sk-stub\n"
+        "      input_cost_per_token: 0.0000001\n"
+        "    model_info:\n"
+        "      mode: embedding\n"
+        "      input_cost_per_token: 0.0000001\n"
         "general_settings:\n"
         f"  master_key: {MASTER_KEY}\n"
         "litellm_settings:\n"
@@ -296,7 +312,7 @@ def start_ours(args, work: Path, cfg: Path, pg: PostgresServer, redis: RedisServ
     ready = wait_ready(proc, port, args.ready_timeout)
     status, body = http_call(
         port, "POST", "/key/generate",
-        {"models": [MODEL], "key_alias": "bench", "rpm_limit": 1_000_000_000, "tpm_limit": 1_000_000_000_000, "max_budget": 1_000_000_000.0},
+        {"models": [MODEL, EMBED_MODEL], "key_alias": "bench", "rpm_limit": 1_000_000_000, "tpm_limit": 1_000_000_000_000, "max_budget": 1_000_000_000.0},
         key=MASTER_KEY,
     )
     if status != 200 or not isinstance(body, dict) or not str(body.get("key", "")).startswith("sk-"):
@@ -389,7 +405,8 @@ def build_report(results: dict) -> tuple[str, dict, bool]:
         bars["ready_s"] = {"value": ready, "bar": f"<= {BAR_READY_S:g} s", "pass": ready is not None and ready <= BAR_READY_S}
         errors = sum(r["non_2xx"] + r["socket_errors"] for r in ours.values())
         bars["no_errors"] = {"value": errors, "bar": "0 non-2xx / socket errors", "pass": errors == 0}
-        lines.append("bars (our proxy):")
+        kind = results["settings"].get("request_kind", "chat")
+        lines.append("bars (our proxy):" if kind == "chat" else f"bars (our proxy; defined for --request chat, measured here with {kind}):")
         for name, b in bars.items():
             verdict = {True: "PASS", False: "FAIL", None: "n/a "}[b["pass"]]
             value = b["value"]
@@ -406,6 +423,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before each measured run (default 3)")
     p.add_argument("--conc", default="1,16,64", help="comma-separated concurrencies (default 1,16,64)")
     p.add_argument("--quick", action="store_true", help="short smoke run: 3 s runs, 1 s warm-up")
+    p.add_argument("--request", choices=sorted(REQUESTS), default="chat",
+                   help="request to drive: chat (default; the bars are defined on it), stream (SSE chat) or embeddings")
     p.add_argument("--skip-litellm", action="store_true", help="measure only direct and our proxy (no ratios)")
     p.add_argument("--skip-ours", action="store_true", help="measure only direct and LiteLLM (to check the harness)")
     p.add_argument("--proxy-bin", help="path of the litemaas-proxy executable (default: .venv, this Python's venv, PATH)")
@@ -433,7 +452,8 @@ def main(argv=None) -> int:
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.conc_list, "request": json.loads(CHAT_BODY),
+        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.conc_list, "request_kind": args.request,
+                     "request": {"path": REQUESTS[args.request][0], "body": json.loads(REQUESTS[args.request][1])},
                      "load_generator": subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.strip().splitlines()[0:1],
                      "litellm_version": None if args.skip_litellm else LITELLM_VERSION},
         "processes": {},
@@ -477,10 +497,11 @@ def main(argv=None) -> int:
 
         for conc in args.conc_list:
             for name, port, key in targets:
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                path, body = REQUESTS[args.request]
+                url = f"http://127.0.0.1:{port}{path}"
                 if args.warmup > 0:
-                    run_wrk(wrk, url, conc, args.warmup, key, watch)
-                res = run_wrk(wrk, url, conc, args.duration, key, watch)
+                    run_wrk(wrk, url, body, conc, args.warmup, key, watch)
+                res = run_wrk(wrk, url, body, conc, args.duration, key, watch)
                 res.update(target=name, conc=conc)
                 results["runs"].append(res)
                 log(f"{name:8} c={conc:<3} {res['rps']:>10,.0f} req/s  p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "
