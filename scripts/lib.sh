@@ -25,6 +25,7 @@ ensure_os_packages() {
   have_pg || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v git >/dev/null 2>&1 || missing+=(git)
+  command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "Installing OS packages: ${missing[*]}"
@@ -42,8 +43,10 @@ ensure_os_packages() {
 }
 
 stamp_of() {
-  cat "$ROOT/requirements/dev.txt" "$ROOT/requirements/constraints.txt" "$ROOT/files/proxy/pyproject.toml" 2>/dev/null \
-    | sha256sum | cut -d' ' -f1
+  local f
+  for f in "$ROOT/requirements/dev.txt" "$ROOT/requirements/constraints.txt" "$ROOT/files/proxy/pyproject.toml"; do
+    if [ -f "$f" ]; then cat "$f"; fi
+  done | sha256sum | cut -d' ' -f1
 }
 
 # pip, quiet unless it fails (then its whole output is shown).

@@ -25,7 +25,8 @@ if [ ! -f "$cache" ] || ! cmp -s "$ROOT/scripts/get_pip_offline.py" "$cache"; th
   cp "$ROOT/scripts/get_pip_offline.py" "$cache"
 fi
 
-dest="$WORK/sanity/ansible_collections/rhpds/litemaas"
+# Outside the checkout: inside it, ansible-test would ask git for the file list and find the copy ignored.
+dest="${TMPDIR:-/tmp}/litemaas-sanity-$(printf %s "$ROOT" | sha256sum | cut -c1-12)/ansible_collections/rhpds/litemaas"
 rm -rf "$dest"
 mkdir -p "$dest"
 (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
