@@ -67,3 +67,47 @@ def ansible_env(collections_path) -> dict:
     env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+# ---------------------------------------------------------------- model boundary and proxy (tests/support/stub_upstream.py, proxy.py)
+
+@pytest.fixture(scope="session")
+def stub_upstream(work_dir):
+    """A running OpenAI-compatible stub model server. ``.url`` is its OpenAI base URL (``http://127.0.0.1:P/v1``)."""
+    from tests.support.stub_upstream import StubUpstream
+
+    stub = StubUpstream(log_path=work_dir / "stub_upstream.log").start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_factory(pg_server, redis_server, stub_upstream, work_dir):
+    """Start extra proxy processes: ``proxy_factory(database="x", env={...}, models=[...], dsn=..., redis_url=..., start=True)``.
+
+    Each call gets its own database unless ``dsn`` is given (pass ``other.dsn`` to share one). All are stopped at session end.
+    """
+    from tests.support.proxy import ProxyProcess, stub_models
+
+    started = []
+
+    def make(database: str = None, dsn: str = None, redis_url: str = None, models: list = None, env: dict = None, start: bool = True, **kwargs):
+        n = len(started) + 1
+        if dsn is None:
+            dsn = pg_server.create_database(database or f"proxy_extra_{n}")
+        proc = ProxyProcess(dsn, redis_url or redis_server.url, stub_models(stub_upstream.url) if models is None else models,
+                            work_dir=work_dir / f"proxy-{n}", env=env, **kwargs)
+        started.append(proc)
+        return proc.start() if start else proc
+
+    yield make
+    for proc in started:
+        proc.terminate()
+
+
+@pytest.fixture(scope="session")
+def proxy(proxy_factory):
+    """A running proxy (master key, its own database ``litellm_db``, Redis, stub models ``stub-model``, ``granite-3-8b``
+    (chat) and ``stub-embed`` (embedding) at 1e-6/2e-6 USD per prompt/completion token).
+    Exposes ``.url``, ``.master_key``, ``.dsn``, ``.admin(method, path, body)``."""
+    return proxy_factory(database="litellm_db")

@@ -1,0 +1,1 @@
+"""HTTP routes: ``data`` (OpenAI-compatible data plane) and ``management`` (LiteLLM admin API)."""

@@ -1,0 +1,375 @@
+"""Data plane: OpenAI-compatible routes relayed to the model deployments, with enforcement and spend."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from litemaas_proxy import metrics
+from litemaas_proxy.auth import MASTER, hash_token
+from litemaas_proxy.errors import ProxyError, json_response
+from litemaas_proxy.limits import build_args, descriptors_for
+from litemaas_proxy.spend import compute_cost, make_record
+
+log = logging.getLogger("litemaas_proxy.data")
+UTC = timezone.utc
+SPECIAL_ALL = ("*", "all-proxy-models", "all-team-models")
+
+
+def model_allowed(allowed: list, model: str, router) -> bool:
+    if not allowed or model in allowed:
+        return True
+    for item in allowed:
+        if item in SPECIAL_ALL:
+            return True
+        if "*" in item and fnmatch.fnmatchcase(model, item):
+            return True
+    deps = router.groups.get(model) or ()
+    return any(g in allowed for d in deps for g in d.access_groups)
+
+
+def check_model_access(entry, model: str, router) -> None:
+    if entry is MASTER:
+        return
+    key = entry.key
+    if not model_allowed(key.get("models") or [], model, router):
+        raise ProxyError(401, f"key not allowed to access model. This key can only access models={key.get('models')}. Tried to access {model}",
+                         "key_model_access_denied", "model")
+    team = entry.team
+    if team and not model_allowed(team.get("models") or [], model, router):
+        raise ProxyError(401, f"Team not allowed to access model. Team={team['team_id']}, Model={model}. Allowed team models = {team.get('models')}",
+                         "team_model_access_denied", "model")
+    user = entry.user
+    if user and not team:
+        umodels = [m for m in (user.get("models") or []) if m != "no-default-models"]
+        if umodels and not model_allowed(umodels, model, router):
+            raise ProxyError(401, f"User not allowed to access model. User={user['user_id']}, Model={model}. Allowed user models = {umodels}",
+                             "user_model_access_denied", "model")
+
+
+def _spend_of(proxy, row: dict, kind: str, ident, mark: float, now: float) -> float:
+    reset = row.get("budget_reset_at")
+    if reset is not None:
+        reset_ts = datetime.fromisoformat(reset).timestamp() if isinstance(reset, str) else reset.timestamp()
+        if reset_ts <= now:
+            return max(0.0, proxy.spend.pending(kind, ident, mark))
+    return float(row.get("spend") or 0.0) + proxy.spend.pending(kind, ident, mark)
+
+
+def check_key_state(proxy, entry, now: float) -> None:
+    """Blocked, expired and over-budget keys (and their teams/users) are refused before any upstream call."""
+    if entry is MASTER:
+        return
+    key = entry.key
+    if key.get("blocked"):
+        raise ProxyError(401, "Authentication Error, Key is blocked. Update via `/key/unblock` if you're admin.", "auth_error", "None")
+    team = entry.team
+    if team and team.get("blocked"):
+        raise ProxyError(401, f"Authentication Error, Team={team['team_id']} is blocked. Update via `/team/unblock` if your admin.", "auth_error", "None")
+    if entry.expires_ts is not None and entry.expires_ts < now:
+        exp = datetime.fromtimestamp(entry.expires_ts, UTC).isoformat()
+        raise ProxyError(400, f"Authentication Error - Expired Key. Key Expiry time {exp} and current time {datetime.now(UTC).isoformat()}",
+                         "expired_key", key.get("key_name") or "None")
+    marks = entry.spend_marks or {}
+    max_budget = key.get("max_budget")
+    if max_budget is not None:
+        spent = _spend_of(proxy, key, "k", entry.token, marks.get("k", 0.0), now)
+        if spent >= max_budget:
+            raise ProxyError(400, f"Budget has been exceeded! Current cost: {spent}, Max budget: {max_budget}", "budget_exceeded", None)
+    if team and team.get("max_budget") is not None:
+        spent = _spend_of(proxy, team, "t", team["team_id"], marks.get("t", 0.0), now)
+        if spent > team["max_budget"]:
+            raise ProxyError(400, f"Budget has been exceeded! Team={team['team_id']} Current cost: {spent}, Max budget: {team['max_budget']}",
+                             "budget_exceeded", None)
+    user = entry.user
+    if user and user.get("max_budget") is not None:
+        spent = _spend_of(proxy, user, "u", user["user_id"], marks.get("u", 0.0), now)
+        if spent > user["max_budget"]:
+            raise ProxyError(400, f"ExceededBudget: User={user['user_id']} over budget. Spend={spent}, Budget={user['max_budget']}",
+                             "budget_exceeded", None)
+
+
+def _upstream_error(status: int, body: bytes, dep) -> ProxyError:
+    message, etype, param = None, None, "None"
+    try:
+        data = orjson.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message, etype, param = err.get("message"), err.get("type"), err.get("param", "None")
+        elif isinstance(err, str):
+            message = err
+        elif isinstance(data, dict) and data.get("detail"):
+            message = str(data["detail"])
+    except Exception:
+        message = body[:500].decode("utf-8", "replace")
+    message = message or f"HTTP {status}"
+    if status >= 500:
+        out = status if status in (502, 503, 504) else 502
+        return ProxyError(out, f"Upstream model server error (HTTP {status}) from {dep.api_base} for model={dep.model_name}: {message}",
+                          "upstream_error", "None")
+    return ProxyError(status, message, etype or "invalid_request_error", param)
+
+
+def setup(app: web.Application, proxy) -> None:
+    router = proxy.router
+    settings = proxy.settings
+    master_token = hash_token(settings.master_key) if settings.master_key else ""
+
+    def record(entry, model, dep, start_dt, prompt, completion, cost, status, body, call_type):
+        if entry is MASTER:
+            token, user_id, team_id = master_token, "default_user_id", None
+        else:
+            token, user_id, team_id = entry.token, entry.key.get("user_id"), entry.key.get("team_id")
+        end_user = body.get("user") if isinstance(body.get("user"), str) else None
+        meta = {"status": status}
+        if entry is not MASTER and entry.key.get("key_alias"):
+            meta["user_api_key_alias"] = entry.key["key_alias"]
+        rec = make_record(uuid.uuid4().hex, call_type, token, cost, prompt, completion, start_dt,
+                          datetime.now(UTC), model, dep, user_id, team_id, meta, status, end_user)
+        proxy.spend.add(rec, token if entry is not MASTER else None, user_id if entry is not MASTER else None, team_id)
+
+    async def llm(request: web.Request, upstream_path: str, call_type: str) -> web.StreamResponse:
+        t0 = time.monotonic()
+        start_dt = datetime.now(UTC)
+        entry = await proxy.authenticate(request)
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ProxyError(400, f"Invalid JSON payload: {exc}", "invalid_request_error", "None")
+        if not isinstance(body, dict):
+            raise ProxyError(400, "Invalid JSON payload: expected an object", "invalid_request_error", "None")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ProxyError(400, "Invalid request: 'model' is required", "invalid_request_error", "model")
+        now = time.time()
+        check_key_state(proxy, entry, now)
+        check_model_access(entry, model, router)
+        deps = router.candidates(model)
+        if not deps:
+            raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
+                             "None", "model")
+        descs = None
+        limit_headers = None
+        if entry is not MASTER and proxy.limiter is not None:
+            if entry.descriptors is None:
+                entry.descriptors = descriptors_for(entry.key, entry.user, entry.team)
+                entry.limit_args = build_args(entry.descriptors, proxy.limiter.window) if entry.descriptors else None
+            descs = entry.descriptors
+            if descs:
+                keys, argv = entry.limit_args
+                limit_headers = await proxy.limiter.check(descs, keys, argv)
+        stream = bool(body.get("stream"))
+        wants_usage = False
+        if stream:
+            so = body.get("stream_options")
+            wants_usage = isinstance(so, dict) and bool(so.get("include_usage"))
+            body["stream_options"] = dict(so or {}, include_usage=True) if isinstance(so, dict) or so is None else {"include_usage": True}
+        tokens_used = 0
+        try:
+            resp, tokens_used = await call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0,
+                                                   call_type)
+            return resp
+        finally:
+            if descs:
+                await proxy.limiter.post(descs, entry.limit_args[0], tokens_used, True)
+
+    async def call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0, call_type):
+        attempts = min(len(deps), 1 + settings.num_retries)
+        last_error = None
+        route = request.path
+        for attempt in range(attempts):
+            dep = deps[attempt]
+            body["model"] = dep.upstream_model
+            payload = orjson.dumps(body)
+            timeout = aiohttp.ClientTimeout(total=dep.timeout or settings.request_timeout, sock_connect=settings.connect_timeout)
+            url = f"{dep.api_base}/{upstream_path}"
+            try:
+                upstream = await proxy.http.post(url, data=payload, headers=dep.headers, timeout=timeout)
+            except asyncio.TimeoutError:
+                router.report_failure(dep)
+                last_error = ProxyError(504, f"Upstream model server timed out after {timeout.total}s: {dep.api_base} (model={model})", "timeout", "None")
+                continue
+            except aiohttp.ClientError as exc:
+                router.report_failure(dep)
+                last_error = ProxyError(503, f"Upstream model server unavailable: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
+                                        "upstream_unavailable", "None")
+                continue
+            try:
+                if upstream.status >= 400:
+                    err_body = await upstream.read()
+                    last_error = _upstream_error(upstream.status, err_body, dep)
+                    if upstream.status >= 500:
+                        router.report_failure(dep)
+                        continue
+                    break
+                router.report_success(dep)
+                if stream:
+                    return await relay_stream(request, entry, body, model, dep, upstream, wants_usage, limit_headers, start_dt, t0, call_type)
+                return await relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type)
+            except asyncio.TimeoutError:
+                router.report_failure(dep)
+                last_error = ProxyError(504, f"Upstream model server timed out after {timeout.total}s: {dep.api_base} (model={model})", "timeout", "None")
+                break
+            except aiohttp.ClientError as exc:
+                router.report_failure(dep)
+                last_error = ProxyError(502, f"Upstream model server connection failed: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
+                                        "upstream_error", "None")
+                break
+            finally:
+                upstream.release()
+        metrics.REQUESTS.labels(model, route, str(last_error.status)).inc()
+        metrics.FAILED.labels(model, route, str(last_error.status)).inc()
+        if last_error.status >= 500:
+            record(entry, model, deps[0], start_dt, 0, 0, 0.0, "failure", body, call_type)
+        raise last_error
+
+    def common_headers(entry, dep, cost, limit_headers, t0):
+        headers = {"x-litellm-model-id": dep.id, "x-litellm-model-group": dep.model_name, "x-litellm-response-cost": repr(cost),
+                   "x-litellm-response-duration-ms": f"{(time.monotonic() - t0) * 1000:.3f}"}
+        if entry is not MASTER:
+            key = entry.key
+            headers["x-litellm-key-spend"] = str(key.get("spend") or 0.0)
+            if key.get("max_budget") is not None:
+                headers["x-litellm-key-max-budget"] = str(key["max_budget"])
+            if key.get("tpm_limit") is not None:
+                headers["x-litellm-key-tpm-limit"] = str(key["tpm_limit"])
+            if key.get("rpm_limit") is not None:
+                headers["x-litellm-key-rpm-limit"] = str(key["rpm_limit"])
+        if limit_headers:
+            headers.update(limit_headers)
+        return headers
+
+    def account(entry, model, dep, usage, start_dt, t0, body, route, call_type):
+        prompt = completion = 0
+        if isinstance(usage, dict):
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            if not prompt and not completion and usage.get("total_tokens"):
+                prompt = int(usage["total_tokens"])
+        cost = compute_cost(dep, prompt, completion)
+        record(entry, model, dep, start_dt, prompt, completion, cost, "success", body, call_type)
+        metrics.REQUESTS.labels(model, route, "200").inc()
+        if cost:
+            metrics.SPEND.labels(model).inc(cost)
+        if prompt or completion:
+            metrics.TOKENS.labels(model).inc(prompt + completion)
+            metrics.INPUT_TOKENS.labels(model).inc(prompt)
+            metrics.OUTPUT_TOKENS.labels(model).inc(completion)
+        metrics.LATENCY.labels(model).observe(time.monotonic() - t0)
+        return cost, prompt + completion
+
+    async def relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type):
+        content = await upstream.read()
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise ProxyError(502, f"Upstream model server returned invalid JSON: {dep.api_base} (model={model})", "upstream_error", "None")
+        usage = data.get("usage") if isinstance(data, dict) else None
+        cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
+        resp = web.Response(body=content, content_type="application/json", headers=common_headers(entry, dep, cost, limit_headers, t0))
+        return resp, tokens
+
+    async def relay_stream(request, entry, body, model, dep, upstream, wants_usage, limit_headers, start_dt, t0, call_type):
+        headers = common_headers(entry, dep, 0.0, limit_headers, t0)
+        headers.pop("x-litellm-response-cost", None)
+        headers["Cache-Control"] = "no-cache"
+        headers["Content-Type"] = "text/event-stream"
+        resp = web.StreamResponse(status=200, headers=headers)
+        await resp.prepare(request)
+        usage = None
+        buf = b""
+        client_gone = False
+        async for chunk in upstream.content.iter_any():
+            buf += chunk
+            out = []
+            while True:
+                idx = buf.find(b"\n\n")
+                if idx < 0:
+                    break
+                event = buf[: idx + 2]
+                buf = buf[idx + 2:]
+                if b'"usage"' in event:
+                    keep, found = _inspect_usage(event, wants_usage)
+                    if found is not None:
+                        usage = found
+                    if not keep:
+                        continue
+                out.append(event)
+            if out and not client_gone:
+                try:
+                    await resp.write(b"".join(out))
+                except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                    client_gone = True
+                    break
+        if buf and not client_gone:
+            try:
+                await resp.write(buf)
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                client_gone = True
+        cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
+        if not client_gone:
+            try:
+                await resp.write_eof()
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                pass
+        return resp, tokens
+
+    def _inspect_usage(event: bytes, wants_usage: bool):
+        """Return (forward?, usage) for one SSE event that mentions usage."""
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    return True, None
+                try:
+                    data = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    return True, None
+                usage = data.get("usage") if isinstance(data, dict) else None
+                if usage and not wants_usage and not data.get("choices"):
+                    return False, usage
+                return True, usage or None
+        return True, None
+
+    async def chat(request):
+        return await llm(request, "chat/completions", "acompletion")
+
+    async def completions(request):
+        return await llm(request, "completions", "atext_completion")
+
+    async def embeddings(request):
+        return await llm(request, "embeddings", "aembedding")
+
+    async def list_models(request):
+        entry = await proxy.authenticate(request)
+        names = router.model_names()
+        if entry is not MASTER:
+            names = [n for n in names if model_allowed(entry.key.get("models") or [], n, router)
+                     and (not entry.team or model_allowed(entry.team.get("models") or [], n, router))]
+        return json_response({"data": [{"id": n, "object": "model", "created": 1677610602, "owned_by": "openai"} for n in names], "object": "list"})
+
+    async def get_model(request):
+        entry = await proxy.authenticate(request)
+        name = request.match_info["model_id"]
+        if name not in router.groups or (entry is not MASTER and not model_allowed(entry.key.get("models") or [], name, router)):
+            raise ProxyError(404, f"The model `{name}` does not exist", "not_found_error", "model")
+        return json_response({"id": name, "object": "model", "created": 1677610602, "owned_by": "openai"})
+
+    for prefix in ("/v1", "", "/openai/deployments/{deployment}"):
+        app.router.add_post(prefix + "/chat/completions", chat)
+        app.router.add_post(prefix + "/completions", completions)
+        app.router.add_post(prefix + "/embeddings", embeddings)
+    app.router.add_post("/engines/{engine}/chat/completions", chat)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/models", list_models)
+    app.router.add_get("/v1/models/{model_id:.+}", get_model)
+    app.router.add_get("/models/{model_id:.+}", get_model)

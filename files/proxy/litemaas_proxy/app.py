@@ -1,0 +1,262 @@
+"""Application state, startup/shutdown, background tasks and the aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Optional
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from litemaas_proxy import db, metrics
+from litemaas_proxy.auth import MASTER, KeyCache, credential_from_headers, hash_token, is_master
+from litemaas_proxy.config import Settings
+from litemaas_proxy.errors import DetailError, ProxyError
+from litemaas_proxy.limits import Limiter
+from litemaas_proxy.routing import Deployment, Router, config_model_id
+from litemaas_proxy.spend import SpendWriter, reset_budgets
+
+log = logging.getLogger("litemaas_proxy")
+INVALIDATE_CHANNEL = "litemaas:invalidate"
+
+
+class Proxy:
+    """Everything a request handler needs; one per process."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.pool = None
+        self.redis = None
+        self.http: Optional[aiohttp.ClientSession] = None
+        self.router = Router(settings.cooldown_time, settings.allowed_fails)
+        self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
+        self.cache = KeyCache(self._load_key, settings.key_cache_ttl)
+        self.limiter: Optional[Limiter] = None
+        self.config_deployments: list = []
+        self.tasks: list = []
+        self.stop_event = asyncio.Event()
+        self.db_ready = asyncio.Event()
+        self.started = time.time()
+
+    # ------------------------------------------------------------ auth
+    async def _load_key(self, token: str):
+        if self.pool is None:
+            raise ProxyError(503, "Database not available yet, retry shortly.", "no_db_connection", "None")
+        marks = (self.spend.mark("k", token),)
+        row = await db.fetch_auth(self.pool, token)
+        if row is None:
+            return None
+        key, user, team = row
+        marks = {"k": marks[0], "u": self.spend.mark("u", key.get("user_id")), "t": self.spend.mark("t", key.get("team_id"))}
+        return key, user, team, marks
+
+    async def authenticate(self, request: web.Request, allow_master: bool = True):
+        presented = credential_from_headers(request.headers)
+        master_key = self.settings.master_key
+        if presented is None:
+            if master_key is None:
+                return MASTER
+            raise ProxyError(401, "Authentication Error, No api key passed in.", "auth_error", "None")
+        if master_key is None or (allow_master and is_master(presented, master_key)):
+            return MASTER
+        if not presented.startswith("sk-"):
+            raise ProxyError(401, f"Authentication Error, LiteLLM Virtual Key expected. Received={presented}, expected to start with 'sk-'.",
+                             "auth_error", "None")
+        token = hash_token(presented)
+        entry = await self.cache.get(token)
+        if entry is None:
+            raise ProxyError(401, "Authentication Error, Invalid proxy server token passed. "
+                             f"Received API Key = sk-...{presented[-4:]}, Key Hash (Token) ={token}. "
+                             "Unable to find token in cache or `LiteLLM_VerificationTokenTable`", "token_not_found_in_db", "None")
+        return entry
+
+    async def require_admin(self, request: web.Request):
+        entry = await self.authenticate(request)
+        if not entry.is_admin:
+            user_id = entry.key.get("user_id") or "None"
+            masked = user_id[:3] + "..." if len(user_id) > 3 else user_id
+            role = (entry.user or {}).get("user_role") or "internal_user"
+            raise ProxyError(401, "Authentication Error, Only proxy admin can be used to generate, delete, update info for new keys/users/teams. "
+                             f"Route={request.path}. Your role={role}. Your user_id={masked}", "auth_error", "None")
+        return entry
+
+    # ------------------------------------------------------------ invalidation across replicas
+    async def publish(self, message: str) -> None:
+        self.apply_invalidation(message)
+        if self.redis is not None:
+            try:
+                await self.redis.publish(INVALIDATE_CHANNEL, message)
+            except Exception as exc:
+                log.warning("could not publish cache invalidation (%s); other replicas catch up within %ss", exc, self.settings.key_cache_ttl)
+
+    def apply_invalidation(self, message: str) -> None:
+        kind, _, ident = message.partition(":")
+        if kind == "key":
+            self.cache.invalidate(ident)
+        elif kind == "user":
+            self.cache.invalidate_where("user_id", ident)
+        elif kind == "team":
+            self.cache.invalidate_where("team_id", ident)
+        elif kind == "models":
+            asyncio.get_running_loop().create_task(self.reload_models())
+        else:
+            self.cache.invalidate()
+
+    async def _listen(self) -> None:
+        while not self.stop_event.is_set():
+            pubsub = None
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(INVALIDATE_CHANNEL)
+                # Anything may have changed while we were not subscribed.
+                self.cache.invalidate()
+                async for msg in pubsub.listen():
+                    if msg and msg.get("type") == "message":
+                        data = msg["data"]
+                        self.apply_invalidation(data.decode() if isinstance(data, bytes) else data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("invalidation listener reconnecting: %s", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        await pubsub.aclose()
+                    except Exception:
+                        pass
+
+    # ------------------------------------------------------------ models
+    def build_config_deployments(self) -> list:
+        out = []
+        for entry in self.settings.model_list:
+            if not isinstance(entry, dict) or not entry.get("model_name"):
+                continue
+            info = dict(entry.get("model_info") or {})
+            model_id = str(info.get("id") or config_model_id(entry))
+            out.append(Deployment(model_id, str(entry["model_name"]), entry.get("litellm_params") or {}, info, False))
+        return out
+
+    async def reload_models(self) -> None:
+        rows = []
+        if self.pool is not None:
+            try:
+                rows = await self.pool.fetch(f"SELECT model_id, model_name, litellm_params, model_info FROM {db.MODEL_TABLE} ORDER BY created_at, model_id")
+            except Exception as exc:
+                log.warning("could not load models from the database: %s", exc)
+                return
+        deps = [Deployment(r["model_id"], r["model_name"], r["litellm_params"], r["model_info"], True) for r in rows]
+        self.router.set_deployments(self.config_deployments, deps)
+
+    async def _poll_models(self) -> None:
+        while not self.stop_event.is_set():
+            await asyncio.sleep(self.settings.model_reload_interval)
+            await self.reload_models()
+
+    async def _budget_resets(self) -> None:
+        while not self.stop_event.is_set():
+            await asyncio.sleep(self.settings.budget_reset_interval)
+            if self.pool is None:
+                continue
+            try:
+                if await reset_budgets(self.pool):
+                    await self.publish("all:")
+            except Exception as exc:
+                log.warning("budget reset failed: %s", exc)
+
+    async def _connect_db(self) -> None:
+        pool = await db.wait_for_db(self.settings.database_url, self.settings.db_pool_size, self.stop_event)
+        if pool is None:
+            return
+        self.pool = pool
+        self.spend.pool = pool
+        self.spend.load_spills()
+        await self.reload_models()
+        self.db_ready.set()
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.config_deployments = self.build_config_deployments()
+        self.router.set_deployments(self.config_deployments, [])
+        connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self.http = aiohttp.ClientSession(connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(), skip_auto_headers=("User-Agent",),
+                                          auto_decompress=False)
+        if self.settings.redis_url:
+            import redis.asyncio as aioredis
+
+            self.redis = aioredis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+            self.limiter = Limiter(self.redis, self.settings.rate_limit_window)
+            self.tasks.append(asyncio.get_running_loop().create_task(self._listen()))
+        if self.settings.database_url:
+            connect = asyncio.get_running_loop().create_task(self._connect_db())
+            self.tasks.append(connect)
+            try:  # usually ready at once; otherwise keep starting and connect in the background
+                await asyncio.wait_for(asyncio.shield(connect), 5.0)
+            except asyncio.TimeoutError:
+                log.warning("database not reachable yet; serving health endpoints and retrying in the background")
+        self.tasks.append(asyncio.get_running_loop().create_task(self.spend.run()))
+        self.tasks.append(asyncio.get_running_loop().create_task(self._poll_models()))
+        self.tasks.append(asyncio.get_running_loop().create_task(self._budget_resets()))
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await self.spend.stop(timeout=10.0)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except BaseException:
+                pass
+        if self.http is not None:
+            await self.http.close()
+        if self.redis is not None:
+            try:
+                await self.redis.aclose()
+            except Exception:
+                pass
+        if self.pool is not None:
+            await self.pool.close()
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except (ProxyError, DetailError) as exc:
+        return exc.response()
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return ProxyError(500, f"Internal Server Error, {type(exc).__name__}: {exc}", "internal_server_error", "None").response()
+
+
+async def _not_found(request: web.Request):
+    raise ProxyError(404, f"Route not found: {request.method} {request.path}", "not_found_error", "None")
+
+
+def create_app(settings: Settings) -> web.Application:
+    from litemaas_proxy.api import data, management
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024 * 1024)
+    proxy = Proxy(settings)
+    app["proxy"] = proxy
+    data.setup(app, proxy)
+    management.setup(app, proxy)
+    metrics.setup(app, proxy)
+
+    async def on_startup(_app):
+        await proxy.start()
+
+    async def on_cleanup(_app):
+        await proxy.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

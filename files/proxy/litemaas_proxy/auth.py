@@ -1,0 +1,159 @@
+"""Virtual keys: hashing, request credentials, and the in-process key cache (TTL + cross-replica invalidation)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import datetime
+from typing import Awaitable, Callable, Optional
+
+from litemaas_proxy.errors import ProxyError
+
+ADMIN_ROLES = ("proxy_admin",)
+NEGATIVE_TTL = 2.0
+
+
+def hash_token(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def hash_if_needed(value: str) -> str:
+    """LiteLLM: ``sk-`` values are hashed, anything else is taken as the hash already."""
+    return hash_token(value) if value.startswith("sk-") else value
+
+
+def generate_key() -> str:
+    return "sk-" + secrets.token_urlsafe(16)
+
+
+def key_name(key: str) -> str:
+    return "sk-..." + key[-4:]
+
+
+def abbreviate(key: str) -> str:
+    return "sk-..." + key[-4:] if key.startswith("sk-") else key
+
+
+def parse_ts(value) -> Optional[float]:
+    """Timestamp (datetime or ISO string from row_to_json) -> epoch seconds."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(value).timestamp()
+
+
+def credential_from_headers(headers) -> Optional[str]:
+    """Where LiteLLM reads the key from, first match wins. Raises on a malformed Authorization header."""
+    value = headers.get("x-litellm-api-key")
+    if value:
+        return value[7:].strip() if value[:7].lower() == "bearer " else value.strip()
+    value = headers.get("Authorization")
+    if value:
+        low = value[:7].lower()
+        if low == "bearer ":
+            return value[7:].strip()
+        if low[:6] == "basic ":
+            return value[6:].strip()
+        raise ProxyError(401, "Authentication Error, Malformed API Key passed in. Ensure Key has `Bearer ` prefix.", "auth_error", "None")
+    value = headers.get("API-Key") or headers.get("x-api-key")
+    if value:
+        return value.strip()
+    return None
+
+
+class AuthEntry:
+    """A resolved key with its user and team rows, as cached in-process."""
+
+    __slots__ = ("token", "key", "user", "team", "loaded_at", "expires_ts", "spend_marks", "is_admin", "descriptors", "limit_args")
+
+    def __init__(self, token: str, key: dict, user: Optional[dict], team: Optional[dict], loaded_at: float):
+        self.token = token
+        self.key = key
+        self.user = user
+        self.team = team
+        self.loaded_at = loaded_at
+        self.expires_ts = parse_ts(key.get("expires"))
+        self.spend_marks: dict = {}
+        self.is_admin = bool(user and user.get("user_role") in ADMIN_ROLES)
+        self.descriptors = None
+        self.limit_args = None
+
+
+class MasterEntry:
+    """The master key: proxy admin, no limits."""
+
+    is_admin = True
+    token = None
+    key = {"user_id": "default_user_id", "team_id": None, "models": [], "metadata": {}}
+    user = None
+    team = None
+
+
+MASTER = MasterEntry()
+
+
+class KeyCache:
+    """token -> AuthEntry with a short TTL; misses are loaded once even under concurrency."""
+
+    def __init__(self, loader: Callable[[str], Awaitable[Optional[tuple]]], ttl: float = 10.0):
+        self.loader = loader
+        self.ttl = ttl
+        self.entries: dict = {}
+        self.missing: dict = {}
+        self.inflight: dict = {}
+
+    def invalidate(self, token: Optional[str] = None) -> None:
+        if token is None:
+            self.entries.clear()
+            self.missing.clear()
+        else:
+            self.entries.pop(token, None)
+            self.missing.pop(token, None)
+
+    def invalidate_where(self, field: str, value: str) -> None:
+        """Drop entries whose user or team matches (user/team changes)."""
+        for token, entry in list(self.entries.items()):
+            if entry.key.get(field) == value:
+                self.entries.pop(token, None)
+
+    async def get(self, token: str) -> Optional[AuthEntry]:
+        now = time.monotonic()
+        entry = self.entries.get(token)
+        if entry is not None and now - entry.loaded_at < self.ttl:
+            return entry
+        miss = self.missing.get(token)
+        if miss is not None and now - miss < NEGATIVE_TTL:
+            return None
+        fut = self.inflight.get(token)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self.inflight[token] = fut
+        try:
+            row = await self.loader(token)
+            result = None
+            if row is None:
+                self.missing[token] = time.monotonic()
+                self.entries.pop(token, None)
+            else:
+                result = AuthEntry(token, row[0], row[1], row[2], time.monotonic())
+                if len(row) > 3:
+                    result.spend_marks = row[3]
+                self.entries[token] = result
+                self.missing.pop(token, None)
+            fut.set_result(result)
+            return result
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            self.inflight.pop(token, None)
+
+
+def is_master(presented: str, master_key: Optional[str]) -> bool:
+    return master_key is not None and hmac.compare_digest(presented.encode(), master_key.encode())

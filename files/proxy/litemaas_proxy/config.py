@@ -1,0 +1,153 @@
+"""Settings from the environment and an optional LiteLLM-style config.yaml; duration strings."""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+from urllib.parse import quote
+
+import yaml
+
+UTC = timezone.utc
+_DURATION_RE = re.compile(r"^(\d+)(mo|[smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class DurationError(ValueError):
+    pass
+
+
+def parse_duration(value: Any) -> tuple[int, str]:
+    """Parse ``30s``, ``12h``, ``30d``, ``1w``, ``1mo`` into (count, unit). Raise DurationError otherwise."""
+    if not isinstance(value, str):
+        raise DurationError(f"Invalid duration {value!r}: expected a string like '30s', '12h', '30d', '1w' or '1mo'")
+    match = _DURATION_RE.match(value.strip())
+    if not match:
+        raise DurationError(f"Invalid duration {value!r}: expected <number><unit> with unit one of s, m, h, d, w, mo (e.g. '30d')")
+    return int(match.group(1)), match.group(2)
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    month0 = moment.month - 1 + months
+    year = moment.year + month0 // 12
+    month = month0 % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def duration_after(value: str, now: Optional[datetime] = None) -> datetime:
+    """``now + duration`` (exact, not aligned): key expiry."""
+    now = now or datetime.now(UTC)
+    count, unit = parse_duration(value)
+    if unit == "mo":
+        return add_months(now, count)
+    return now + timedelta(seconds=count * _UNITS[unit])
+
+
+def next_budget_reset(value: str, now: Optional[datetime] = None) -> datetime:
+    """Next budget reset time, aligned like LiteLLM: 1d -> next midnight UTC, 7d/1w -> next Monday,
+    30d/1mo -> first of next month, Nd -> today 00:00 + N days, Nh/Nm/Ns aligned to multiples."""
+    now = now or datetime.now(UTC)
+    count, unit = parse_duration(value)
+    count = max(count, 1)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "mo" or (unit == "d" and count == 30):
+        months = count if unit == "mo" else 1
+        return add_months(midnight.replace(day=1), months)
+    if (unit == "d" and count == 7) or (unit == "w" and count == 1):
+        return midnight + timedelta(days=7 - midnight.weekday())
+    if unit == "w":
+        return midnight + timedelta(days=7 * count)
+    if unit == "d":
+        return midnight + timedelta(days=count)
+    step = count * _UNITS[unit]
+    epoch = int(now.timestamp())
+    return datetime.fromtimestamp((epoch // step + 1) * step, UTC)
+
+
+def _env_value(value: Any) -> Any:
+    """Resolve LiteLLM's ``os.environ/NAME`` indirection."""
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        return os.environ.get(value[len("os.environ/"):])
+    return value
+
+
+def redis_url_from_env(env) -> Optional[str]:
+    if env.get("REDIS_URL"):
+        return env["REDIS_URL"]
+    host = env.get("REDIS_HOST")
+    if not host:
+        return None
+    port = env.get("REDIS_PORT") or "6379"
+    password = env.get("REDIS_PASSWORD")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    scheme = "rediss" if str(env.get("REDIS_SSL", "")).lower() in ("1", "true", "yes") else "redis"
+    return f"{scheme}://{auth}{host}:{port}/0"
+
+
+def _float_env(env, name: str, default: float) -> float:
+    try:
+        return float(env.get(name, default))
+    except (TypeError, ValueError):
+        return default
+
+
+@dataclass
+class Settings:
+    database_url: Optional[str] = None
+    redis_url: Optional[str] = None
+    master_key: Optional[str] = None
+    model_list: list = field(default_factory=list)
+    request_timeout: float = 600.0
+    connect_timeout: float = 10.0
+    num_retries: int = 1
+    cooldown_time: float = 30.0
+    allowed_fails: int = 3
+    spend_flush_interval: float = 1.0
+    key_cache_ttl: float = 10.0
+    budget_reset_interval: float = 60.0
+    model_reload_interval: float = 30.0
+    rate_limit_window: int = 60
+    spill_dir: str = "/tmp"
+    db_pool_size: int = 10
+    upstream_connections: int = 1000
+
+
+def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
+    env = os.environ if env is None else env
+    cfg: dict = {}
+    if config_path:
+        with open(config_path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh) or {}
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{config_path}: expected a mapping at the top level")
+    general = cfg.get("general_settings") or {}
+    router = cfg.get("router_settings") or {}
+    litellm_settings = cfg.get("litellm_settings") or {}
+    for name, value in (cfg.get("environment_variables") or {}).items():
+        os.environ.setdefault(str(name), str(value))
+    s = Settings()
+    s.database_url = _env_value(general.get("database_url")) or env.get("DATABASE_URL")
+    s.master_key = _env_value(general.get("master_key")) or env.get("LITELLM_MASTER_KEY")
+    s.redis_url = redis_url_from_env(env)
+    if not s.redis_url and router.get("redis_host"):
+        s.redis_url = redis_url_from_env(
+            {"REDIS_HOST": _env_value(router["redis_host"]), "REDIS_PORT": _env_value(router.get("redis_port")),
+             "REDIS_PASSWORD": _env_value(router.get("redis_password"))})
+    s.model_list = list(cfg.get("model_list") or [])
+    s.request_timeout = float(router.get("timeout") or litellm_settings.get("request_timeout") or env.get("LITEMAAS_REQUEST_TIMEOUT") or 600)
+    s.num_retries = int(router.get("num_retries", litellm_settings.get("num_retries", 1)))
+    s.cooldown_time = float(router.get("cooldown_time", 30))
+    s.allowed_fails = int(router.get("allowed_fails", 3))
+    s.spend_flush_interval = _float_env(env, "LITEMAAS_SPEND_FLUSH_INTERVAL", float(general.get("proxy_batch_write_at", 1.0)))
+    s.key_cache_ttl = _float_env(env, "LITEMAAS_KEY_CACHE_TTL", float(general.get("user_api_key_cache_ttl", 10.0)))
+    s.budget_reset_interval = _float_env(env, "LITEMAAS_BUDGET_RESET_INTERVAL", 60.0)
+    s.model_reload_interval = _float_env(env, "LITEMAAS_MODEL_RELOAD_INTERVAL", 30.0)
+    s.rate_limit_window = int(_float_env(env, "LITELLM_RATE_LIMIT_WINDOW_SIZE", 60))
+    s.spill_dir = env.get("LITEMAAS_SPILL_DIR", "/tmp")
+    s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
+    return s

@@ -1,0 +1,185 @@
+"""Rate limits (RPM, TPM, max parallel requests) shared by all replicas through Redis.
+
+One Lua script checks and increments every descriptor of a request (key, user, team) atomically,
+so a request costs one Redis round trip before the upstream call. Windows are LiteLLM's: a fixed
+60 s window per descriptor that starts at the first request after the previous one expired.
+Nothing here is durable; a Redis FLUSHALL only resets the current windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Optional
+
+from litemaas_proxy.errors import ProxyError
+
+log = logging.getLogger("litemaas_proxy.limits")
+
+PREFIX = "litemaas:rl:"
+
+# KEYS: per descriptor i: KEYS[2i-1] = window hash, KEYS[2i] = parallel counter
+# ARGV: window, n, then per descriptor rpm, tpm, par (-1 = no limit)
+CHECK_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local win = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local st = {}
+for i = 1, n do
+  local rpm = tonumber(ARGV[3 + (i - 1) * 3])
+  local tpm = tonumber(ARGV[4 + (i - 1) * 3])
+  local par = tonumber(ARGV[5 + (i - 1) * 3])
+  local start, req, tok, reset = now, 0, 0, 1
+  if rpm >= 0 or tpm >= 0 then
+    local v = redis.call('HMGET', KEYS[2 * i - 1], 's', 'r', 't')
+    local s = tonumber(v[1])
+    if s and now - s < win then
+      start = s; req = tonumber(v[2]) or 0; tok = tonumber(v[3]) or 0; reset = 0
+    end
+    if rpm >= 0 and req + 1 > rpm then return {0, i, 1, rpm, math.floor(start + win)} end
+    if tpm >= 0 and tok + 1 > tpm then return {0, i, 2, tpm, math.floor(start + win)} end
+  end
+  local p = 0
+  if par >= 0 then
+    p = tonumber(redis.call('GET', KEYS[2 * i]) or '0') or 0
+    if p < 0 then p = 0 end
+    if p + 1 > par then return {0, i, 3, par, 0} end
+  end
+  st[i] = {rpm, tpm, par, start, req, tok, reset, p}
+end
+local out = {1}
+for i = 1, n do
+  local s = st[i]
+  if s[1] >= 0 or s[2] >= 0 then
+    if s[7] == 1 then
+      redis.call('HSET', KEYS[2 * i - 1], 's', tostring(s[4]), 'r', 1, 't', 0)
+    else
+      redis.call('HINCRBY', KEYS[2 * i - 1], 'r', 1)
+    end
+    redis.call('EXPIRE', KEYS[2 * i - 1], win * 2)
+  end
+  if s[3] >= 0 then
+    redis.call('INCR', KEYS[2 * i])
+    redis.call('EXPIRE', KEYS[2 * i], 3600)
+  end
+  table.insert(out, s[5] + 1)
+  table.insert(out, s[6])
+  table.insert(out, s[8] + 1)
+end
+return out
+"""
+
+# KEYS as above; ARGV: n, tokens, then per descriptor: count_tokens(0/1), release_parallel(0/1)
+POST_LUA = """
+local n = tonumber(ARGV[1])
+local tokens = tonumber(ARGV[2])
+for i = 1, n do
+  if ARGV[1 + 2 * i] == '1' and tokens > 0 and redis.call('EXISTS', KEYS[2 * i - 1]) == 1 then
+    redis.call('HINCRBY', KEYS[2 * i - 1], 't', tokens)
+  end
+  if ARGV[2 + 2 * i] == '1' then
+    local v = redis.call('DECR', KEYS[2 * i])
+    if v < 0 then redis.call('SET', KEYS[2 * i], 0, 'EX', 3600) end
+  end
+end
+return 1
+"""
+
+TYPE_NAMES = {1: "requests", 2: "tokens", 3: "max_parallel_requests"}
+
+
+class Descriptor:
+    """One rate-limited subject of a request: ('api_key', hash), ('user', id) or ('team', id)."""
+
+    __slots__ = ("name", "value", "rpm", "tpm", "par")
+
+    def __init__(self, name: str, value: str, rpm, tpm, par):
+        self.name = name
+        self.value = value
+        self.rpm = -1 if rpm is None else int(rpm)
+        self.tpm = -1 if tpm is None else int(tpm)
+        self.par = -1 if par is None else int(par)
+
+
+def descriptors_for(key: dict, user: Optional[dict], team: Optional[dict]) -> list:
+    out = []
+    for name, row, ident in (("api_key", key, "token"), ("user", user, "user_id"), ("team", team, "team_id")):
+        if not row:
+            continue
+        rpm, tpm, par = row.get("rpm_limit"), row.get("tpm_limit"), row.get("max_parallel_requests")
+        if rpm is None and tpm is None and par is None:
+            continue
+        out.append(Descriptor(name, row[ident], rpm, tpm, par))
+    return out
+
+
+def build_args(descs: list, window: int) -> tuple:
+    keys, argv = [], [window, len(descs)]
+    for d in descs:
+        base = f"{PREFIX}{d.name}:{d.value}"
+        keys.append(base + ":w")
+        keys.append(base + ":p")
+        argv.extend((d.rpm, d.tpm, d.par))
+    return keys, argv
+
+
+def _reset_text(reset_epoch: float) -> str:
+    return datetime.fromtimestamp(reset_epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class Limiter:
+    def __init__(self, redis, window: int = 60):
+        self.redis = redis
+        self.window = window
+        self._check = redis.register_script(CHECK_LUA) if redis is not None else None
+        self._post = redis.register_script(POST_LUA) if redis is not None else None
+
+    async def check(self, descs: list, keys: list, argv: list) -> Optional[dict]:
+        """Admit or raise 429. Returns the x-ratelimit-* headers (None if Redis is unavailable: fail open)."""
+        try:
+            res = await self._check(keys=keys, args=argv)
+        except Exception as exc:  # Redis down: fail open, never block traffic on a cache outage
+            log.warning("rate limit check skipped, Redis unavailable: %s", exc)
+            return None
+        if res[0] == 0:
+            d = descs[int(res[1]) - 1]
+            kind = TYPE_NAMES[int(res[2])]
+            limit = int(res[3])
+            reset_at = float(res[4]) or (time.time() + self.window)
+            retry = max(1, int(reset_at - time.time() + 0.999)) if res[4] else self.window
+            msg = (f"Rate limit exceeded for {d.name}: {d.value}. Limit type: {kind}. Current limit: {limit}, Remaining: 0. "
+                   f"Limit resets at: {_reset_text(reset_at)}")
+            headers = {"retry-after": str(retry), "rate_limit_type": kind, "reset_at": _reset_text(reset_at),
+                       f"x-ratelimit-{d.name}-limit-{kind}": str(limit), f"x-ratelimit-{d.name}-remaining-{kind}": "0"}
+            raise ProxyError(429, msg, "None", "None", headers)
+        headers = {}
+        for i, d in enumerate(descs):
+            req, tok, par = int(res[1 + 3 * i]), int(res[2 + 3 * i]), int(res[3 + 3 * i])
+            if d.rpm >= 0:
+                headers[f"x-ratelimit-{d.name}-limit-requests"] = str(d.rpm)
+                headers[f"x-ratelimit-{d.name}-remaining-requests"] = str(max(0, d.rpm - req))
+            if d.tpm >= 0:
+                headers[f"x-ratelimit-{d.name}-limit-tokens"] = str(d.tpm)
+                headers[f"x-ratelimit-{d.name}-remaining-tokens"] = str(max(0, d.tpm - tok - 1))
+            if d.par >= 0:
+                headers[f"x-ratelimit-{d.name}-limit-max_parallel_requests"] = str(d.par)
+                headers[f"x-ratelimit-{d.name}-remaining-max_parallel_requests"] = str(max(0, d.par - par))
+        return headers
+
+    async def post(self, descs: list, keys: list, tokens: int, release: bool) -> None:
+        """After the call: add tokens to TPM windows and release parallel slots."""
+        argv = [len(descs), int(tokens)]
+        needed = False
+        for d in descs:
+            count = d.tpm >= 0 and tokens > 0
+            rel = release and d.par >= 0
+            needed = needed or count or rel
+            argv.extend(("1" if count else "0", "1" if rel else "0"))
+        if not needed:
+            return
+        try:
+            await self._post(keys=keys, args=argv)
+        except Exception as exc:
+            log.warning("rate limit update skipped, Redis unavailable: %s", exc)
