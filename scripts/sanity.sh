@@ -29,9 +29,17 @@ fi
 dest="${TMPDIR:-/tmp}/litemaas-sanity-$(printf %s "$ROOT" | sha256sum | cut -c1-12)/ansible_collections/rhpds/litemaas"
 rm -rf "$dest"
 mkdir -p "$dest"
-(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] && printf '%s\0' "$f"
-done | xargs -0 cp --parents -t "$dest")
+# The files the collection ships: tracked (and new, not ignored) files, less galaxy.yml's build_ignore.
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | "$SVENV/bin/python" -c '
+import fnmatch, os, sys, yaml
+ignore = yaml.safe_load(open("galaxy.yml")).get("build_ignore", [])
+def shipped(path):
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return os.path.exists(path) and not any(fnmatch.fnmatch(p, pat) for p in prefixes for pat in ignore)
+names = [n for n in sys.stdin.read().split("\0") if n and shipped(n)]
+sys.stdout.write("\0".join(names))
+' | xargs -0 cp --parents -t "$dest")
 
 cd "$dest"
 rc=0
