@@ -288,28 +288,48 @@ def setup(app: web.Application, proxy) -> None:
         usage = None
         buf = b""
         client_gone = False
-        async for chunk in upstream.content.iter_any():
-            buf += chunk
-            out = []
-            while True:
-                idx = buf.find(b"\n\n")
-                if idx < 0:
-                    break
-                event = buf[: idx + 2]
-                buf = buf[idx + 2:]
-                if b'"usage"' in event:
-                    keep, found = _inspect_usage(event, wants_usage)
-                    if found is not None:
-                        usage = found
-                    if not keep:
-                        continue
-                out.append(event)
-            if out and not client_gone:
+        failure = None
+        try:
+            async for chunk in upstream.content.iter_any():
+                buf += chunk
+                out = []
+                while True:
+                    idx = buf.find(b"\n\n")
+                    if idx < 0:
+                        break
+                    event = buf[: idx + 2]
+                    buf = buf[idx + 2:]
+                    if b'"usage"' in event:
+                        keep, found = _inspect_usage(event, wants_usage)
+                        if found is not None:
+                            usage = found
+                        if not keep:
+                            continue
+                    out.append(event)
+                if out and not client_gone:
+                    try:
+                        await resp.write(b"".join(out))
+                    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                        client_gone = True
+                        break
+        except asyncio.TimeoutError:
+            failure = ProxyError(504, f"Upstream model server timed out during the stream: {dep.api_base} (model={model})", "timeout", "None")
+        except aiohttp.ClientError as exc:
+            failure = ProxyError(502, f"Upstream model server broke off the stream: {dep.api_base} (model={model}): {type(exc).__name__}",
+                                 "upstream_error", "None")
+        if failure is not None:
+            # Headers are sent already: report the error in-band, charge nothing for an incomplete stream.
+            router.report_failure(dep)
+            metrics.REQUESTS.labels(model, request.path, str(failure.status)).inc()
+            metrics.FAILED.labels(model, request.path, str(failure.status)).inc()
+            record(entry, model, dep, start_dt, 0, 0, 0.0, "failure", body, call_type)
+            if not client_gone:
                 try:
-                    await resp.write(b"".join(out))
+                    await resp.write(b"data: " + failure.body() + b"\n\n")
+                    await resp.write_eof()
                 except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-                    client_gone = True
-                    break
+                    pass
+            return resp, 0
         if buf and not client_gone:
             try:
                 await resp.write(buf)
