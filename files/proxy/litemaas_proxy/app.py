@@ -203,7 +203,7 @@ class Proxy:
 
     async def stop(self) -> None:
         self.stop_event.set()
-        await self.spend.stop(timeout=10.0)
+        await self.spend.stop(timeout=self.settings.shutdown_flush_timeout)
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:

@@ -113,6 +113,7 @@ class Settings:
     model_reload_interval: float = 30.0
     rate_limit_window: int = 60
     spill_dir: str = "/tmp"
+    shutdown_flush_timeout: float = 10.0
     db_pool_size: int = 10
     upstream_connections: int = 1000
 
@@ -149,5 +150,6 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     s.model_reload_interval = _float_env(env, "LITEMAAS_MODEL_RELOAD_INTERVAL", 30.0)
     s.rate_limit_window = int(_float_env(env, "LITELLM_RATE_LIMIT_WINDOW_SIZE", 60))
     s.spill_dir = env.get("LITEMAAS_SPILL_DIR", "/tmp")
+    s.shutdown_flush_timeout = _float_env(env, "LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT", 10.0)
     s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
     return s

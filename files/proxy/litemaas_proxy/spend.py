@@ -78,6 +78,7 @@ class SpendWriter:
         self._wake = asyncio.Event()
         self._stopping = False
         self._spill_files: list = []
+        self._lock = asyncio.Lock()
 
     # ---- hot path
     def add(self, rec: tuple, token: Optional[str], user_id: Optional[str], team_id: Optional[str]) -> None:
@@ -122,8 +123,9 @@ class SpendWriter:
         return len(batch)
 
     async def flush_all(self) -> None:
-        while self.buffer:
-            await self.flush_once()
+        async with self._lock:  # one writer at a time: a batch is removed from the buffer only after it is committed
+            while self.buffer:
+                await self.flush_once()
 
     async def run(self) -> None:
         delay = self.interval

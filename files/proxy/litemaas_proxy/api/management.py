@@ -161,6 +161,13 @@ def setup(app: web.Application, proxy) -> None:
         if unknown:
             raise bad_request(f"Unknown model(s) in models: {unknown}. Available models: {sorted(router.model_names())}", "models")
 
+    async def flush_pending_spend() -> None:
+        """Setting spend (e.g. a reset to 0) must not be undone by this replica's not-yet-written spend."""
+        try:
+            await proxy.spend.flush_all()
+        except Exception as exc:
+            log.warning("could not flush pending spend before a spend update: %s", exc)
+
     async def ensure_team(conn, team_id: Optional[str]) -> None:
         if team_id and await conn.fetchval(f"SELECT 1 FROM {db.TEAM_TABLE} WHERE team_id = $1", team_id) is None:
             raise bad_request(f"Team not found, passed team_id={team_id}. Create it with /team/new first.", "team_id")
@@ -269,6 +276,8 @@ def setup(app: web.Application, proxy) -> None:
             raise validation_error(["body", "key"], "Field required", body, "missing")
         if not isinstance(key, str):
             raise bad_request("key must be a string", "key")
+        if body.get("spend") is not None:
+            await flush_pending_spend()
         async with pool().acquire() as conn:
             async with conn.transaction():
                 row = await get_key_row(conn, key)
@@ -510,6 +519,8 @@ def setup(app: web.Application, proxy) -> None:
         if not user_id and not email:
             raise validation_error(["body"], "Value error, Either user id or user email must be provided", body)
         values = user_values(body, updating=True)
+        if "spend" in values:
+            await flush_pending_spend()
         async with pool().acquire() as conn:
             async with conn.transaction():
                 if user_id:
