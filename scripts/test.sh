@@ -23,7 +23,7 @@ log "yamllint"
 yamllint --strict .
 
 log "ansible-lint (production profile)"
-ansible-lint --offline --profile production -q
+ansible-lint --offline --profile production -q --nocolor
 
 log "ansible-test sanity"
 bash "$ROOT/scripts/sanity.sh"
