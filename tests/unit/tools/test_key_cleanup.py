@@ -118,7 +118,8 @@ def _rows(dsn):
         conn.close()
 
 
-def test_sync_portal_marks_matching_rows_inactive(portal_db):
+@pytest.mark.parametrize("driver", ["psycopg2", "asyncpg"])
+def test_sync_portal_marks_matching_rows_inactive(portal_db, driver):
     h = {n: hashlib.sha256(n.encode()).hexdigest() for n in ("k1", "k2", "k3")}
     conn = psycopg2.connect(portal_db)
     with conn, conn.cursor() as cur:
@@ -127,20 +128,23 @@ def test_sync_portal_marks_matching_rows_inactive(portal_db):
                         (str(uuid.uuid4()), name, h[name], alias))
     conn.close()
     # k1 matches by hash, k2 by alias (its hash is not given), k3 stays active.
-    assert kc.sync_portal(portal_db, [h["k1"], "0" * 64], ["by-alias"]) == 2
+    assert kc.sync_portal(portal_db, [h["k1"], "0" * 64], ["by-alias"], driver=driver) == 2
     rows = {r[0]: r for r in _rows(portal_db)}
     assert rows[h["k1"]][2:] == (False, True, "Key deleted by key cleanup (expired)")
     assert rows[h["k2"]][2] is False
     assert rows[h["k3"]][2:] == (True, False, None)
     # Second pass: rows already inactive are not touched again.
-    assert kc.sync_portal(portal_db, [h["k1"]], ["by-alias"]) == 0
+    assert kc.sync_portal(portal_db, [h["k1"]], ["by-alias"], driver=driver) == 0
+    # Without aliases only the hash matches.
+    assert kc.sync_portal(portal_db, [h["k3"]], [], driver=driver) == 1
 
 
-def test_sync_portal_without_table_fails_clearly(pg_server):
+@pytest.mark.parametrize("driver", ["psycopg2", "asyncpg"])
+def test_sync_portal_without_table_fails_clearly(pg_server, driver):
     name = "empty_" + uuid.uuid4().hex[:8]
     pg_server.create_database(name)
     with pytest.raises(RuntimeError, match="no api_keys table"):
-        kc.sync_portal(pg_server.dsn(name), ["x"], [])
+        kc.sync_portal(pg_server.dsn(name), ["x"], [], driver=driver)
 
 
 def test_cli_without_master_key_exits_2():
@@ -161,3 +165,95 @@ def test_cli_unreachable_proxy_reports_error(tmp_path):
     summary = json.loads(proc.stdout)
     assert summary["scanned"] == 0 and summary["deleted"] == 0
     assert summary["errors"][0].startswith("GET /key/list failed (no response)")
+
+
+# ---------------------------------------------------------------- against the real proxy
+
+def _generate(proxy, alias, duration=None, metadata=None):
+    body = {"key_alias": alias, "models": ["stub-model"], "metadata": metadata or {}}
+    if duration:
+        body["duration"] = duration
+    status, resp = proxy.admin("POST", "/key/generate", body)
+    assert status == 200, resp
+    return resp["key"]
+
+
+def _aliases(proxy, prefix):
+    client = kc.AdminClient(proxy.url, proxy.master_key)
+    return sorted(k["key_alias"] for k in client.list_all_keys() if (k.get("key_alias") or "").startswith(prefix))
+
+
+def _expire(proxy, aliases):
+    """Move the keys' expiry into the past, directly in the proxy's database (what time passing would do)."""
+    conn = psycopg2.connect(proxy.dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE \"LiteLLM_VerificationToken\" SET expires = now() - interval '1 hour' WHERE key_alias = ANY(%s)", (list(aliases),))
+            assert cur.rowcount == len(aliases)
+    finally:
+        conn.close()
+
+
+def test_run_pages_through_all_keys_and_deletes_only_expired_workshop_keys(proxy):
+    run_id = uuid.uuid4().hex[:6]
+    prefix = f"ws-{run_id}-"
+    # 7 expired workshop keys, 3 live ones, and an expired key of another workshop; page size 3 forces paging.
+    expired = [f"{prefix}user{i}" for i in range(7)]
+    live = [f"{prefix}live{i}" for i in range(3)]
+    other = f"other-{run_id}-user1"
+    for alias in expired + live:
+        _generate(proxy, alias, duration="1d", metadata={"workshop": run_id})
+    _generate(proxy, other, duration="1d", metadata={"workshop": "other"})
+    _expire(proxy, expired + [other])
+    client = kc.AdminClient(proxy.url, proxy.master_key)
+
+    dry = kc.run(client, dry_run=True, alias_prefixes=[prefix], page_size=3)
+    assert dry["selected"] == 7 and dry["deleted"] == 0 and dry["errors"] == []
+    assert sorted(k["key_alias"] for k in dry["keys"]) == expired
+    assert _aliases(proxy, prefix) == sorted(expired + live)
+
+    summary = kc.run(client, alias_prefixes=[prefix], page_size=3, batch_size=2)
+    assert summary["errors"] == []
+    assert summary["deleted"] == 7
+    assert _aliases(proxy, prefix) == sorted(live)
+    assert _aliases(proxy, f"other-{run_id}") == [other]  # other prefix untouched
+    # Idempotent: a second pass finds nothing to delete.
+    again = kc.run(client, alias_prefixes=[prefix], page_size=3)
+    assert again["selected"] == 0 and again["deleted"] == 0 and again["errors"] == []
+
+
+def test_run_with_future_clock_selects_by_expiry(proxy):
+    run_id = uuid.uuid4().hex[:6]
+    _generate(proxy, f"clock-{run_id}-a", duration="1h")
+    _generate(proxy, f"clock-{run_id}-b", duration="30d")
+    client = kc.AdminClient(proxy.url, proxy.master_key)
+    later = datetime.now(UTC) + timedelta(days=2)
+    summary = kc.run(client, now=later, dry_run=True, alias_prefixes=[f"clock-{run_id}-"])
+    assert [k["key_alias"] for k in summary["keys"]] == [f"clock-{run_id}-a"]
+
+
+def test_cli_deletes_and_syncs_the_portal(proxy, portal_db):
+    run_id = uuid.uuid4().hex[:6]
+    alias = f"cli-{run_id}-user1"
+    secret = _generate(proxy, alias, duration="1d", metadata={"workshop": run_id})
+    keep = _generate(proxy, f"cli-{run_id}-user2", duration="1d", metadata={"workshop": run_id})
+    _expire(proxy, [alias])
+    conn = psycopg2.connect(portal_db)
+    with conn, conn.cursor() as cur:
+        for key, name in ((secret, alias), (keep, f"cli-{run_id}-user2")):
+            cur.execute("INSERT INTO api_keys (user_id, name, key_hash, litellm_key_alias) VALUES (%s, %s, %s, %s)",
+                        (str(uuid.uuid4()), name, hashlib.sha256(key.encode()).hexdigest(), name))
+    conn.close()
+    env = dict(os.environ, LITELLM_MASTER_KEY=proxy.master_key, PROXY_URL=proxy.url, PORTAL_DATABASE_URL=portal_db,
+               KEY_CLEANUP_METADATA_KEY="workshop", PYTHONPATH=str(kc.__file__).rsplit("/litemaas_proxy/", 1)[0])
+    proc = subprocess.run([sys.executable, "-m", "litemaas_proxy.tools.key_cleanup", "--alias-prefix", f"cli-{run_id}-"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["deleted"], summary["portal_deactivated"], summary["portal_sync"]) == (1, 1, "done")
+    assert proxy.master_key not in proc.stdout + proc.stderr
+    rows = {r[1]: r[2] for r in _rows(portal_db)}
+    assert rows == {alias: False, f"cli-{run_id}-user2": True}
+    status, _, _ = proxy.request("POST", "/v1/chat/completions", {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}]},
+                              headers={"Authorization": f"Bearer {secret}"})
+    assert status in (400, 401, 403)

@@ -8,8 +8,8 @@ Settings come from arguments or the environment:
 
   PROXY_URL (or LITELLM_URL)      base URL of the proxy, e.g. ``http://litemaas-proxy:4000``
   LITELLM_MASTER_KEY              the master key (never printed)
-  PORTAL_DATABASE_URL             optional: the portal database; when set (and psycopg2 is importable) the
-                                  portal's ``api_keys`` rows of deleted keys are marked inactive
+  PORTAL_DATABASE_URL             optional: the portal database; when set, the portal's ``api_keys`` rows of
+                                  deleted keys are marked inactive (with psycopg2 when importable, else asyncpg)
   KEY_CLEANUP_ALIAS_PREFIXES      optional, comma separated: only keys whose alias starts with one of these
   KEY_CLEANUP_METADATA_KEY        optional: only keys whose metadata has this key (e.g. ``workshop``)
   KEY_CLEANUP_GRACE_HOURS         keys are deleted this many hours after they expired (default 0)
@@ -109,45 +109,79 @@ def batches(items: list, size: int) -> list:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def sync_portal(dsn: str, tokens: list, aliases: list) -> int:
+PORTAL_COLUMNS_SQL = "SELECT column_name FROM information_schema.columns WHERE table_name = 'api_keys' AND table_schema = current_schema()"
+
+
+def portal_update_sql(columns: set, with_aliases: bool) -> str:
+    """The UPDATE that deactivates portal api_keys rows, for the columns this portal version has (placeholders %s)."""
+    if not columns:
+        raise RuntimeError("the portal database has no api_keys table")
+    sets = ["is_active = false"]
+    if "revoked_at" in columns:
+        sets.append("revoked_at = COALESCE(revoked_at, NOW())")
+    if "sync_status" in columns:
+        sets.append("sync_status = 'synced'")
+    if "sync_error" in columns:
+        sets.append("sync_error = 'Key deleted by key cleanup (expired)'")
+    if "updated_at" in columns:
+        sets.append("updated_at = NOW()")
+    match = ["key_hash = ANY(%s)"]
+    if with_aliases and "litellm_key_alias" in columns:
+        match.append("litellm_key_alias = ANY(%s)")
+    return f"UPDATE api_keys SET {', '.join(sets)} WHERE is_active AND ({' OR '.join(match)})"  # noqa: S608
+
+
+def portal_driver() -> Optional[str]:
+    """psycopg2 when importable, else asyncpg (which the proxy image always has), else None."""
+    for name in ("psycopg2", "asyncpg"):
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        return name
+    return None
+
+
+def sync_portal(dsn: str, tokens: list, aliases: list, driver: Optional[str] = None) -> int:
     """Mark the portal's ``api_keys`` rows of deleted proxy keys inactive (matched by token hash or alias). Returns the row count.
 
     The portal stores ``key_hash`` = SHA-256 hex of the secret, which is the proxy's token."""
-    import psycopg2  # imported here: optional in the image
+    driver = driver or portal_driver()
+    if driver == "psycopg2":
+        import psycopg2
 
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'api_keys' AND table_schema = current_schema()")
-            columns = {row[0] for row in cur.fetchall()}
-            if not columns:
-                raise RuntimeError("the portal database has no api_keys table")
-            sets = ["is_active = false"]
-            if "revoked_at" in columns:
-                sets.append("revoked_at = COALESCE(revoked_at, NOW())")
-            if "sync_status" in columns:
-                sets.append("sync_status = 'synced'")
-            if "sync_error" in columns:
-                sets.append("sync_error = 'Key deleted by key cleanup (expired)'")
-            if "updated_at" in columns:
-                sets.append("updated_at = NOW()")
-            match = ["key_hash = ANY(%s)"]
-            params = [list(tokens)]
-            if "litellm_key_alias" in columns and aliases:
-                match.append("litellm_key_alias = ANY(%s)")
-                params.append(list(aliases))
-            cur.execute(f"UPDATE api_keys SET {', '.join(sets)} WHERE is_active AND ({' OR '.join(match)})", params)  # noqa: S608
-            return cur.rowcount
-    finally:
-        conn.close()
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(PORTAL_COLUMNS_SQL)
+                columns = {row[0] for row in cur.fetchall()}
+                sql = portal_update_sql(columns, bool(aliases))
+                params = [list(tokens)] + ([list(aliases)] if sql.count("%s") == 2 else [])
+                cur.execute(sql, params)
+                return cur.rowcount
+        finally:
+            conn.close()
+    if driver == "asyncpg":
+        import asyncio
 
+        import asyncpg
 
-def psycopg2_available() -> bool:
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        async def go() -> int:
+            conn = await asyncpg.connect(dsn)
+            try:
+                columns = {row[0] for row in await conn.fetch(PORTAL_COLUMNS_SQL)}
+                sql = portal_update_sql(columns, bool(aliases))
+                count = sql.count("%s")
+                for i in range(1, count + 1):
+                    sql = sql.replace("%s", f"${i}::text[]", 1)
+                params = [list(tokens)] + ([list(aliases)] if count == 2 else [])
+                status = await conn.execute(sql, *params)
+                return int(status.split()[-1])
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+    raise RuntimeError("neither psycopg2 nor asyncpg is installed")
 
 
 def run(client: AdminClient, now: Optional[datetime] = None, dry_run: bool = False, grace: timedelta = timedelta(0),
@@ -178,8 +212,8 @@ def run(client: AdminClient, now: Optional[datetime] = None, dry_run: bool = Fal
             summary["errors"].append(str(exc))
     summary["deleted"] = len(deleted)
     if portal_dsn:
-        if not psycopg2_available():
-            summary["portal_sync"] = "skipped: psycopg2 is not installed"
+        if portal_driver() is None:
+            summary["portal_sync"] = "skipped: neither psycopg2 nor asyncpg is installed"
         elif deleted:
             try:
                 summary["portal_deactivated"] = sync_portal(portal_dsn, [k["token"] for k in deleted], [k["key_alias"] for k in deleted if k["key_alias"]])
