@@ -8,6 +8,7 @@ Nothing here is durable; a Redis FLUSHALL only resets the current windows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timezone
@@ -19,13 +20,37 @@ log = logging.getLogger("litemaas_proxy.limits")
 
 PREFIX = "litemaas:rl:"
 
-# KEYS: per descriptor i: KEYS[2i-1] = window hash, KEYS[2i] = parallel counter
-# ARGV: window, n, then per descriptor rpm, tpm, par (-1 = no limit)
-CHECK_LUA = """
+# Post-call updates (tokens used, parallel slots released) are queued in-process and applied by the
+# next check call of this process (or by a timer within ~20 ms), so a request costs ONE round trip.
+#
+# KEYS: per descriptor i: KEYS[2i-1] = window hash, KEYS[2i] = parallel counter; then per queued update j
+#       KEYS[2n+2j-1] = window hash, KEYS[2n+2j] = parallel counter
+# ARGV: window, n, per descriptor rpm, tpm, par (-1 = no limit), m, per update tokens, releases
+APPLY_LUA = """
+local function apply(keys_base, argv_base, m)
+  for j = 1, m do
+    local wkey = KEYS[keys_base + 2 * j - 1]
+    local pkey = KEYS[keys_base + 2 * j]
+    local tokens = tonumber(ARGV[argv_base + 2 * j - 1])
+    local rel = tonumber(ARGV[argv_base + 2 * j])
+    if tokens > 0 and redis.call('EXISTS', wkey) == 1 then
+      redis.call('HINCRBY', wkey, 't', tokens)
+    end
+    if rel > 0 then
+      local v = redis.call('DECRBY', pkey, rel)
+      if v < 0 then redis.call('SET', pkey, 0, 'EX', 3600) end
+    end
+  end
+end
+"""
+
+CHECK_LUA = APPLY_LUA + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local win = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local m = tonumber(ARGV[3 + 3 * n])
+apply(2 * n, 3 + 3 * n, m)
 local st = {}
 for i = 1, n do
   local rpm = tonumber(ARGV[3 + (i - 1) * 3])
@@ -71,19 +96,9 @@ end
 return out
 """
 
-# KEYS as above; ARGV: n, tokens, then per descriptor: count_tokens(0/1), release_parallel(0/1)
-POST_LUA = """
-local n = tonumber(ARGV[1])
-local tokens = tonumber(ARGV[2])
-for i = 1, n do
-  if ARGV[1 + 2 * i] == '1' and tokens > 0 and redis.call('EXISTS', KEYS[2 * i - 1]) == 1 then
-    redis.call('HINCRBY', KEYS[2 * i - 1], 't', tokens)
-  end
-  if ARGV[2 + 2 * i] == '1' then
-    local v = redis.call('DECR', KEYS[2 * i])
-    if v < 0 then redis.call('SET', KEYS[2 * i], 0, 'EX', 3600) end
-  end
-end
+# ARGV: m, per update tokens, releases
+POST_LUA = APPLY_LUA + """
+apply(0, 1, tonumber(ARGV[1]))
 return 1
 """
 
@@ -130,14 +145,33 @@ def _reset_text(reset_epoch: float) -> str:
 
 
 class Limiter:
-    def __init__(self, redis, window: int = 60):
+    def __init__(self, redis, window: int = 60, flush_delay: float = 0.02):
         self.redis = redis
         self.window = window
+        self.flush_delay = flush_delay
+        self.pending: dict = {}
+        self._timer = None
         self._check = redis.register_script(CHECK_LUA) if redis is not None else None
         self._post = redis.register_script(POST_LUA) if redis is not None else None
 
+    def _take_pending(self) -> tuple:
+        pending, self.pending = self.pending, {}
+        keys, argv = [], [len(pending)]
+        for (wkey, pkey), (tokens, rel) in pending.items():
+            keys.append(wkey)
+            keys.append(pkey)
+            argv.append(tokens)
+            argv.append(rel)
+        return keys, argv
+
     async def check(self, descs: list, keys: list, argv: list) -> Optional[dict]:
         """Admit or raise 429. Returns the x-ratelimit-* headers (None if Redis is unavailable: fail open)."""
+        if self.pending:
+            pkeys, pargv = self._take_pending()
+            keys = keys + pkeys
+            argv = argv + pargv
+        else:
+            argv = argv + [0]
         try:
             res = await self._check(keys=keys, args=argv)
         except Exception as exc:  # Redis down: fail open, never block traffic on a cache outage
@@ -168,17 +202,29 @@ class Limiter:
                 headers[f"x-ratelimit-{d.name}-remaining-max_parallel_requests"] = str(max(0, d.par - par))
         return headers
 
-    async def post(self, descs: list, keys: list, tokens: int, release: bool) -> None:
-        """After the call: add tokens to TPM windows and release parallel slots."""
-        argv = [len(descs), int(tokens)]
-        needed = False
-        for d in descs:
-            count = d.tpm >= 0 and tokens > 0
-            rel = release and d.par >= 0
-            needed = needed or count or rel
-            argv.extend(("1" if count else "0", "1" if rel else "0"))
-        if not needed:
+    def post(self, descs: list, keys: list, tokens: int, release: bool) -> None:
+        """After the call: queue tokens for TPM windows and the release of parallel slots."""
+        tokens = int(tokens)
+        for i, d in enumerate(descs):
+            count = tokens if (d.tpm >= 0 and tokens > 0) else 0
+            rel = 1 if (release and d.par >= 0) else 0
+            if count or rel:
+                k = (keys[2 * i], keys[2 * i + 1])
+                item = self.pending.get(k)
+                if item is None:
+                    self.pending[k] = [count, rel]
+                else:
+                    item[0] += count
+                    item[1] += rel
+        if self.pending and self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.flush_delay, lambda: loop.create_task(self.flush()))
+
+    async def flush(self) -> None:
+        self._timer = None
+        if not self.pending:
             return
+        keys, argv = self._take_pending()
         try:
             await self._post(keys=keys, args=argv)
         except Exception as exc:

@@ -180,7 +180,7 @@ def setup(app: web.Application, proxy) -> None:
             return resp
         finally:
             if descs:
-                await proxy.limiter.post(descs, entry.limit_args[0], tokens_used, True)
+                proxy.limiter.post(descs, entry.limit_args[0], tokens_used, True)
 
     async def call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0, call_type):
         attempts = min(len(deps), 1 + settings.num_retries)
