@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -230,17 +231,38 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
+def box_busy_seconds() -> float:
+    """Non-idle CPU seconds of the whole machine (all cores), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / TICKS
+
+
 def run_wrk(wrk: str, url: str, body: str, conc: int, seconds: float, key: str | None, watch: list[Proc]) -> dict:
+    """One wrk run. CPU figures are % of one core over the run: each watched process tree, wrk itself, the whole
+    machine ("box") and what is left for processes the benchmark did not start ("other": noise from other work)."""
     env = {**os.environ, "WRK_BODY": body, "WRK_AUTH": key or ""}
     argv = [wrk, "-t1", f"-c{conc}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency", "-s", str(POST_LUA), url]
     cpu0 = {p.name: cpu_seconds(p.pid) for p in watch if p.alive()}
+    box0 = box_busy_seconds()
     t0 = time.monotonic()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
-    wall = time.monotonic() - t0
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    res = parse_wrk(done.stdout)
-    res["cpu_pct"] = {p.name: round(100.0 * (cpu_seconds(p.pid) - cpu0[p.name]) / wall, 1) for p in watch if p.name in cpu0 and p.alive()}
+    with tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - t0
+        out.seek(0)
+        text = out.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"wrk failed ({child.returncode}): {text}")
+    res = parse_wrk(text)
+    cpu = {p.name: 100.0 * (cpu_seconds(p.pid) - cpu0[p.name]) / wall for p in watch if p.name in cpu0 and p.alive()}
+    cpu["wrk"] = 100.0 * (usage.ru_utime + usage.ru_stime) / wall
+    box = 100.0 * (box_busy_seconds() - box0) / wall
+    res["cpu_pct"] = {k: round(v, 1) for k, v in cpu.items()}
+    res["box_busy_pct"] = round(box, 1)
+    res["other_cpu_pct"] = round(max(0.0, box - sum(cpu.values())), 1)
     res["cmd"] = " ".join(argv)
     return res
 
@@ -349,7 +371,8 @@ def ratio(a, b):
 def build_report(results: dict) -> tuple[str, dict, bool]:
     rows = results["runs"]
     lines = []
-    hdr = f"{'target':8} {'conc':>4} {'req/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'+p50 ms':>9} {'+p99 ms':>9} {'errors':>7} {'CPU% (target)':>13}"
+    hdr = (f"{'target':8} {'conc':>4} {'req/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'+p50 ms':>9} {'+p99 ms':>9} {'errors':>7} "
+           f"{'CPU% target':>11} {'pg+redis':>8} {'stub':>5} {'wrk':>5} {'other':>5}")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     direct = {r["conc"]: r for r in rows if r["target"] == "direct"}
@@ -358,11 +381,15 @@ def build_report(results: dict) -> tuple[str, dict, bool]:
         add50 = None if r["target"] == "direct" or not d else r["p50_ms"] - d["p50_ms"]
         add99 = None if r["target"] == "direct" or not d else r["p99_ms"] - d["p99_ms"]
         r["added_p50_ms"], r["added_p99_ms"] = add50, add99
-        cpu = r["cpu_pct"].get(r["target"] if r["target"] != "direct" else "stub")
+        c = r["cpu_pct"]
+        cpu = c.get(r["target"] if r["target"] != "direct" else "stub")
         lines.append(
             f"{r['target']:8} {r['conc']:>4} {fmt(r['rps'], ',.0f'):>11} {fmt(r['p50_ms'], '.3f'):>9} {fmt(r['p99_ms'], '.3f'):>9} "
-            f"{fmt(add50, '+.3f'):>9} {fmt(add99, '+.3f'):>9} {r['non_2xx'] + r['socket_errors']:>7} {fmt(cpu, '.0f'):>13}"
+            f"{fmt(add50, '+.3f'):>9} {fmt(add99, '+.3f'):>9} {r['non_2xx'] + r['socket_errors']:>7} {fmt(cpu, '.0f'):>11} "
+            f"{fmt(c.get('postgres', 0) + c.get('redis', 0), '.0f'):>8} {fmt(c.get('stub'), '.0f'):>5} {fmt(c.get('wrk'), '.0f'):>5} "
+            f"{fmt(r.get('other_cpu_pct'), '.0f'):>5}"
         )
+    lines.append("(CPU: % of one core during the measured run; other = machine load from processes this script did not start)")
     lines.append("")
     ours = {r["conc"]: r for r in rows if r["target"] == "ours"}
     lite = {r["conc"]: r for r in rows if r["target"] == "litellm"}
@@ -422,6 +449,7 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (default 10)")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before each measured run (default 3)")
     p.add_argument("--conc", default="1,16,64", help="comma-separated concurrencies (default 1,16,64)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the whole matrix N times; the table shows each row's median-req/s run")
     p.add_argument("--quick", action="store_true", help="short smoke run: 3 s runs, 1 s warm-up")
     p.add_argument("--request", choices=sorted(REQUESTS), default="chat",
                    help="request to drive: chat (default; the bars are defined on it), stream (SSE chat) or embeddings")
@@ -479,6 +507,10 @@ def main(argv=None) -> int:
             started.append(pg)
             redis = RedisServer(work / "redis").start()
             started.append(redis)
+            for name, server in (("postgres", pg), ("redis", redis)):  # their CPU is attributed, not counted as "other"
+                helper = Proc(name, [], {}, work, work / f"{name}.log")
+                helper.proc = server.proc
+                watch.append(helper)
             ours, port, ready, key = start_ours(args, work, cfg, pg, redis)
             started.append(ours)
             check_chat("ours", port, key)
@@ -495,17 +527,24 @@ def main(argv=None) -> int:
             targets.append(("litellm", lport, MASTER_KEY))
             watch.append(lite)
 
+        path, body = REQUESTS[args.request]
+        all_runs = results["all_runs"] = []
+        for rnd in range(1, args.rounds + 1):
+            for conc in args.conc_list:
+                for name, port, key in targets:
+                    url = f"http://127.0.0.1:{port}{path}"
+                    if args.warmup > 0:
+                        run_wrk(wrk, url, body, conc, args.warmup, key, watch)
+                    res = run_wrk(wrk, url, body, conc, args.duration, key, watch)
+                    res.update(target=name, conc=conc, round=rnd)
+                    all_runs.append(res)
+                    log(f"round {rnd} {name:8} c={conc:<3} {res['rps']:>10,.0f} req/s  p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "
+                        f"errors {res['non_2xx'] + res['socket_errors']}  other CPU {res['other_cpu_pct']:.0f}%")
+        # Per (target, concurrency) the run with the median req/s across rounds (the only run when --rounds 1).
         for conc in args.conc_list:
-            for name, port, key in targets:
-                path, body = REQUESTS[args.request]
-                url = f"http://127.0.0.1:{port}{path}"
-                if args.warmup > 0:
-                    run_wrk(wrk, url, body, conc, args.warmup, key, watch)
-                res = run_wrk(wrk, url, body, conc, args.duration, key, watch)
-                res.update(target=name, conc=conc)
-                results["runs"].append(res)
-                log(f"{name:8} c={conc:<3} {res['rps']:>10,.0f} req/s  p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "
-                    f"errors {res['non_2xx'] + res['socket_errors']}")
+            for name, _port, _key in targets:
+                runs = sorted((r for r in all_runs if r["target"] == name and r["conc"] == conc), key=lambda r: r["rps"])
+                results["runs"].append(runs[(len(runs) - 1) // 2])
         for p in watch:
             if p.name in results["processes"]:
                 results["processes"][p.name]["rss_after_load_mb"] = rss_mb(p.pid)
