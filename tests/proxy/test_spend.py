@@ -6,6 +6,7 @@ import glob
 import hashlib
 import os
 import random
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -99,13 +100,15 @@ def own_pg(work_dir):
 
 def test_spend_is_buffered_while_the_database_is_down(proxy_factory, own_pg):
     dsn = own_pg.create_database("litellm_db")
-    p = proxy_factory(dsn=dsn, env={"LITEMAAS_KEY_CACHE_TTL": "600"})
+    # A short key cache TTL: while the database is away the proxy keeps serving the last known key state.
+    p = proxy_factory(dsn=dsn, env={"LITEMAAS_KEY_CACHE_TTL": "0.3"})
     key = new_key(p, key_alias=uid("outage"))
     assert chat(p, key)[0] == 200  # the key is now cached in the proxy
     wait_for(lambda: log_count(dsn, key) == 1, message="first request written")
     own_pg.stop()
     for _ in range(4):
         assert chat(p, key)[0] == 200
+        time.sleep(0.2)
     status, data, _ = http_json("GET", p.url + "/health/readiness")
     assert status == 503 and data["status"] == "unhealthy"
     own_pg.start()

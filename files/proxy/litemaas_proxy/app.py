@@ -8,6 +8,7 @@ import time
 from typing import Optional
 
 import aiohttp
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -46,7 +47,10 @@ class Proxy:
         if self.pool is None:
             raise ProxyError(503, "Database not available yet, retry shortly.", "no_db_connection", "None")
         marks = (self.spend.mark("k", token),)
-        row = await db.fetch_auth(self.pool, token)
+        try:
+            row = await db.fetch_auth(self.pool, token)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ProxyError(503, f"Database unavailable, cannot verify the key: {type(exc).__name__}", "no_db_connection", "None")
         if row is None:
             return None
         key, user, team = row
@@ -106,13 +110,21 @@ class Proxy:
             self.cache.invalidate()
 
     async def _listen(self) -> None:
+        import redis.asyncio as aioredis
+
+        # A separate connection without a read timeout: the channel may be quiet for hours.
+        client = aioredis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True,
+                                   health_check_interval=15)
+        first = True
         while not self.stop_event.is_set():
             pubsub = None
             try:
-                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(INVALIDATE_CHANNEL)
-                # Anything may have changed while we were not subscribed.
-                self.cache.invalidate()
+                if not first:
+                    # Messages may have been missed while we were not subscribed.
+                    self.cache.invalidate()
+                first = False
                 async for msg in pubsub.listen():
                     if msg and msg.get("type") == "message":
                         data = msg["data"]
@@ -120,6 +132,7 @@ class Proxy:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                first = False
                 log.debug("invalidation listener reconnecting: %s", exc)
                 await asyncio.sleep(1.0)
             finally:
@@ -128,6 +141,7 @@ class Proxy:
                         await pubsub.aclose()
                     except Exception:
                         pass
+        await client.aclose()
 
     # ------------------------------------------------------------ models
     def build_config_deployments(self) -> list:

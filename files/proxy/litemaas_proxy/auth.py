@@ -14,6 +14,7 @@ from litemaas_proxy.errors import ProxyError
 
 ADMIN_ROLES = ("proxy_admin",)
 NEGATIVE_TTL = 2.0
+STALE_RETRY = 1.0
 
 
 def hash_token(key: str) -> str:
@@ -134,7 +135,16 @@ class KeyCache:
         fut = asyncio.get_running_loop().create_future()
         self.inflight[token] = fut
         try:
-            row = await self.loader(token)
+            try:
+                row = await self.loader(token)
+            except Exception:
+                if entry is None:
+                    raise
+                # Stale-if-error: the database is unreachable; keep serving the last known state for a while
+                # (spend is buffered meanwhile) and retry the load in STALE_RETRY seconds.
+                entry.loaded_at = time.monotonic() - self.ttl + STALE_RETRY
+                fut.set_result(entry)
+                return entry
             result = None
             if row is None:
                 self.missing[token] = time.monotonic()

@@ -203,7 +203,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=1, max_size=max(2, size), init=_init_connection, command_timeout=30,
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=max(2, size), init=_init_connection, command_timeout=30, timeout=5,
                                      server_settings={"application_name": "litemaas-proxy"})
 
 
@@ -284,11 +284,14 @@ async def update_row(conn, table: str, columns: dict, pk: str, pk_value: Any, va
 
 async def wait_for_db(dsn: str, size: int, stop: asyncio.Event, delay: float = 1.0) -> Optional[asyncpg.Pool]:
     while not stop.is_set():
+        pool = None
         try:
             pool = await create_pool(dsn, size)
             await migrate(pool)
             return pool
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+            if pool is not None:
+                pool.terminate()
             log.warning("database not ready (%s); retrying in %.1fs", exc, delay)
             try:
                 await asyncio.wait_for(stop.wait(), delay)
