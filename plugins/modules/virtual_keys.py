@@ -429,7 +429,7 @@ def run(module, client, executor):
     if failed:
         shown = "; ".join("%s: %s" % (r["key_alias"], r["error"]) for r in failed[:5])
         more = " (and %d more)" % (len(failed) - 5) if len(failed) > 5 else ""
-        result["msg"] = "%d of %d keys failed: %s%s. Succeeded: %s" % (len(failed), len(results), shown, more, summary)
+        result["msg"] = "%d of %d keys failed (%s): %s%s" % (len(failed), len(results), summary, shown, more)
         module.fail_json(**result)
     exit_with_secrets(module, has_secret, **result)
 
