@@ -1,0 +1,86 @@
+"""portal_user and key_sync against a portal database in the real PostgreSQL and the live proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from tests.integration.modules.conftest import sql
+
+
+def add_user(dsn, username, email, roles=("user",)):
+    return sql(dsn, "INSERT INTO users (username, email, oauth_id, roles) VALUES (%s, %s, %s, %s) RETURNING id::text AS id",
+               (username, email, username, list(roles)))[0]["id"]
+
+
+def add_portal_key(dsn, user_id, name, key_hash, expires_at=None):
+    return sql(dsn, "INSERT INTO api_keys (user_id, name, key_hash, key_prefix, expires_at) VALUES (%s, %s, %s, 'sk-...', %s) RETURNING id::text AS id",
+               (user_id, name, key_hash, expires_at))[0]["id"]
+
+
+def roles_of(dsn, user_id):
+    return sql(dsn, "SELECT roles FROM users WHERE id = %s", (user_id,))[0]["roles"]
+
+
+def test_portal_user_grant_and_revoke(play, portal_db, uid):
+    user_id = add_user(portal_db, f"{uid}-lead", f"{uid}-Lead@Example.com")
+    PU = "rhpds.litemaas.portal_user"
+    grant = {"username": f"{uid}-lead", "role": "admin", "portal_db_url": portal_db}
+    run = play([{PU: grant}], check=True, diff=True)
+    assert run[0]["changed"] is True and run[0]["portal_user"]["roles"] == ["user", "admin"]
+    assert run[0]["diff"] == {"before": {"roles": ["user"]}, "after": {"roles": ["user", "admin"]}}
+    assert roles_of(portal_db, user_id) == ["user"]
+
+    by_email = {"email": f"{uid}-lead@example.com", "role": "adminReadonly", "portal_db_url": portal_db}
+    run = play([{PU: grant}, {PU: grant}, {PU: by_email}, {PU: by_email}], verbosity=3)
+    assert [r["changed"] for r in run.results] == [True, False, True, False]
+    assert run[0]["msg"] == f"Granted role admin for {uid}-lead"
+    assert roles_of(portal_db, user_id) == ["user", "admin", "admin-readonly"]
+    assert "postgresql://" not in run.stdout, "the database URL must stay hidden"
+
+    revoke = {"user_id": user_id, "role": "admin", "state": "absent", "portal_db_url": portal_db}
+    run = play([{PU: revoke}, {PU: revoke}, {PU: {"username": f"{uid}-nobody", "portal_db_url": portal_db}}])
+    assert run[0]["changed"] is True and run[1]["changed"] is False
+    assert roles_of(portal_db, user_id) == ["user", "admin-readonly"]
+    assert run[2]["failed"] and run[2]["msg"] == f"Portal user '{uid}-nobody' not found (portal users are created at their first login)"
+
+
+def test_key_sync(play, proxy, portal_db, uid):
+    owner = add_user(portal_db, f"{uid}-owner", f"{uid}-owner@example.com")
+    # A portal key whose proxy key is alive, one whose proxy key is gone, one expired in the portal, one expired on the proxy.
+    status, live = proxy.admin("POST", "/key/generate", {"key_alias": f"{uid}-live", "user_id": owner})
+    assert status == 200
+    status, short = proxy.admin("POST", "/key/generate", {"key_alias": f"{uid}-short", "user_id": owner, "duration": "1s"})
+    assert status == 200
+    live_id = add_portal_key(portal_db, owner, "live", live["token"])
+    gone_id = add_portal_key(portal_db, owner, "gone", hashlib.sha256(f"sk-{uid}-deleted".encode()).hexdigest())
+    old_id = add_portal_key(portal_db, owner, "old", live["token"][::-1], expires_at="2020-01-01T00:00:00Z")
+    short_id = add_portal_key(portal_db, owner, "short", short["token"])
+    # Workshop keys created in the proxy: one owned by the portal user (by e-mail), one by nobody the portal knows.
+    status, ws = proxy.admin("POST", "/key/generate", {"key_alias": f"{uid}-ws-user1", "user_id": f"{uid}-owner@example.com", "max_budget": 3})
+    assert status == 200
+    assert proxy.admin("POST", "/key/generate", {"key_alias": f"{uid}-ws-user2", "user_id": "stranger@example.com"})[0] == 200
+    time.sleep(1.2)  # let the 1-second key expire
+
+    KS = "rhpds.litemaas.key_sync"
+    args = {"portal_db_url": portal_db, "import_keys": True, "alias_prefix": f"{uid}-ws-"}
+    run = play([{KS: args}], check=True)
+    res = run[0]
+    assert res["changed"] is True
+    deactivations = {d["id"]: d["reason"] for d in res["differences"] if d["action"] == "deactivate"}
+    assert deactivations == {gone_id: "gone from the proxy", old_id: "gone from the proxy", short_id: "expired on the proxy"}
+    imports = [d for d in res["differences"] if d["action"] == "import"]
+    assert [(d["key_alias"], d["user_id"]) for d in imports] == [(f"{uid}-ws-user1", owner)]
+    assert res["counts"]["skipped_no_owner"] == 1
+    assert sql(portal_db, "SELECT count(*) AS n FROM api_keys WHERE user_id = %s AND is_active", (owner,))[0]["n"] == 4
+
+    run = play([{KS: args}, {KS: args}])
+    assert run[0]["changed"] is True and run[0]["counts"]["deactivated"] == 3 and run[0]["counts"]["imported"] == 1
+    assert run[1]["changed"] is False and run[1]["differences"] == []
+    rows = {r["name"]: r for r in sql(portal_db, "SELECT name, is_active, revoked_at, key_hash, max_budget FROM api_keys WHERE user_id = %s", (owner,))}
+    assert rows["live"]["is_active"] is True and rows["live"]["revoked_at"] is None
+    assert not rows["gone"]["is_active"] and not rows["old"]["is_active"] and not rows["short"]["is_active"]
+    assert rows["gone"]["revoked_at"] is not None
+    imported = rows[f"{uid}-ws-user1"]
+    assert imported["is_active"] is True and imported["key_hash"] == ws["token"] and float(imported["max_budget"]) == 3
+    assert live_id
