@@ -34,6 +34,7 @@ class Proxy:
         self.http: Optional[aiohttp.ClientSession] = None
         self.router = Router(settings.cooldown_time, settings.allowed_fails)
         self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
+        self.spend.enabled = bool(settings.database_url)
         self.cache = KeyCache(self._load_key, settings.key_cache_ttl)
         self.limiter: Optional[Limiter] = None
         self.config_deployments: list = []

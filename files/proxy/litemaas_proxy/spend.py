@@ -79,9 +79,12 @@ class SpendWriter:
         self._stopping = False
         self._spill_files: list = []
         self._lock = asyncio.Lock()
+        self.enabled = True
 
     # ---- hot path
     def add(self, rec: tuple, token: Optional[str], user_id: Optional[str], team_id: Optional[str]) -> None:
+        if not self.enabled:
+            return  # no database configured: like LiteLLM without a DB, spend is not tracked
         self.buffer.append(rec)
         cost = rec[3]
         if cost:
@@ -152,7 +155,7 @@ class SpendWriter:
         self._stopping = True
         self._wake.set()
         deadline = asyncio.get_running_loop().time() + timeout
-        while self.buffer and asyncio.get_running_loop().time() < deadline:
+        while self.buffer and self.pool is not None and asyncio.get_running_loop().time() < deadline:
             try:
                 await asyncio.wait_for(self.flush_all(), max(0.1, deadline - asyncio.get_running_loop().time()))
             except Exception as exc:

@@ -152,6 +152,8 @@ def setup(app: web.Application, proxy) -> None:
 
     def pool():
         if proxy.pool is None:
+            if not proxy.settings.database_url:
+                raise ProxyError(500, "DB not connected. Set DATABASE_URL to use the management API.", "no_db_connection", "None")
             raise ProxyError(500, "DB not connected. Retry shortly; the proxy is still connecting to its database.", "no_db_connection", "None")
         return proxy.pool
 

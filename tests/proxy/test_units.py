@@ -1,0 +1,116 @@
+"""Pure logic of the proxy layers, imported directly (no processes)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "files" / "proxy"))
+
+from litemaas_proxy import auth, config, routing  # noqa: E402
+from litemaas_proxy.errors import ProxyError  # noqa: E402
+from litemaas_proxy.limits import Descriptor, build_args, descriptors_for  # noqa: E402
+from litemaas_proxy.spend import compute_cost  # noqa: E402
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 26, 23, 40, 10, tzinfo=UTC)  # a Thursday
+
+
+@pytest.mark.parametrize("value,expected", [("30s", (30, "s")), ("12h", (12, "h")), ("30d", (30, "d")), ("1w", (1, "w")), ("1mo", (1, "mo")),
+                                            ("5m", (5, "m"))])
+def test_parse_duration(value, expected):
+    assert config.parse_duration(value) == expected
+
+
+@pytest.mark.parametrize("value", ["30", "abc", "1y", "", None, 30, "-1", "1.5h"])
+def test_parse_duration_rejects(value):
+    with pytest.raises(config.DurationError):
+        config.parse_duration(value)
+
+
+def test_duration_after():
+    assert config.duration_after("30s", NOW) == datetime(2026, 11, 26, 23, 40, 40, tzinfo=UTC)
+    assert config.duration_after("1mo", NOW) == datetime(2026, 12, 26, 23, 40, 10, tzinfo=UTC)
+    assert config.duration_after("1w", NOW) == datetime(2026, 12, 3, 23, 40, 10, tzinfo=UTC)
+    assert config.add_months(datetime(2026, 1, 31, tzinfo=UTC), 1) == datetime(2026, 2, 28, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("1d", datetime(2026, 11, 27, tzinfo=UTC)),
+    ("7d", datetime(2026, 11, 30, tzinfo=UTC)),  # next Monday
+    ("1w", datetime(2026, 11, 30, tzinfo=UTC)),
+    ("30d", datetime(2026, 12, 1, tzinfo=UTC)),  # first of next month
+    ("1mo", datetime(2026, 12, 1, tzinfo=UTC)),
+    ("3d", datetime(2026, 11, 29, tzinfo=UTC)),
+    ("1h", datetime(2026, 11, 27, 0, 0, tzinfo=UTC)),
+    ("15m", datetime(2026, 11, 26, 23, 45, tzinfo=UTC)),
+    ("30s", datetime(2026, 11, 26, 23, 40, 30, tzinfo=UTC)),
+])
+def test_budget_reset_alignment(value, expected):
+    assert config.next_budget_reset(value, NOW) == expected
+
+
+def test_load_settings(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: 'http://x/v1'}\n"
+                   "general_settings:\n  master_key: os.environ/MY_MASTER\n")
+    s = config.load_settings(str(cfg), env={"MY_MASTER": "ignored-env-is-os"})
+    assert s.model_list[0]["model_name"] == "m"
+    s = config.load_settings(None, env={"REDIS_HOST": "r", "REDIS_PORT": "6380", "REDIS_PASSWORD": "p@ss", "DATABASE_URL": "postgresql://x",
+                                        "LITELLM_MASTER_KEY": "sk-m"})
+    assert s.redis_url == "redis://:p%40ss@r:6380/0" and s.database_url == "postgresql://x" and s.master_key == "sk-m"
+    assert config.load_settings(None, env={"REDIS_URL": "redis://u"}).redis_url == "redis://u"
+
+
+def test_key_helpers():
+    key = auth.generate_key()
+    assert key.startswith("sk-") and len(key) == 25
+    assert auth.hash_if_needed(key) == auth.hash_token(key) and len(auth.hash_token(key)) == 64
+    assert auth.hash_if_needed("ab" * 32) == "ab" * 32
+    assert auth.key_name(key) == "sk-..." + key[-4:]
+
+
+@pytest.mark.parametrize("headers,expected", [
+    ({"x-litellm-api-key": "sk-a"}, "sk-a"),
+    ({"x-litellm-api-key": "Bearer sk-a"}, "sk-a"),
+    ({"Authorization": "Bearer sk-b"}, "sk-b"),
+    ({"Authorization": "bearer sk-b", "x-litellm-api-key": "sk-a"}, "sk-a"),
+    ({"API-Key": "sk-c"}, "sk-c"),
+    ({"x-api-key": "sk-d"}, "sk-d"),
+    ({}, None),
+])
+def test_credential_from_headers(headers, expected):
+    assert auth.credential_from_headers(headers) == expected
+
+
+def test_malformed_authorization():
+    with pytest.raises(ProxyError) as exc:
+        auth.credential_from_headers({"Authorization": "sk-a"})
+    assert exc.value.status == 401
+
+
+def test_deployment_and_router():
+    dep = routing.Deployment("id1", "pub", {"model": "openai/served", "api_base": "http://h/v1/", "api_key": "k", "input_cost_per_token": 1e-6,
+                                            "output_cost_per_token": 2e-6}, {}, False)
+    assert dep.upstream_model == "served" and dep.api_base == "http://h/v1" and dep.headers["Authorization"] == "Bearer k"
+    assert compute_cost(dep, 10, 5) == pytest.approx(2e-5)
+    assert "api_key" not in dep.public_params()
+    other = routing.Deployment("id2", "pub", {"model": "meta-llama/Llama-3"}, {}, True)
+    assert other.upstream_model == "meta-llama/Llama-3"
+    r = routing.Router(cooldown_time=60, allowed_fails=1)
+    r.set_deployments([dep], [other])
+    firsts = {r.candidates("pub")[0].id for _ in range(4)}
+    assert firsts == {"id1", "id2"}  # round robin
+    r.report_failure(dep)
+    assert all(r.candidates("pub")[0].id == "id2" for _ in range(4))  # cooling down goes last
+    assert r.candidates("missing") is None
+
+
+def test_limit_descriptors():
+    descs = descriptors_for({"token": "h", "rpm_limit": 2, "tpm_limit": None, "max_parallel_requests": None}, {"user_id": "u"}, None)
+    assert [(d.name, d.value, d.rpm, d.tpm, d.par) for d in descs] == [("api_key", "h", 2, -1, -1)]
+    keys, argv = build_args([Descriptor("user", "u", 1, 2, 3)], 60)
+    assert keys == ["litemaas:rl:user:u:w", "litemaas:rl:user:u:p"] and argv == [60, 1, 1, 2, 3]
