@@ -1,0 +1,254 @@
+"""The workshop keys role (playbooks/workshop_keys.yml) run for real against the live proxy, with the file key store.
+
+Each test uses its own guid, so the tests share one proxy without seeing each other's keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import openai
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.rc = proc.returncode
+        self.output = proc.stdout + proc.stderr
+        found = RECAP.findall(self.output)
+        self.ok, self.changed, self.unreachable, self.failed = (int(x) for x in found[-1]) if found else (-1, -1, -1, -1)
+
+    def __repr__(self) -> str:
+        return f"Run(rc={self.rc}, changed={self.changed}, failed={self.failed})\n{self.output[-4000:]}"
+
+
+class Workshop:
+    """One workshop (guid) driven through ansible-playbook rhpds.litemaas.workshop_keys."""
+
+    def __init__(self, proxy, env: dict, tmp: Path, users: int = 3, **extra):
+        self.proxy = proxy
+        self.env = env
+        self.tmp = tmp
+        self.guid = "w" + uuid.uuid4().hex[:6]
+        self.store_dir = tmp / "store"
+        self.vars = {
+            "guid": self.guid,
+            "num_users": users,
+            "litellm_url": proxy.url + "/",
+            "litellm_master_key": proxy.master_key,
+            "ocp4_workload_litellm_virtual_keys_models": ["stub-model"],
+            "ocp4_workload_litellm_virtual_keys_store": "file",
+            "ocp4_workload_litellm_virtual_keys_store_dir": str(self.store_dir),
+            "ocp4_workload_litellm_virtual_keys_tpm_limit": 100000,
+            "ocp4_workload_litellm_virtual_keys_rpm_limit": 600,
+            "ocp4_workload_litellm_virtual_keys_max_budget": 5,
+            "ocp4_workload_litellm_virtual_keys_budget_duration": "1d",
+            "ocp4_workload_litellm_virtual_keys_max_parallel_requests": 8,
+            "ocp4_workload_litellm_virtual_keys_duration": "2d",
+            **extra,
+        }
+        self.n = 0
+
+    @property
+    def store_file(self) -> Path:
+        return self.store_dir / f"{self.guid}.json"
+
+    def store(self) -> dict:
+        return json.loads(self.store_file.read_text())["keys"]
+
+    def run(self, action: str = "provision", check: bool = False, **extra) -> Run:
+        self.n += 1
+        vars_file = self.tmp / f"vars-{self.n}.json"
+        vars_file.write_text(json.dumps({**self.vars, "ACTION": action, **extra}))
+        vars_file.chmod(0o600)
+        cmd = ["ansible-playbook", "rhpds.litemaas.workshop_keys", "-e", f"@{vars_file}"]
+        if check:
+            cmd.append("--check")
+        proc = subprocess.run(cmd, cwd=str(self.tmp), env=self.env, capture_output=True, text=True, timeout=300)
+        return Run(proc)
+
+    def proxy_keys(self) -> dict:
+        """alias -> key object, for every key of this workshop, read through every page of /key/list."""
+        out, page = {}, 1
+        while True:
+            status, body = self.proxy.admin("GET", f"/key/list?return_full_object=true&size=100&page={page}")
+            assert status == 200, body
+            for key in body["keys"]:
+                if (key.get("key_alias") or "").startswith(f"virtkey-{self.guid}"):
+                    out[key["key_alias"]] = key
+            if page >= (body["total_pages"] or 0):
+                return out
+            page += 1
+
+
+def chat(proxy, secret: str) -> str:
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=secret, max_retries=0)
+    resp = client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hello"}], max_tokens=8)
+    return resp.choices[0].message.content
+
+
+def assert_no_secret(run: Run, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret and secret not in run.output, "a secret appears in the ansible-playbook output"
+    assert not re.search(r"sk-[A-Za-z0-9_-]{16,}", run.output), "something like a key appears in the output"
+
+
+@pytest.fixture
+def workshop(proxy, ansible_env, tmp_path):
+    made = []
+
+    def make(**kwargs) -> Workshop:
+        w = Workshop(proxy, ansible_env, tmp_path / f"w{len(made)}", **kwargs)
+        w.tmp.mkdir()
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:  # leave nothing behind for the other tests
+        w.run("destroy")
+
+
+def test_three_users_lifecycle(workshop, proxy):
+    w = workshop(users=3)
+
+    # Provision: three keys, one bulk call, in the store with mode 0600.
+    first = w.run()
+    assert first.rc == 0, first
+    assert first.changed >= 2, first
+    keys = w.proxy_keys()
+    aliases = [f"virtkey-{w.guid}-user{n}" for n in (1, 2, 3)]
+    assert sorted(keys) == aliases
+    store = w.store()
+    assert sorted(store) == aliases
+    assert stat.S_IMODE(os.stat(w.store_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(w.store_dir).st_mode) == 0o700
+    user_ids = {k["user_id"] for k in keys.values()}
+    assert user_ids == {f"user{n}-{w.guid}@lab.opentlc.com" for n in (1, 2, 3)}
+    for alias, key in keys.items():
+        assert key["models"] == ["stub-model"]
+        assert (key["tpm_limit"], key["rpm_limit"], key["max_parallel_requests"]) == (100000, 600, 8)
+        assert float(key["max_budget"]) == 5.0 and key["budget_duration"] == "1d"
+        assert key["expires"] is not None
+        assert key["metadata"]["guid"] == w.guid and key["metadata"]["user"] == alias.rsplit("-", 1)[1]
+        assert store[alias]["token"] == key["token"]
+        assert store[alias]["key"].startswith("sk-")
+        assert chat(proxy, store[alias]["key"])
+    secrets = [e["key"] for e in store.values()]
+    assert len(set(secrets)) == 3
+    assert_no_secret(first, proxy.master_key, *secrets)
+
+    # Re-run: nothing changes, the same keys are handed out.
+    again = w.run()
+    assert again.rc == 0, again
+    assert again.changed == 0, again
+    assert w.store() == store
+    assert {a: k["token"] for a, k in w.proxy_keys().items()} == {a: k["token"] for a, k in keys.items()}
+    assert_no_secret(again, proxy.master_key, *secrets)
+
+    # Check mode with one more user: reports the change, writes nothing.
+    predicted = w.run(check=True, num_users=4)
+    assert predicted.rc == 0, predicted
+    assert predicted.changed >= 1, predicted
+    assert sorted(w.proxy_keys()) == aliases
+    assert w.store() == store
+
+    # A secret lost from the store is rotated (regenerate), not duplicated; the old secret stops working.
+    lost = f"virtkey-{w.guid}-user2"
+    doc = json.loads(w.store_file.read_text())
+    del doc["keys"][lost]
+    w.store_file.write_text(json.dumps(doc))
+    healed = w.run()
+    assert healed.rc == 0, healed
+    assert healed.changed >= 1, healed
+    rotated = w.store()
+    assert sorted(rotated) == aliases
+    assert rotated[lost]["key"] != store[lost]["key"]
+    assert {a: rotated[a] for a in aliases if a != lost} == {a: store[a] for a in aliases if a != lost}
+    after = w.proxy_keys()
+    assert sorted(after) == aliases and after[lost]["token"] == rotated[lost]["token"]
+    assert chat(proxy, rotated[lost]["key"])
+    with pytest.raises(openai.AuthenticationError):
+        chat(proxy, store[lost]["key"])
+    assert_no_secret(healed, rotated[lost]["key"])
+    assert w.run().changed == 0
+
+    # Extend: every key gets the new expiry.
+    extended = w.run("extend", ocp4_workload_litellm_virtual_keys_expires="2031-01-02T03:04:05Z")
+    assert extended.rc == 0, extended
+    assert extended.changed >= 1, extended
+    assert {k["expires"][:19] for k in w.proxy_keys().values()} == {"2031-01-02T03:04:05"}
+    assert w.run("extend", ocp4_workload_litellm_virtual_keys_expires="2031-01-02T03:04:05Z").changed == 0
+    assert chat(proxy, rotated[aliases[0]]["key"])
+
+    # Destroy: no key and no store left; a second destroy changes nothing.
+    gone = w.run("destroy")
+    assert gone.rc == 0, gone
+    assert gone.changed >= 1, gone
+    assert w.proxy_keys() == {}
+    assert not w.store_file.exists()
+    assert w.run("destroy").changed == 0
+    with pytest.raises(openai.AuthenticationError):
+        chat(proxy, rotated[aliases[0]]["key"])
+
+
+def test_destroy_reads_every_page_and_spares_other_workshops(workshop, proxy):
+    w = workshop(users=3)
+    assert w.run().rc == 0
+    # 120 newer keys (the list is newest first): the workshop's keys are now beyond the first page of 100.
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    for n in range(120):
+        status, body = proxy.admin("POST", "/key/generate", {"key_alias": f"{other}-{n}", "models": ["stub-model"]})
+        assert status == 200, body
+    # A neighbouring workshop whose guid starts with ours must survive.
+    neighbour = f"virtkey-{w.guid}x-user1"
+    status, body = proxy.admin("POST", "/key/generate", {"key_alias": neighbour})
+    assert status == 200, body
+    try:
+        gone = w.run("destroy")
+        assert gone.rc == 0, gone
+        remaining = w.proxy_keys()
+        assert sorted(remaining) == [neighbour]
+    finally:
+        status, body = proxy.admin("GET", "/key/list?return_full_object=true&size=100")
+        proxy.admin("POST", "/key/delete", {"key_aliases": [f"{other}-{n}" for n in range(120)] + [neighbour]})
+
+
+def test_single_user_key_for_the_requester(workshop, proxy):
+    w = workshop(users=1, requester_email="owner@example.com")
+    first = w.run()
+    assert first.rc == 0, first
+    keys = w.proxy_keys()
+    assert list(keys) == [f"virtkey-{w.guid}"]
+    key = keys[f"virtkey-{w.guid}"]
+    assert key["user_id"] == "owner@example.com"
+    assert key["metadata"]["owner"] == "owner@example.com"
+    secret = w.store()[f"virtkey-{w.guid}"]["key"]
+    assert chat(proxy, secret)
+    assert_no_secret(first, secret, proxy.master_key)
+    assert w.run().changed == 0
+
+
+def test_check_mode_creates_nothing(workshop, proxy):
+    w = workshop(users=2)
+    predicted = w.run(check=True)
+    assert predicted.rc == 0, predicted
+    assert predicted.changed >= 1, predicted
+    assert w.proxy_keys() == {}
+    assert not w.store_file.exists()
+
+
+def test_unknown_model_fails_before_creating_anything(workshop, proxy):
+    w = workshop(users=2, ocp4_workload_litellm_virtual_keys_models=["no-such-model"])
+    run = w.run()
+    assert run.rc != 0
+    assert "Unknown model(s): no-such-model" in run.output, run
+    assert w.proxy_keys() == {}
