@@ -190,7 +190,7 @@ class Service:
                 os.setuid(uid)
 
         if not (pgdata / "PG_VERSION").exists():
-            res = subprocess.run([pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            res = subprocess.run([pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec, check=False)
             if res.returncode != 0:
                 raise SupervisorError(f"initdb failed for {pgdata}:\n{res.stdout.decode(errors='replace')[-2000:]}")
