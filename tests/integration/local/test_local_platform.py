@@ -71,9 +71,13 @@ class Platform:
         return subprocess.run(["ansible-playbook", str(REPO / "playbooks" / "local.yml"), "-e", f"@{vars_file}"],
                               env=self.env, cwd=str(REPO), capture_output=True, text=True, timeout=600)
 
+    @property
+    def store_file(self) -> Path:
+        return self.data_dir / "secrets" / "workshop-keys" / "t.json"
+
     def keys(self) -> dict:
-        keys_dir = self.data_dir / "secrets" / "keys"
-        return {p.name: p.read_text().strip() for p in sorted(keys_dir.iterdir())}
+        """alias -> secret, from the workshop role's file key store."""
+        return {alias: entry["key"] for alias, entry in json.loads(self.store_file.read_text())["keys"].items()}
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +100,13 @@ def test_first_run_starts_everything_and_answers_each_key(platform):
     assert all(row["state"] == "running" for row in running.values())
     keys = platform.keys()
     assert sorted(keys) == ["virtkey-t-user1", "virtkey-t-user2", "virtkey-t-user3"]
-    for alias, key in keys.items():
-        assert key.startswith("sk-")
-        assert stat.S_IMODE((platform.data_dir / "secrets" / "keys" / alias).stat().st_mode) == 0o600
+    assert all(key.startswith("sk-") for key in keys.values())
+    assert stat.S_IMODE(platform.store_file.stat().st_mode) == 0o600
     # The table: endpoint, model, one line per user with the masked key and the reply that came through the proxy.
     assert f"Endpoint (OpenAI-compatible): http://127.0.0.1:{platform.ports['proxy']}/v1" in run.stdout
     assert "stub-model" in run.stdout
     for n in (1, 2, 3):
-        line = next(ln for ln in run.stdout.splitlines() if f"virtkey-t-user{n} " in ln and f"user{n}-t@local" in ln)
+        line = next(ln for ln in run.stdout.splitlines() if f"virtkey-t-user{n} " in ln and f"user{n}-t@litemaas.local" in ln)
         assert MASKED.search(line), line
         assert "OK: tok0 tok1" in line, line
 
