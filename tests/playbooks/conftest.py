@@ -22,8 +22,8 @@ class PlaybookRunner:
         self.tmp_root = tmp_root
 
     def run(self, playbook: str, extra_vars: dict | None = None, check: bool = False, syntax: bool = False, expect_rc: int | None = 0,
-            timeout: float = 600) -> subprocess.CompletedProcess:
-        args = ["ansible-playbook", str(PLAYBOOKS / playbook), "-i", "localhost,", "-c", "local"]
+            timeout: float = 600, more: list | None = None) -> subprocess.CompletedProcess:
+        args = ["ansible-playbook", str(PLAYBOOKS / playbook)] + [str(PLAYBOOKS / m) for m in more or []] + ["-i", "localhost,", "-c", "local"]
         if extra_vars:
             vars_file = self.tmp_root / f"vars-{uuid.uuid4().hex[:8]}.json"
             vars_file.write_text(json.dumps(extra_vars))
