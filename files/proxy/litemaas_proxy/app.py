@@ -257,14 +257,18 @@ async def _not_found(request: web.Request):
 
 
 def create_app(settings: Settings) -> web.Application:
-    from litemaas_proxy.api import data, management
+    from litemaas_proxy import guardrails, routing
+    from litemaas_proxy.api import data, management, passthrough
 
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024 * 1024)
     proxy = Proxy(settings)
     app["proxy"] = proxy
+    routing.setup(proxy)
+    guardrails.setup(app, proxy)
     data.setup(app, proxy)
     management.setup(app, proxy)
     metrics.setup(app, proxy)
+    passthrough.setup(app, proxy)
 
     async def on_startup(_app):
         await proxy.start()

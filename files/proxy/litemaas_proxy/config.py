@@ -116,6 +116,7 @@ class Settings:
     shutdown_flush_timeout: float = 10.0
     db_pool_size: int = 10
     upstream_connections: int = 1000
+    raw_config: dict = field(default_factory=dict)  # the whole config file, for routing, guardrails, pass-through and metrics
 
 
 def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
@@ -132,6 +133,7 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     for name, value in (cfg.get("environment_variables") or {}).items():
         os.environ.setdefault(str(name), str(value))
     s = Settings()
+    s.raw_config = cfg
     s.database_url = _env_value(general.get("database_url")) or env.get("DATABASE_URL")
     s.master_key = _env_value(general.get("master_key")) or env.get("LITELLM_MASTER_KEY")
     s.redis_url = redis_url_from_env(env)

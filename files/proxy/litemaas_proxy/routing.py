@@ -1,4 +1,16 @@
-"""Deployments per public model name: round-robin with cooldown of failing deployments."""
+"""Deployments per public model name: load balancing, cooldown of failing deployments, bounded retries, fallbacks.
+
+Several deployments may share one ``model_name``. For each request :meth:`Router.candidates` orders them
+(``simple-shuffle``/round-robin by default, or ``least-busy`` = fewest requests in flight from this
+process), healthy ones first and cooling ones last. :meth:`Router.plan` yields at most ``1 + num_retries``
+distinct deployments of the group, then the same for each fallback group. Nothing is charged for a failed
+attempt: spend is recorded only for the response that reaches the client, so a retry never double-charges.
+
+A deployment that fails ``allowed_fails`` times in a row (connection errors, timeouts, HTTP 5xx) is cooled
+down for ``cooldown_time`` seconds: it is tried only when no healthy deployment of its group is left, and
+after the cooldown it is back in the rotation. Counters live on a shared :class:`DeploymentState` that
+survives model reloads; ``/model/info`` shows them under ``model_info.health`` and ``/metrics`` renders them.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +45,57 @@ def config_model_id(entry: dict) -> str:
     return hashlib.sha256(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def passthrough_prefix_of(litellm_params: dict, model_info: dict, provider: str) -> Optional[str]:
+    """The URL prefix a pass-through model serves (``/docling`` for Docling models), or None for LLM deployments."""
+    prefix = litellm_params.get("passthrough_prefix") or model_info.get("passthrough_prefix")
+    if not prefix and "docling" in (provider, litellm_params.get("custom_llm_provider")):
+        prefix = "/docling"
+    if not prefix or not isinstance(prefix, str):
+        return None
+    return "/" + prefix.strip("/")
+
+
+class DeploymentState:
+    """Health and traffic counters of one deployment (shared by the objects that one model id gets across reloads)."""
+
+    __slots__ = ("in_flight", "requests", "successes", "failures", "consecutive_failures", "cool_until", "cooldowns", "errors", "last_error",
+                 "last_error_at")
+
+    def __init__(self):
+        self.in_flight = 0
+        self.requests = 0
+        self.successes = 0
+        self.failures = 0
+        self.consecutive_failures = 0
+        self.cool_until = 0.0  # time.monotonic() until which the deployment is cooling down
+        self.cooldowns = 0
+        self.errors: dict = {}  # exception status ("503", "timeout", "connection") -> count
+        self.last_error: Optional[str] = None
+        self.last_error_at: Optional[float] = None
+
+    def cooling(self, now: Optional[float] = None) -> bool:
+        return self.cool_until > (time.monotonic() if now is None else now)
+
+    def health(self) -> dict:
+        remaining = max(0.0, self.cool_until - time.monotonic())
+        return {
+            "status": "cooldown" if remaining > 0 else "healthy",
+            "cooldown_remaining_seconds": round(remaining, 3),
+            "cooldowns": self.cooldowns,
+            "consecutive_failures": self.consecutive_failures,
+            "in_flight": self.in_flight,
+            "requests": self.requests,
+            "successes": self.successes,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+        }
+
+
 class Deployment:
     __slots__ = ("id", "model_name", "upstream_model", "provider", "api_base", "api_key", "input_cost", "output_cost", "rpm", "tpm", "timeout",
-                 "mode", "litellm_params", "model_info", "db_model", "headers", "created_at", "access_groups")
+                 "mode", "litellm_params", "model_info", "db_model", "headers", "created_at", "access_groups", "state", "passthrough_prefix",
+                 "group_info")
 
     def __init__(self, model_id: str, model_name: str, litellm_params: dict, model_info: dict, db_model: bool):
         self.id = model_id
@@ -63,6 +123,9 @@ class Deployment:
         self.headers = {"Content-Type": "application/json"}
         if self.api_key:
             self.headers["Authorization"] = f"Bearer {self.api_key}"
+        self.state = DeploymentState()
+        self.passthrough_prefix = passthrough_prefix_of(self.litellm_params, self.model_info, self.provider)
+        self.group_info: dict = {}
 
     def public_params(self) -> dict:
         out = {k: v for k, v in self.litellm_params.items() if k not in SECRET_PARAMS}
@@ -89,32 +152,89 @@ class Deployment:
         info["db_model"] = self.db_model
         for name in COST_FIELDS:
             info[name] = getattr(self, "input_cost" if name.startswith("input") else "output_cost")
+        if self.passthrough_prefix:
+            info["passthrough_prefix"] = self.passthrough_prefix
+        info.update(self.group_info)
+        info["health"] = self.state.health()
         return info
 
     def as_model_info(self) -> dict:
         return {"model_name": self.model_name, "litellm_params": self.public_params(), "model_info": self.info()}
 
 
+STRATEGIES = {"simple-shuffle": "round-robin", "round-robin": "round-robin", "least-busy": "least-busy"}
+
+
+def _fallback_map(value) -> dict:
+    """LiteLLM's ``fallbacks: [{"gpt-4o": ["gpt-4o-mini"]}]`` (a plain mapping is accepted too)."""
+    out: dict = {}
+    items = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        for name, targets in item.items():
+            if isinstance(targets, str):
+                targets = [targets]
+            out.setdefault(str(name), []).extend(str(t) for t in targets or [] if str(t) != str(name))
+    return out
+
+
 class Router:
-    def __init__(self, cooldown_time: float = 30.0, allowed_fails: int = 3):
+    def __init__(self, cooldown_time: float = 30.0, allowed_fails: int = 3, routing_strategy: str = "simple-shuffle", fallbacks=None,
+                 default_fallbacks=None):
         self.groups: dict = {}
         self.by_id: dict = {}
         self.config_ids: set = set()
+        self.passthrough: dict = {}  # URL prefix -> model names served there
         self.cooldown_time = cooldown_time
-        self.allowed_fails = allowed_fails
+        self.allowed_fails = max(1, int(allowed_fails))
         self._rr: dict = {}
-        self._fails: dict = {}
-        self._cool_until: dict = {}
+        self.configure(routing_strategy, fallbacks, default_fallbacks)
+        # (requested model, fallback model) -> count, rendered by /metrics
+        self.fallback_successes: dict = {}
+        self.fallback_failures: dict = {}
+
+    def configure(self, routing_strategy: Optional[str] = None, fallbacks=None, default_fallbacks=None) -> None:
+        strategy = str(routing_strategy or "simple-shuffle")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"router_settings.routing_strategy={strategy!r} is not supported; use one of {sorted(STRATEGIES)}")
+        self.strategy = STRATEGIES[strategy]
+        self.least_busy = self.strategy == "least-busy"
+        self.fallbacks = _fallback_map(fallbacks)
+        if isinstance(default_fallbacks, str):
+            default_fallbacks = [default_fallbacks]
+        self.default_fallbacks = [str(m) for m in default_fallbacks or []]
+        self._group_info()
 
     def set_deployments(self, config: list, db: list) -> None:
         groups: dict = {}
         by_id: dict = {}
+        old = self.by_id
+        passthrough: dict = {}
         for dep in list(config) + list(db):
+            prev = old.get(dep.id)
+            if prev is not None and prev is not dep:
+                dep.state = prev.state  # keep health and counters across reloads
             groups.setdefault(dep.model_name, []).append(dep)
             by_id[dep.id] = dep
+            if dep.passthrough_prefix:
+                names = passthrough.setdefault(dep.passthrough_prefix, [])
+                if dep.model_name not in names:
+                    names.append(dep.model_name)
         self.groups = groups
         self.by_id = by_id
+        self.passthrough = passthrough
         self.config_ids = {d.id for d in config}
+        self._group_info()
+
+    def _group_info(self) -> None:
+        for name, deps in getattr(self, "groups", {}).items():
+            info = {"routing_strategy": self.strategy, "deployments_in_group": len(deps), "fallbacks": self.fallbacks_for(name)}
+            for dep in deps:
+                dep.group_info = info
+
+    def fallbacks_for(self, model_name: str) -> list:
+        return self.fallbacks.get(model_name) or [m for m in self.default_fallbacks if m != model_name]
 
     def model_names(self) -> list:
         return list(self.groups)
@@ -130,7 +250,7 @@ class Router:
         return [name for name, deps in self.groups.items() if any(group in d.access_groups for d in deps)]
 
     def candidates(self, model_name: str) -> Optional[list]:
-        """Deployments to try, in order: healthy ones round-robin, then cooling ones as a last resort."""
+        """Deployments to try, in order: healthy ones (round-robin, or fewest in flight), then cooling ones as a last resort."""
         deps = self.groups.get(model_name)
         if not deps:
             return None
@@ -141,17 +261,69 @@ class Router:
         start = n % len(deps)
         ordered = deps[start:] + deps[:start]
         now = time.monotonic()
-        healthy = [d for d in ordered if self._cool_until.get(d.id, 0) <= now]
-        cooling = [d for d in ordered if self._cool_until.get(d.id, 0) > now]
+        healthy = [d for d in ordered if d.state.cool_until <= now]
+        if len(healthy) < len(ordered):
+            cooling = sorted((d for d in ordered if d.state.cool_until > now), key=lambda d: d.state.cool_until)
+        else:
+            cooling = []
+        if self.least_busy and len(healthy) > 1:
+            healthy.sort(key=lambda d: d.state.in_flight)  # stable: ties keep the round-robin order
         return healthy + cooling
 
-    def report_failure(self, dep: Deployment) -> None:
-        fails = self._fails.get(dep.id, 0) + 1
-        self._fails[dep.id] = fails
-        if fails >= self.allowed_fails:
-            self._cool_until[dep.id] = time.monotonic() + self.cooldown_time
-            self._fails[dep.id] = 0
+    def plan(self, model_name: str, deps: list, num_retries: int):
+        """Deployments to attempt for one request: up to 1 + num_retries distinct ones of the group, then of each fallback group."""
+        per_group = 1 + max(0, int(num_retries))
+        yield from deps[:per_group]
+        fallbacks = self.fallbacks_for(model_name)
+        if not fallbacks:
+            return
+        last = None
+        for name in fallbacks:
+            fdeps = self.candidates(name)
+            if not fdeps:
+                continue
+            last = name
+            yield from fdeps[:per_group]
+        if last is not None:
+            key = (model_name, last)
+            self.fallback_failures[key] = self.fallback_failures.get(key, 0) + 1
 
-    def report_success(self, dep: Deployment) -> None:
-        if self._fails.get(dep.id):
-            self._fails[dep.id] = 0
+    @staticmethod
+    def acquire(dep: Deployment) -> None:
+        st = dep.state
+        st.in_flight += 1
+        st.requests += 1
+
+    @staticmethod
+    def release(dep: Deployment) -> None:
+        dep.state.in_flight -= 1
+
+    def report_failure(self, dep: Deployment, reason: str = "error", message: Optional[str] = None) -> None:
+        st = dep.state
+        st.failures += 1
+        st.errors[reason] = st.errors.get(reason, 0) + 1
+        st.last_error = message or reason
+        st.last_error_at = time.time()
+        st.consecutive_failures += 1
+        if st.consecutive_failures >= self.allowed_fails:
+            st.cool_until = time.monotonic() + self.cooldown_time
+            st.cooldowns += 1
+            st.consecutive_failures = 0
+
+    def report_success(self, dep: Deployment, model_name: Optional[str] = None) -> None:
+        st = dep.state
+        st.successes += 1
+        if st.consecutive_failures:
+            st.consecutive_failures = 0
+        if model_name is not None and model_name != dep.model_name:
+            key = (model_name, dep.model_name)
+            self.fallback_successes[key] = self.fallback_successes.get(key, 0) + 1
+
+
+def setup(proxy) -> None:
+    """Apply ``router_settings`` (routing_strategy, fallbacks, default_fallbacks) of the config file to the proxy's router."""
+    raw = proxy.settings.raw_config or {}
+    rs = raw.get("router_settings") or {}
+    ls = raw.get("litellm_settings") or {}
+    proxy.router.configure(rs.get("routing_strategy"), rs.get("fallbacks") or ls.get("fallbacks"),
+                           rs.get("default_fallbacks") or ls.get("default_fallbacks"))

@@ -153,6 +153,10 @@ def setup(app: web.Application, proxy) -> None:
         now = time.time()
         check_key_state(proxy, entry, now)
         check_model_access(entry, model, router)
+        guard = proxy.guardrails.for_request(entry)
+        if guard is not None:
+            guard.pre_call(body, model, entry, request.path)
+            request["litemaas_guard"] = guard if guard.post else None
         deps = router.candidates(model)
         if not deps:
             raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
@@ -166,7 +170,11 @@ def setup(app: web.Application, proxy) -> None:
             descs = entry.descriptors
             if descs:
                 keys, argv = entry.limit_args
-                limit_headers = await proxy.limiter.check(descs, keys, argv)
+                try:
+                    limit_headers = await proxy.limiter.check(descs, keys, argv)
+                except ProxyError as exc:
+                    metrics.rate_limited(entry, model, request.path, exc)
+                    raise
         stream = bool(body.get("stream"))
         wants_usage = False
         if stream:
@@ -183,23 +191,24 @@ def setup(app: web.Application, proxy) -> None:
                 proxy.limiter.post(descs, entry.limit_args[0], tokens_used, True)
 
     async def call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0, call_type):
-        attempts = min(len(deps), 1 + settings.num_retries)
         last_error = None
         route = request.path
-        for attempt in range(attempts):
-            dep = deps[attempt]
+        for dep in router.plan(model, deps, settings.num_retries):
             body["model"] = dep.upstream_model
             payload = orjson.dumps(body)
             timeout = aiohttp.ClientTimeout(total=dep.timeout or settings.request_timeout, sock_connect=settings.connect_timeout)
             url = f"{dep.api_base}/{upstream_path}"
+            router.acquire(dep)
             try:
                 upstream = await proxy.http.post(url, data=payload, headers=dep.headers, timeout=timeout)
             except asyncio.TimeoutError:
-                router.report_failure(dep)
+                router.release(dep)
+                router.report_failure(dep, "timeout")
                 last_error = ProxyError(504, f"Upstream model server timed out after {timeout.total}s: {dep.api_base} (model={model})", "timeout", "None")
                 continue
             except aiohttp.ClientError as exc:
-                router.report_failure(dep)
+                router.release(dep)
+                router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
                 last_error = ProxyError(503, f"Upstream model server unavailable: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
                                         "upstream_unavailable", "None")
                 continue
@@ -208,10 +217,10 @@ def setup(app: web.Application, proxy) -> None:
                     err_body = await upstream.read()
                     last_error = _upstream_error(upstream.status, err_body, dep)
                     if upstream.status >= 500:
-                        router.report_failure(dep)
+                        router.report_failure(dep, str(upstream.status), last_error.message)
                         continue
                     break
-                router.report_success(dep)
+                router.report_success(dep, model)
                 if stream:
                     return await relay_stream(request, entry, body, model, dep, upstream, wants_usage, limit_headers, start_dt, t0, call_type)
                 return await relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type)
@@ -226,8 +235,8 @@ def setup(app: web.Application, proxy) -> None:
                 break
             finally:
                 upstream.release()
-        metrics.REQUESTS.labels(model, route, str(last_error.status)).inc()
-        metrics.FAILED.labels(model, route, str(last_error.status)).inc()
+                router.release(dep)
+        metrics.failure(entry, model, route, last_error.status)
         if last_error.status >= 500:
             record(entry, model, deps[0], start_dt, 0, 0, 0.0, "failure", body, call_type)
         raise last_error
@@ -257,14 +266,7 @@ def setup(app: web.Application, proxy) -> None:
                 prompt = int(usage["total_tokens"])
         cost = compute_cost(dep, prompt, completion)
         record(entry, model, dep, start_dt, prompt, completion, cost, "success", body, call_type)
-        metrics.REQUESTS.labels(model, route, "200").inc()
-        if cost:
-            metrics.SPEND.labels(model).inc(cost)
-        if prompt or completion:
-            metrics.TOKENS.labels(model).inc(prompt + completion)
-            metrics.INPUT_TOKENS.labels(model).inc(prompt)
-            metrics.OUTPUT_TOKENS.labels(model).inc(completion)
-        metrics.LATENCY.labels(model).observe(time.monotonic() - t0)
+        metrics.success(entry, model, route, prompt, completion, cost, time.monotonic() - t0)
         return cost, prompt + completion
 
     async def relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type):
@@ -274,6 +276,9 @@ def setup(app: web.Application, proxy) -> None:
         except orjson.JSONDecodeError:
             raise ProxyError(502, f"Upstream model server returned invalid JSON: {dep.api_base} (model={model})", "upstream_error", "None")
         usage = data.get("usage") if isinstance(data, dict) else None
+        guard = request.get("litemaas_guard")
+        if guard is not None:
+            content = guard.mask_json(data, content)
         cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
         resp = web.Response(body=content, content_type="application/json", headers=common_headers(entry, dep, cost, limit_headers, t0))
         return resp, tokens
@@ -289,8 +294,13 @@ def setup(app: web.Application, proxy) -> None:
         buf = b""
         client_gone = False
         failure = None
+        guard = request.get("litemaas_guard")
+        first = True
         try:
             async for chunk in upstream.content.iter_any():
+                if first:
+                    first = False
+                    metrics.first_token(model, time.monotonic() - t0)
                 buf += chunk
                 out = []
                 while True:
@@ -307,6 +317,8 @@ def setup(app: web.Application, proxy) -> None:
                             continue
                     out.append(event)
                 if out and not client_gone:
+                    if guard is not None:
+                        out = guard.mask_events(out)
                     try:
                         await resp.write(b"".join(out))
                     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
@@ -319,9 +331,8 @@ def setup(app: web.Application, proxy) -> None:
                                  "upstream_error", "None")
         if failure is not None:
             # Headers are sent already: report the error in-band, charge nothing for an incomplete stream.
-            router.report_failure(dep)
-            metrics.REQUESTS.labels(model, request.path, str(failure.status)).inc()
-            metrics.FAILED.labels(model, request.path, str(failure.status)).inc()
+            router.report_failure(dep, str(failure.status), failure.message)
+            metrics.failure(entry, model, request.path, failure.status)
             record(entry, model, dep, start_dt, 0, 0, 0.0, "failure", body, call_type)
             if not client_gone:
                 try:

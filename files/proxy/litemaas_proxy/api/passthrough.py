@@ -1,0 +1,225 @@
+"""Authenticated pass-through routes, configured per model (e.g. Docling document conversion).
+
+A deployment whose provider is ``docling`` (``model: docling/...`` or ``custom_llm_provider: docling``) serves
+``/docling/...``; any deployment can name another prefix with ``litellm_params.passthrough_prefix``.
+``POST /docling/v1/convert/source`` is forwarded to ``<api_base>/v1/convert/source`` (an ``api_base`` that
+ends in ``/v1`` is not doubled), with the method, query string, body and content type unchanged and the
+deployment's ``api_key`` instead of the caller's key.
+
+The caller's key must be allowed one of the models served at the prefix (header ``x-litemaas-model`` picks
+one when several are); the key's blocked/expiry/budget checks and RPM/parallel limits apply; tokens are not
+counted. Request and response bodies are streamed, never read whole into memory, so uploads are not bound
+by the proxy's JSON body limit. Prefixes are registered when the proxy starts: ``/docling`` always, plus
+every ``passthrough_prefix`` of the config file's models and of ``general_settings.passthrough_prefixes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+
+import aiohttp
+from aiohttp import web
+
+from litemaas_proxy import metrics
+from litemaas_proxy.api.data import check_key_state, check_model_access
+from litemaas_proxy.auth import MASTER, hash_token
+from litemaas_proxy.errors import ProxyError
+from litemaas_proxy.limits import build_args, descriptors_for
+from litemaas_proxy.routing import passthrough_prefix_of
+from litemaas_proxy.spend import make_record
+
+log = logging.getLogger("litemaas_proxy.passthrough")
+UTC = timezone.utc
+DEFAULT_PREFIXES = ("/docling",)
+CALL_TYPE = "pass_through_endpoint"
+# Not forwarded upstream: hop-by-hop headers, the caller's credentials, and what aiohttp sets itself.
+DROP_REQUEST = frozenset({"host", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+                          "transfer-encoding", "upgrade", "authorization", "x-litellm-api-key", "api-key", "x-api-key", "content-length",
+                          "expect", "cookie", "x-litemaas-model"})
+DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "server", "date", "set-cookie"})
+_SEGMENT = re.compile(r"^(?:v\d+(?:alpha\d*|beta\d*)?|[A-Za-z_-]{1,40})$")
+
+
+def route_label(prefix: str, tail: str) -> str:
+    """A bounded metrics label for a pass-through path: ids (task ids, file names) become ``{id}``."""
+    parts = [p if _SEGMENT.match(p) else "{id}" for p in tail.split("/")[:4] if p]
+    return prefix + "/" + "/".join(parts)
+
+
+def configured_prefixes(settings) -> list:
+    raw = settings.raw_config or {}
+    out = list(DEFAULT_PREFIXES)
+    for entry in settings.model_list or []:
+        if isinstance(entry, dict):
+            prefix = passthrough_prefix_of(entry.get("litellm_params") or {}, entry.get("model_info") or {}, "")
+            if prefix:
+                out.append(prefix)
+    for prefix in (raw.get("general_settings") or {}).get("passthrough_prefixes") or []:
+        out.append("/" + str(prefix).strip("/"))
+    seen = []
+    for p in out:
+        if p != "/" and p not in seen:
+            seen.append(p)
+    return seen
+
+
+def upstream_url(api_base: str, tail: str, query: str) -> str:
+    base = api_base.rstrip("/")
+    if base.endswith("/v1") and (tail == "v1" or tail.startswith("v1/")):
+        base = base[:-3]
+    url = f"{base}/{tail}"
+    return f"{url}?{query}" if query else url
+
+
+def setup(app: web.Application, proxy) -> None:
+    router = proxy.router
+    settings = proxy.settings
+    master_token = hash_token(settings.master_key) if settings.master_key else ""
+
+    def pick_model(entry, prefix: str, request: web.Request) -> str:
+        names = router.passthrough.get(prefix) or []
+        if not names:
+            raise ProxyError(404, f"No model serves the pass-through route {prefix}/ on this proxy", "not_found_error", "None")
+        wanted = request.headers.get("x-litemaas-model")
+        if wanted:
+            if wanted not in names:
+                raise ProxyError(400, f"Model {wanted} does not serve {prefix}/. Models there: {names}", "invalid_request_error", "model")
+            check_model_access(entry, wanted, router)
+            return wanted
+        first_error = None
+        for name in names:
+            try:
+                check_model_access(entry, name, router)
+                return name
+            except ProxyError as exc:
+                first_error = first_error or exc
+        raise first_error
+
+    def record(entry, model, dep, start_dt, status_code: int, route: str) -> None:
+        if entry is MASTER:
+            token, user_id, team_id = master_token, "default_user_id", None
+        else:
+            token, user_id, team_id = entry.token, entry.key.get("user_id"), entry.key.get("team_id")
+        meta = {"status": status_code, "route": route}
+        if entry is not MASTER and entry.key.get("key_alias"):
+            meta["user_api_key_alias"] = entry.key["key_alias"]
+        status = "success" if status_code < 400 else "failure"
+        rec = make_record(uuid.uuid4().hex, CALL_TYPE, token, 0.0, 0, 0, start_dt, datetime.now(UTC), model, dep, user_id, team_id, meta, status, None)
+        proxy.spend.add(rec, token if entry is not MASTER else None, user_id if entry is not MASTER else None, team_id)
+
+    async def forward(request: web.Request, prefix: str) -> web.StreamResponse:
+        t0 = time.monotonic()
+        start_dt = datetime.now(UTC)
+        tail = request.match_info.get("tail", "")
+        label = route_label(prefix, tail)
+        entry = await proxy.authenticate(request)
+        check_key_state(proxy, entry, time.time())
+        model = pick_model(entry, prefix, request)
+        deps = router.candidates(model)
+        if not deps:
+            raise ProxyError(404, f"No deployment for model={model}", "not_found_error", "model")
+        descs = None
+        if entry is not MASTER and proxy.limiter is not None:
+            if entry.descriptors is None:
+                entry.descriptors = descriptors_for(entry.key, entry.user, entry.team)
+                entry.limit_args = build_args(entry.descriptors, proxy.limiter.window) if entry.descriptors else None
+            descs = entry.descriptors
+            if descs:
+                try:
+                    await proxy.limiter.check(descs, entry.limit_args[0], entry.limit_args[1])
+                except ProxyError as exc:
+                    metrics.rate_limited(entry, model, label, exc)
+                    raise
+        try:
+            return await relay(request, entry, model, deps, prefix, tail, label, start_dt, t0)
+        finally:
+            if descs:
+                proxy.limiter.post(descs, entry.limit_args[0], 0, True)
+
+    async def relay(request, entry, model, deps, prefix, tail, label, start_dt, t0):
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in DROP_REQUEST}
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+        has_body = request.body_exists
+        last_error = None
+        for dep in deps[: 1 + settings.num_retries]:
+            if dep.api_key:
+                headers["Authorization"] = f"Bearer {dep.api_key}"
+                headers["X-Api-Key"] = dep.api_key
+            else:
+                headers.pop("Authorization", None)
+                headers.pop("X-Api-Key", None)
+            url = upstream_url(dep.api_base, tail, request.query_string)
+            timeout = aiohttp.ClientTimeout(total=dep.timeout or settings.request_timeout, sock_connect=settings.connect_timeout)
+            router.acquire(dep)
+            try:
+                upstream = await proxy.http.request(request.method, url, data=request.content if has_body else None, headers=headers,
+                                                    timeout=timeout, allow_redirects=False)
+            except aiohttp.ClientConnectorError as exc:
+                # Nothing of the body has been read yet: another deployment may take the request.
+                router.release(dep)
+                router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
+                last_error = ProxyError(503, f"Pass-through upstream unavailable: {dep.api_base} (model={model}): {exc}", "upstream_unavailable", "None")
+                continue
+            except asyncio.TimeoutError:
+                router.release(dep)
+                router.report_failure(dep, "timeout")
+                last_error = ProxyError(504, f"Pass-through upstream timed out after {timeout.total}s: {dep.api_base} (model={model})", "timeout",
+                                        "None")
+                break
+            except aiohttp.ClientError as exc:
+                router.release(dep)
+                router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
+                last_error = ProxyError(502, f"Pass-through upstream failed: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
+                                        "upstream_error", "None")
+                break
+            try:
+                return await stream_back(request, entry, model, dep, upstream, label, start_dt, t0)
+            finally:
+                upstream.release()
+                router.release(dep)
+        metrics.failure(entry, model, label, last_error.status)
+        record(entry, model, deps[0], start_dt, last_error.status, label)
+        raise last_error
+
+    async def stream_back(request, entry, model, dep, upstream, label, start_dt, t0):
+        status = upstream.status
+        if status >= 500:
+            router.report_failure(dep, str(status), f"HTTP {status}")
+        else:
+            router.report_success(dep, model)
+        resp = web.StreamResponse(status=status, reason=upstream.reason)
+        for k, v in upstream.headers.items():
+            if k.lower() not in DROP_RESPONSE:
+                resp.headers.add(k, v)
+        resp.headers["x-litellm-model-id"] = dep.id
+        resp.headers["x-litellm-model-group"] = dep.model_name
+        if upstream.content_length is not None:
+            resp.content_length = upstream.content_length
+        await resp.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(65536):
+                await resp.write(chunk)
+            await resp.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            pass  # the caller went away
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
+            status = 502
+        if status < 400:
+            metrics.success(entry, model, label, 0, 0, 0.0, time.monotonic() - t0)
+        else:
+            metrics.failure(entry, model, label, status)
+        record(entry, model, dep, start_dt, status, label)
+        return resp
+
+    for prefix in configured_prefixes(settings):
+        async def handler(request: web.Request, _prefix=prefix) -> web.StreamResponse:
+            return await forward(request, _prefix)
+
+        app.router.add_route("*", prefix + "/{tail:.*}", handler)
