@@ -52,6 +52,7 @@ class Platform:
     def __init__(self, ansible_env: dict, data_dir: Path, stub_url: str):
         self.env = dict(ansible_env)
         self.env["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "yaml"
+        self.env["ANSIBLE_PIPELINING"] = "true"
         self.data_dir = data_dir
         self.ports = {"postgres": free_port(), "redis": free_port(), "proxy": free_port()}
         self.vars = {
