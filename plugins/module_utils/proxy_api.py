@@ -17,12 +17,13 @@ __metaclass__ = type
 
 import json
 import socket
+import ssl
+import threading
 import time
 
 from ansible.module_utils.basic import env_fallback
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import urlencode
-from ansible.module_utils.urls import Request
+from ansible.module_utils.six.moves import http_client
+from ansible.module_utils.six.moves.urllib.parse import urlencode, urlparse
 
 PROXY_API_ARGSPEC = dict(
     api_url=dict(type="str", required=True, aliases=["proxy_url", "litellm_url"], fallback=(env_fallback, ["LITEMAAS_PROXY_URL"])),
@@ -67,6 +68,13 @@ class ProxyApiError(Exception):
 
 class ProxyConnectionError(ProxyApiError):
     """The server could not be reached (refused, DNS, TLS, timeout)."""
+
+
+class ProxySetupError(ProxyApiError):
+    """Unusable connection options (URL, CA file)."""
+
+    def one_line(self):
+        return "Invalid proxy connection options: %s" % " ".join(self.message.split())
 
 
 class ProxyAuthError(ProxyApiError):
@@ -127,8 +135,75 @@ def _message_from(data):
     return str(data)
 
 
-def _status_of(exc):
-    return getattr(exc, "code", None) or getattr(exc, "status", None)
+class HttpSession:
+    """One keep-alive HTTP(S) connection per thread to one server, with the TLS context built once.
+
+    (``ansible.module_utils.urls.Request`` builds a new opener, TLS context and TCP connection for every call and
+    installs the opener process-wide, which costs tens of milliseconds of CPU per call and is not thread-safe;
+    bulk modules make thousands of calls from a thread pool.)
+    """
+
+    def __init__(self, base_url, validate_certs=True, ca_path=None, timeout=30.0, headers=None):
+        parsed = urlparse(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("api_url must be an http:// or https:// URL, got %r" % base_url)
+        self.scheme = parsed.scheme
+        self.host = parsed.hostname
+        self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self.prefix = parsed.path.rstrip("/")
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+        self.context = None
+        if self.scheme == "https":
+            self.context = ssl.create_default_context(cafile=ca_path) if validate_certs else ssl._create_unverified_context()
+            if not validate_certs:
+                self.context.check_hostname = False
+                self.context.verify_mode = ssl.CERT_NONE
+        self._local = threading.local()
+
+    def _connect(self):
+        if self.scheme == "https":
+            conn = http_client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+        else:
+            conn = http_client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        self._local.conn = conn
+        self._local.used = False
+        return conn
+
+    def close(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def send(self, method, path, body=None, headers=None):
+        """Return ``(status, response headers, raw body)``. Raises ``OSError`` (incl. timeouts) when there is no answer.
+
+        A failure on a reused idle connection before any answer (the server closed it meanwhile) is retried once on
+        a new connection: the server had not received that request.
+        """
+        all_headers = dict(self.headers)
+        all_headers.update(headers or {})
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None) or self._connect()
+            reused = self._local.used
+            try:
+                conn.request(method, self.prefix + path, body=body, headers=all_headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (http_client.RemoteDisconnected, http_client.BadStatusLine, ConnectionResetError, BrokenPipeError) as exc:
+                self.close()
+                if reused and attempt == 1:
+                    continue
+                raise ConnectionError("connection closed by the server: %s" % (exc or type(exc).__name__))
+            except (OSError, http_client.HTTPException):
+                self.close()
+                raise
+            self._local.used = True
+            if resp.getheader("connection", "").lower() == "close":
+                self.close()
+            return resp.status, resp, raw
+        raise ConnectionError("connection closed by the server")
 
 
 class ProxyClient:
@@ -139,25 +214,25 @@ class ProxyClient:
             raise ValueError("api_url is required")
         self.base_url = api_url.rstrip("/")
         self.api_key = api_key
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
         self.timeout = request_timeout
         self.max_attempts = max(1, int(max_attempts))
         self.retry_budget = retry_budget
         self._sleep = sleep
-        self._session = Request(
-            headers={"Authorization": "Bearer %s" % api_key, "Accept": "application/json", "User-Agent": "rhpds.litemaas"},
+        self._session = HttpSession(
+            self.base_url,
             validate_certs=validate_certs,
             ca_path=ca_path,
             timeout=request_timeout,
-            follow_redirects="safe",
-            use_netrc=False,
+            headers={"Authorization": "Bearer %s" % api_key, "Accept": "application/json", "User-Agent": "rhpds.litemaas"},
         )
 
     @classmethod
     def from_module(cls, module):
         p = module.params
-        return cls(p["api_url"], p["api_key"], validate_certs=p["validate_certs"], ca_path=p["ca_path"], request_timeout=p["request_timeout"])
+        try:
+            return cls(p["api_url"], p["api_key"], validate_certs=p["validate_certs"], ca_path=p["ca_path"], request_timeout=p["request_timeout"])
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise ProxySetupError("", p["api_url"], None, str(exc))
 
     # -- transport ---------------------------------------------------------------------------------
 
@@ -171,39 +246,35 @@ class ProxyClient:
         if query:
             query = dict((k, v) for k, v in query.items() if v is not None)
             path = "%s?%s" % (path, urlencode(sorted(query.items()))) if query else path
-        url = self.base_url + path
         data = json.dumps(body).encode("utf-8") if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
         is_read = method in READ_METHODS
         deadline = time.monotonic() + self.retry_budget
         attempt = 0
+        waited = 0.0
         while True:
             attempt += 1
             retry_after = None
             try:
-                resp = self._session.open(method, url, data=data, headers=headers)
-                raw = resp.read()
-                return self._decode(raw)
-            except HTTPError as exc:
-                status = _status_of(exc)
-                try:
-                    raw = exc.read()
-                except Exception:
-                    raw = b""
+                status, resp, raw = self._session.send(method, path, data, headers)
+            except (socket.timeout, OSError, http_client.HTTPException) as exc:
+                reason = "timed out after %ss" % self.timeout if isinstance(exc, socket.timeout) else (str(exc) or type(exc).__name__)
+                err = ProxyConnectionError(method, path, None, "cannot reach %s: %s" % (self.base_url, reason))
+                # A write that may have reached the server is not repeated: it could have been applied.
+                retryable = is_read or isinstance(exc, ConnectionRefusedError)
+            else:
+                if status < 400:
+                    return self._decode(raw)
                 if status == 404 and ok_missing:
                     return None
                 retryable = status in RETRY_STATUSES_ANY or (is_read and status in RETRY_STATUSES_READ)
-                err = error_class_for(status)(method, path, status, server_message(raw) or exc.reason, raw)
+                err = error_class_for(status)(method, path, status, server_message(raw) or resp.reason, raw)
                 if status == 429:
-                    retry_after = _retry_after(exc)
-            except (URLError, socket.timeout, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                err = ProxyConnectionError(method, path, None, "cannot reach %s: %s" % (self.base_url, reason))
-                # A write that may have reached the server is not repeated: it could have been applied.
-                retryable = is_read or _refused_before_sending(exc)
+                    retry_after = _retry_after(resp)
             wait = retry_after if retry_after is not None else min(0.25 * (2 ** (attempt - 1)), 4.0)
-            if not retryable or attempt >= self.max_attempts or time.monotonic() + wait > deadline:
+            if not retryable or attempt >= self.max_attempts or time.monotonic() + wait > deadline or waited + wait > self.retry_budget:
                 raise err
+            waited += wait
             self._sleep(wait)
 
     @staticmethod
@@ -354,14 +425,9 @@ def _dedupe_tokens(items):
     return out
 
 
-def _retry_after(exc):
+def _retry_after(resp):
     try:
-        value = float(exc.headers.get("retry-after"))
+        value = float(resp.getheader("retry-after"))
     except (TypeError, ValueError, AttributeError):
         return None
     return max(0.0, min(value, 5.0))
-
-
-def _refused_before_sending(exc):
-    reason = getattr(exc, "reason", exc)
-    return isinstance(reason, ConnectionRefusedError)

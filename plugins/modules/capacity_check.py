@@ -351,6 +351,7 @@ class Attendee(threading.Thread):
             payload = line[5:].strip()
             if payload == b"[DONE]":
                 finished = True
+                resp.read()  # the rest of the body (chunked terminator), so the connection can be reused
                 break
             try:
                 chunk = json.loads(payload)
