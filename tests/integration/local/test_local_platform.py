@@ -175,3 +175,14 @@ def test_without_a_model_the_playbook_says_what_to_pass(ansible_env, work_dir):
     assert run.returncode != 0
     assert "litemaas_local_model_url" in run.stdout and "--model-url URL" in run.stdout
     assert not (data_dir / "run").exists()
+
+
+def test_local_sh_usage_and_unknown_arguments():
+    script = str(REPO / "scripts" / "local.sh")
+    shown = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    assert "Usage: bash scripts/local.sh [up|down|status] [options]" in shown.stdout
+    assert "--model-url URL" in shown.stdout and "set -euo" not in shown.stdout
+    wrong = subprocess.run(["bash", script, "--bogus"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2
+    assert "error: unknown argument '--bogus' (see --help)" in wrong.stderr
