@@ -32,6 +32,13 @@ class PlaybookRunner:
             args += ["--check", "--diff"]
         if syntax:
             args.append("--syntax-check")
+        return self._exec(args, playbook, expect_rc, timeout)
+
+    def run_file(self, path: Path, check: bool = False, expect_rc: int | None = 0, timeout: float = 600) -> subprocess.CompletedProcess:
+        args = ["ansible-playbook", str(path), "-i", "localhost,", "-c", "local"] + (["--check"] if check else [])
+        return self._exec(args, path.name, expect_rc, timeout)
+
+    def _exec(self, args, playbook, expect_rc, timeout):
         proc = subprocess.run(args, env=self.env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
         if expect_rc is not None:
             assert proc.returncode == expect_rc, f"{playbook} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
