@@ -80,6 +80,19 @@ def setup(app: web.Application, proxy) -> None:
     router = proxy.router
     settings = proxy.settings
     master_token = hash_token(settings.master_key) if settings.master_key else ""
+    sessions: list = []  # one aiohttp session, made on first use (it streams request bodies, which the LLM client does not need)
+
+    def session() -> aiohttp.ClientSession:
+        if not sessions:
+            connector = aiohttp.TCPConnector(limit=settings.upstream_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+            sessions.append(aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=False))
+        return sessions[0]
+
+    async def close_session(_app) -> None:
+        while sessions:
+            await sessions.pop().close()
+
+    app.on_cleanup.append(close_session)
 
     def pick_model(entry, prefix: str, request: web.Request) -> str:
         names = router.passthrough.get(prefix) or []
@@ -158,7 +171,7 @@ def setup(app: web.Application, proxy) -> None:
             timeout = aiohttp.ClientTimeout(total=dep.timeout or settings.request_timeout, sock_connect=settings.connect_timeout)
             router.acquire(dep)
             try:
-                upstream = await proxy.http.request(request.method, url, data=request.content if has_body else None, headers=headers,
+                upstream = await session().request(request.method, url, data=request.content if has_body else None, headers=headers,
                                                     timeout=timeout, allow_redirects=False)
             except aiohttp.ClientConnectorError as exc:
                 # Nothing of the body has been read yet: another deployment may take the request.
