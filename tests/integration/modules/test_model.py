@@ -22,19 +22,25 @@ def test_model_lifecycle(play, proxy, stub_upstream, uid):
         "litellm_params": {"rpm": 100},
         "model_info": {"mode": "chat", "input_cost_per_token": 0.000002, "output_cost_per_token": 0.000004, "supports_function_calling": True},
     }
-    run = play([{M: args}], check=True, diff=True)
-    assert run[0]["changed"] is True and run[0]["action"] == "created" and run[0]["msg"] == f"Would create model {name}"
-    assert deployments(proxy, name) == []
-
-    run = play([{M: args}, {M: args}, {"rhpds.litemaas.model_info": {"model_name": name}}], verbosity=3, diff=True)
-    created, again, info = run.results
+    changed = dict(args, litellm_params={"rpm": 200}, model_info={"output_cost_per_token": 0.000005})
+    info = {"rhpds.litemaas.model_info": {"model_name": name}}
+    run = play([{M: args, "check_mode": True, "diff": True}, info, {M: args}, {M: args}, info, {M: changed, "diff": True}, {M: changed}],
+               verbosity=3)
+    check, before, created, again, listed, update, update_again = run.results
+    assert check["changed"] is True and check["action"] == "created" and check["msg"] == f"Would create model {name}"
+    assert before["count"] == 0, "check mode must not create"
     assert created["changed"] is True and created["model"]["model_name"] == name and created["model"]["id"]
     assert again["changed"] is False and again["action"] == "unchanged"
-    assert info["count"] == 1 and info["models"][0]["model_info"]["input_cost_per_token"] == 0.000002
-    assert info["models"][0]["litellm_params"].get("api_key") in (None, "<redacted>")
+    assert listed["count"] == 1 and listed["models"][0]["model_info"]["input_cost_per_token"] == 0.000002
+    assert listed["models"][0]["litellm_params"].get("api_key") in (None, "<redacted>")
     assert upstream_secret not in run.stdout and proxy.master_key not in run.stdout
+    assert update["changed"] is True and update["action"] == "updated"
+    assert update["diff"]["before"]["litellm_params"]["rpm"] == 100 and update["diff"]["after"]["litellm_params"]["rpm"] == 200
+    assert update_again["changed"] is False
     stored = deployments(proxy, name)
-    assert len(stored) == 1 and stored[0]["litellm_params"]["rpm"] == 100 and stored[0]["model_info"]["supports_function_calling"] is True
+    assert len(stored) == 1 and stored[0]["litellm_params"]["rpm"] == 200 and stored[0]["model_info"]["supports_function_calling"] is True
+    assert stored[0]["model_info"]["output_cost_per_token"] == 0.000005
+    assert stored[0]["model_info"]["input_cost_per_token"] == 0.000002, "fields not given must be kept"
 
     # The new model serves requests through the upstream.
     status, key = proxy.admin("POST", "/key/generate", {"models": [name]})
@@ -42,15 +48,6 @@ def test_model_lifecycle(play, proxy, stub_upstream, uid):
     status, body, _ = proxy.request("POST", "/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "hi"}]},
                                     {"Authorization": f"Bearer {key['key']}"})
     assert status == 200, body
-
-    changed = dict(args, litellm_params={"rpm": 200}, model_info={"output_cost_per_token": 0.000005})
-    run = play([{M: changed}, {M: changed}], diff=True)
-    assert run[0]["changed"] is True and run[0]["action"] == "updated"
-    assert run[0]["diff"]["before"]["litellm_params"]["rpm"] == 100 and run[0]["diff"]["after"]["litellm_params"]["rpm"] == 200
-    assert run[1]["changed"] is False
-    stored = deployments(proxy, name)
-    assert stored[0]["litellm_params"]["rpm"] == 200 and stored[0]["model_info"]["output_cost_per_token"] == 0.000005
-    assert stored[0]["model_info"]["input_cost_per_token"] == 0.000002, "fields not given must be kept"
 
     run = play([{M: {"model_name": name, "state": "absent"}}, {M: {"model_name": name, "state": "absent"}}])
     assert run[0]["changed"] is True and run[0]["deleted"] == [stored[0]["model_info"]["id"]]

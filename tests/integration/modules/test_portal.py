@@ -26,23 +26,21 @@ def test_portal_user_grant_and_revoke(play, portal_db, uid):
     user_id = add_user(portal_db, f"{uid}-lead", f"{uid}-Lead@Example.com")
     PU = "rhpds.litemaas.portal_user"
     grant = {"username": f"{uid}-lead", "role": "admin", "portal_db_url": portal_db}
-    run = play([{PU: grant}], check=True, diff=True)
-    assert run[0]["changed"] is True and run[0]["portal_user"]["roles"] == ["user", "admin"]
-    assert run[0]["diff"] == {"before": {"roles": ["user"]}, "after": {"roles": ["user", "admin"]}}
-    assert roles_of(portal_db, user_id) == ["user"]
-
     by_email = {"email": f"{uid}-lead@example.com", "role": "adminReadonly", "portal_db_url": portal_db}
-    run = play([{PU: grant}, {PU: grant}, {PU: by_email}, {PU: by_email}], verbosity=3)
-    assert [r["changed"] for r in run.results] == [True, False, True, False]
-    assert run[0]["msg"] == f"Granted role admin for {uid}-lead"
-    assert roles_of(portal_db, user_id) == ["user", "admin", "admin-readonly"]
-    assert "postgresql://" not in run.stdout, "the database URL must stay hidden"
-
     revoke = {"user_id": user_id, "role": "admin", "state": "absent", "portal_db_url": portal_db}
-    run = play([{PU: revoke}, {PU: revoke}, {PU: {"username": f"{uid}-nobody", "portal_db_url": portal_db}}])
-    assert run[0]["changed"] is True and run[1]["changed"] is False
+    run = play([{PU: grant, "check_mode": True, "diff": True}, {PU: grant}, {PU: grant}, {PU: by_email}, {PU: by_email}, {PU: revoke}, {PU: revoke},
+                {PU: {"username": f"{uid}-nobody", "portal_db_url": portal_db}}], verbosity=3)
+    check = run[0]
+    assert check["changed"] is True and check["portal_user"]["roles"] == ["user", "admin"]
+    assert check["diff"] == {"before": {"roles": ["user"]}, "after": {"roles": ["user", "admin"]}}
+    assert run[1]["portal_user"]["roles"] == ["user", "admin"], "check mode must not write"
+    assert [r["changed"] for r in run.results[1:7]] == [True, False, True, False, True, False]
+    assert run[1]["msg"] == f"Granted role admin for {uid}-lead"
+    assert run[4]["portal_user"]["roles"] == ["user", "admin", "admin-readonly"]
+    assert run[6]["msg"] == f"Role admin of {user_id} is already absent"
     assert roles_of(portal_db, user_id) == ["user", "admin-readonly"]
-    assert run[2]["failed"] and run[2]["msg"] == f"Portal user '{uid}-nobody' not found (portal users are created at their first login)"
+    assert run[7]["failed"] and run[7]["msg"] == f"Portal user '{uid}-nobody' not found (portal users are created at their first login)"
+    assert "postgresql://" not in run.stdout, "the database URL must stay hidden"
 
 
 def test_key_sync(play, proxy, portal_db, uid):
@@ -64,7 +62,7 @@ def test_key_sync(play, proxy, portal_db, uid):
 
     KS = "rhpds.litemaas.key_sync"
     args = {"portal_db_url": portal_db, "import_keys": True, "alias_prefix": f"{uid}-ws-"}
-    run = play([{KS: args}], check=True)
+    run = play([{KS: args, "check_mode": True}, {KS: args}, {KS: args}])
     res = run[0]
     assert res["changed"] is True
     deactivations = {d["id"]: d["reason"] for d in res["differences"] if d["action"] == "deactivate"}
@@ -72,11 +70,8 @@ def test_key_sync(play, proxy, portal_db, uid):
     imports = [d for d in res["differences"] if d["action"] == "import"]
     assert [(d["key_alias"], d["user_id"]) for d in imports] == [(f"{uid}-ws-user1", owner)]
     assert res["counts"]["skipped_no_owner"] == 1
-    assert sql(portal_db, "SELECT count(*) AS n FROM api_keys WHERE user_id = %s AND is_active", (owner,))[0]["n"] == 4
-
-    run = play([{KS: args}, {KS: args}])
-    assert run[0]["changed"] is True and run[0]["counts"]["deactivated"] == 3 and run[0]["counts"]["imported"] == 1
-    assert run[1]["changed"] is False and run[1]["differences"] == []
+    assert run[1]["changed"] is True and run[1]["counts"]["deactivated"] == 3 and run[1]["counts"]["imported"] == 1, "check mode must not write"
+    assert run[2]["changed"] is False and run[2]["differences"] == []
     rows = {r["name"]: r for r in sql(portal_db, "SELECT name, is_active, revoked_at, key_hash, max_budget FROM api_keys WHERE user_id = %s", (owner,))}
     assert rows["live"]["is_active"] is True and rows["live"]["revoked_at"] is None
     assert not rows["gone"]["is_active"] and not rows["old"]["is_active"] and not rows["short"]["is_active"]

@@ -18,17 +18,15 @@ def proxy_key(proxy, alias):
 def test_check_mode_apply_reapply_update_and_remove(play, proxy, uid):
     alias = f"{uid}-one"
     args = {"key_alias": alias, "models": ["stub-model"], "max_budget": 5, "rpm_limit": 30, "duration": "30d", "metadata": {"guid": uid}}
+    info = {"rhpds.litemaas.virtual_key_info": {"key_alias": alias}}
 
-    run = play([{VK: args}], check=True, diff=True)
-    res = run[0]
+    run = play([{VK: args, "check_mode": True, "diff": True}, info, {VK: args}, {VK: args}])
+    res, seen, first, second = run.results
     assert res["changed"] is True and res["action"] == "created", res
     assert res["msg"] == f"Would create key {alias}"
     assert res["virtual_key"]["max_budget"] == 5 and "key" not in res
     assert res["diff"]["before"] == {} and res["diff"]["after"]["key_alias"] == alias
-    assert proxy_key(proxy, alias) is None, "check mode must not create the key"
-
-    run = play([{VK: args}, {VK: args}])
-    first, second = run[0], run[1]
+    assert seen["count"] == 0, "check mode must not create the key"
     assert first["changed"] is True and first["action"] == "created", first
     secret = first["key"]
     assert secret.startswith("sk-")
@@ -41,41 +39,33 @@ def test_check_mode_apply_reapply_update_and_remove(play, proxy, uid):
     assert status == 200 and [m["id"] for m in data["data"]] == ["stub-model"]
 
     changed = dict(args, max_budget=7.5, metadata={"owner": "ops"})
-    run = play([{VK: changed}, {VK: changed}], diff=True)
-    assert run[0]["changed"] is True and run[0]["action"] == "updated", run[0]
-    assert run[0]["diff"]["before"]["max_budget"] == 5 and run[0]["diff"]["after"]["max_budget"] == 7.5
-    assert "key" not in run[0]
-    assert run[1]["changed"] is False
-    stored = proxy_key(proxy, alias)
-    assert stored["max_budget"] == 7.5
-    assert stored["metadata"] == {"guid": uid, "owner": "ops"}, "metadata entries not given must be kept"
-    assert stored["token"] == first["virtual_key"]["token"], "an update must never mint a second key"
-
-    run = play([{VK: {"key_alias": alias, "state": "absent"}}], check=True)
-    assert run[0]["changed"] is True and proxy_key(proxy, alias) is not None
-    run = play([{VK: {"key_alias": alias, "state": "absent"}}, {VK: {"key_alias": alias, "state": "absent"}}])
-    assert run[0]["changed"] is True and run[0]["action"] == "deleted"
-    assert run[1]["changed"] is False
-    assert proxy_key(proxy, alias) is None
+    absent = {"key_alias": alias, "state": "absent"}
+    run = play([{VK: changed, "diff": True}, {VK: changed}, {VK: absent, "check_mode": True}, info, {VK: absent}, {VK: absent}, info])
+    update, again, check_absent, still_there, removed, removed_again, gone = run.results
+    assert update["changed"] is True and update["action"] == "updated", update
+    assert update["diff"]["before"]["max_budget"] == 5 and update["diff"]["after"]["max_budget"] == 7.5
+    assert "key" not in update
+    assert update["virtual_key"]["metadata"] == {"guid": uid, "owner": "ops"}, "metadata entries not given must be kept"
+    assert update["virtual_key"]["token"] == first["virtual_key"]["token"], "an update must never mint a second key"
+    assert again["changed"] is False
+    assert check_absent["changed"] is True and still_there["count"] == 1
+    assert removed["changed"] is True and removed["action"] == "deleted"
+    assert removed_again["changed"] is False
+    assert gone["count"] == 0 and proxy_key(proxy, alias) is None
 
 
 def test_expires_is_compared_not_pushed_out(play, proxy, uid):
     alias = f"{uid}-exp"
     when = (datetime.now(timezone.utc) + timedelta(days=10)).replace(microsecond=0)
     stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-    run = play([{VK: {"key_alias": alias, "duration": "1d"}}, {VK: {"key_alias": alias, "duration": "1d"}}])
-    assert run[0]["changed"] and not run[1]["changed"], "duration applies at creation only"
-    first_expiry = run[0]["virtual_key"]["expires"]
-    assert run[1]["virtual_key"]["expires"] == first_expiry
-
-    run = play([{VK: {"key_alias": alias, "expires": stamp}}, {VK: {"key_alias": alias, "expires": stamp}}])
-    assert run[0]["changed"] is True and run[0]["action"] == "updated"
-    got = datetime.fromisoformat(proxy_key(proxy, alias)["expires"].replace("Z", "+00:00"))
+    by_duration, by_stamp, never = ({"key_alias": alias, "duration": "1d"}, {"key_alias": alias, "expires": stamp},
+                                    {"key_alias": alias, "expires": "never"})
+    run = play([{VK: by_duration}, {VK: by_duration}, {VK: by_stamp}, {VK: by_stamp}, {VK: never}, {VK: never}])
+    assert [r["changed"] for r in run.results] == [True, False, True, False, True, False], "duration applies at creation only"
+    assert run[1]["virtual_key"]["expires"] == run[0]["virtual_key"]["expires"]
+    assert run[2]["action"] == "updated"
+    got = datetime.fromisoformat(run[2]["virtual_key"]["expires"].replace("Z", "+00:00"))
     assert abs((got - when).total_seconds()) < 5
-    assert run[1]["changed"] is False
-
-    run = play([{VK: {"key_alias": alias, "expires": "never"}}, {VK: {"key_alias": alias, "expires": "never"}}])
-    assert run[0]["changed"] is True and run[1]["changed"] is False
     assert proxy_key(proxy, alias)["expires"] is None
 
 

@@ -23,36 +23,33 @@ def test_count_check_apply_reapply_grow_shrink_and_remove(play, proxy, uid):
     args = {"count": 40, "alias_pattern": prefix + "user{n}", "user_id_pattern": uid + "-user{n}", "models": ["stub-model"],
             "max_budget": 2, "rpm_limit": 10, "duration": "2d", "metadata": {"guid": uid}}
 
-    run = play([{VKS: args}], check=True)
-    assert run[0]["changed"] is True and run[0]["counts"]["created"] == 40, run[0]
-    assert aliases_with_prefix(proxy, prefix) == []
-
-    run = play([{VKS: args}, {VKS: args}], verbosity=3)
-    created, again = run[0], run[1]
+    run = play([{VKS: args, "check_mode": True}, {VKS: args}, {VKS: args}], verbosity=3)
+    check, created, again = run.results
+    assert check["changed"] is True and check["counts"]["created"] == 40 and check["msg"] == "check mode: 40 created", check
+    assert not any("key" in k for k in check["virtual_keys"])
     assert created["changed"] is True and created["counts"] == {"created": 40, "updated": 0, "deleted": 0, "unchanged": 0, "failed": 0}
     keys = created["virtual_keys"]
     assert [k["key_alias"] for k in keys] == [f"{prefix}user{n}" for n in range(1, 41)]
     assert all(k["key"].startswith("sk-") and hashlib.sha256(k["key"].encode()).hexdigest() == k["token"] for k in keys)
     assert keys[6]["user_id"] == f"{uid}-user7"
-    for k in keys[:3]:
+    for k in keys:
         assert k["key"] not in run.stdout, "a secret was displayed"
     assert again["changed"] is False and again["counts"]["unchanged"] == 40 and not any("key" in k for k in again["virtual_keys"])
     stored = aliases_with_prefix(proxy, prefix)
     assert len(stored) == 40 and {k["max_budget"] for k in stored} == {2} and {k["rpm_limit"] for k in stored} == {10}
 
-    # Raise the budget of all and add 5 attendees; then shrink back with exclusive removal of the extra ones.
+    # Raise the budget of all and add 5 attendees; shrink back with exclusive removal of the extra ones; remove all.
     grown = dict(args, count=45, max_budget=3)
-    run = play([{VKS: grown}], diff=True)
-    assert run[0]["counts"] == {"created": 5, "updated": 40, "deleted": 0, "unchanged": 0, "failed": 0}, run[0]["counts"]
-    assert run[0]["diff"]["before"][f"{prefix}user1"]["max_budget"] == 2 and run[0]["diff"]["after"][f"{prefix}user1"]["max_budget"] == 3
     shrunk = dict(grown, count=30, alias_prefix=prefix, exclusive=True)
-    run = play([{VKS: shrunk}, {VKS: shrunk}])
-    assert run[0]["counts"] == {"created": 0, "updated": 0, "deleted": 15, "unchanged": 30, "failed": 0}, run[0]["counts"]
-    assert run[1]["changed"] is False
-    assert len(aliases_with_prefix(proxy, prefix)) == 30
-
-    run = play([{VKS: {"alias_prefix": prefix, "state": "absent"}}, {VKS: {"alias_prefix": prefix, "state": "absent"}}])
-    assert run[0]["counts"]["deleted"] == 30 and run[1]["changed"] is False
+    absent = {"alias_prefix": prefix, "state": "absent"}
+    run = play([{VKS: grown, "diff": True}, {VKS: shrunk}, {VKS: shrunk}, {VKS: absent, "check_mode": True}, {VKS: absent}, {VKS: absent}])
+    grow, shrink, shrink_again, check_absent, remove, remove_again = run.results
+    assert grow["counts"] == {"created": 5, "updated": 40, "deleted": 0, "unchanged": 0, "failed": 0}, grow["counts"]
+    assert grow["diff"]["before"][f"{prefix}user1"]["max_budget"] == 2 and grow["diff"]["after"][f"{prefix}user1"]["max_budget"] == 3
+    assert shrink["counts"] == {"created": 0, "updated": 0, "deleted": 15, "unchanged": 30, "failed": 0}, shrink["counts"]
+    assert shrink_again["changed"] is False
+    assert check_absent["counts"]["deleted"] == 30 and remove["counts"]["deleted"] == 30, "check mode must not remove"
+    assert remove_again["changed"] is False
     assert aliases_with_prefix(proxy, prefix) == []
 
 
@@ -64,10 +61,9 @@ def test_remove_by_prefix_pages_through_every_key(play, proxy, uid):
         assert status == 200, body
         if n % 40 == 0:
             assert proxy.admin("POST", "/key/generate", {"key_alias": f"{uid}-keep-{n}"})[0] == 200
-    run = play([{VKS: {"alias_prefix": prefix, "state": "absent"}}], check=True)
-    assert run[0]["counts"]["deleted"] == 130 and len(aliases_with_prefix(proxy, prefix)) == 130
-    run = play([{VKS: {"alias_prefix": prefix, "state": "absent", "parallelism": 4}}])
-    assert run[0]["counts"]["deleted"] == 130, run[0]
+    absent = {"alias_prefix": prefix, "state": "absent", "parallelism": 4}
+    run = play([{VKS: absent, "check_mode": True}, {VKS: absent}])
+    assert run[0]["counts"]["deleted"] == 130 and run[1]["counts"]["deleted"] == 130, run.results
     assert aliases_with_prefix(proxy, prefix) == []
     assert len(aliases_with_prefix(proxy, f"{uid}-keep-")) == 4
 
@@ -78,8 +74,12 @@ def test_partial_failure_keeps_the_successes(play, proxy, uid):
         {"key_alias": f"{uid}-p-bad", "team_id": "no-such-team"},
         {"key_alias": f"{uid}-p-ok2", "max_budget": 9},
     ]
-    run = play([{VKS: {"keys": keys, "models": ["stub-model"], "max_budget": 1}}])
+    fixed = [dict(k) for k in keys]
+    fixed[1].pop("team_id")
+    run = play([{VKS: {"keys": keys, "models": ["stub-model"], "max_budget": 1}}, {VKS: {"keys": fixed, "models": ["stub-model"], "max_budget": 1}}])
     res = run[0]
+    # Fixed input: the failed key is created, the others are left alone.
+    assert run[1]["counts"] == {"created": 1, "updated": 0, "deleted": 0, "unchanged": 2, "failed": 0}
     assert res["failed"] is True and res["changed"] is True
     assert res["counts"] == {"created": 2, "updated": 0, "deleted": 0, "unchanged": 0, "failed": 1}
     assert res["msg"] == (f"1 of 3 keys failed (2 created, 1 failed): {uid}-p-bad: POST /key/generate failed with HTTP 400: "
@@ -88,13 +88,10 @@ def test_partial_failure_keeps_the_successes(play, proxy, uid):
     assert by_alias[f"{uid}-p-ok1"]["key"].startswith("sk-") and by_alias[f"{uid}-p-ok2"]["key"].startswith("sk-")
     assert by_alias[f"{uid}-p-bad"]["action"] == "failed" and "key" not in by_alias[f"{uid}-p-bad"]
     stored = {k["key_alias"]: k for k in aliases_with_prefix(proxy, f"{uid}-p-")}
-    assert set(stored) == {f"{uid}-p-ok1", f"{uid}-p-ok2"}
+    assert set(stored) == {f"{uid}-p-ok1", f"{uid}-p-ok2", f"{uid}-p-bad"}
     assert stored[f"{uid}-p-ok1"]["max_budget"] == 1 and stored[f"{uid}-p-ok2"]["max_budget"] == 9
 
-    # Fixed input: the failed key is created, the others are left alone.
-    keys[1].pop("team_id")
-    run = play([{VKS: {"keys": keys, "models": ["stub-model"], "max_budget": 1}}])
-    assert run[0]["counts"] == {"created": 1, "updated": 0, "deleted": 0, "unchanged": 2, "failed": 0}
+
 
 
 def test_bulk_bad_input(play, proxy, uid):
