@@ -256,13 +256,17 @@ class Guardrails:
         on = [g for g in self.by_name.values() if g.default_on]
         self.default = Active([g for g in on if g.mode == "pre_call"], [g for g in on if g.mode == "post_call"]) if on else None
         self._per_key: dict = {}  # token -> (metadata guardrails value, Active or None)
+        # Whether any request can have a post_call guardrail: when not, responses are not even looked up for one.
+        self.post_possible = any(g.mode == "post_call" for g in self.by_name.values())
 
     def for_request(self, entry) -> Optional[Active]:
         """The guardrails for this caller, or None when none apply (the common case: no work at all)."""
         if entry is MASTER:
             return self.default
         meta = entry.key.get("metadata")
-        wanted = meta.get("guardrails") if isinstance(meta, dict) else None
+        if not meta or "guardrails" not in meta:
+            return self.default
+        wanted = meta["guardrails"] if isinstance(meta, dict) else None
         if not wanted:
             return self.default
         cached = self._per_key.get(entry.token)
@@ -291,6 +295,8 @@ class Guardrails:
                 chosen.append(g)
         if not chosen:
             return None
+        if any(g.mode == "post_call" for g in chosen):
+            self.post_possible = True  # an inline post_call guardrail on a key
         return Active([g for g in chosen if g.mode == "pre_call"], [g for g in chosen if g.mode == "post_call"])
 
 

@@ -156,7 +156,8 @@ def setup(app: web.Application, proxy) -> None:
         guard = proxy.guardrails.for_request(entry)
         if guard is not None:
             guard.pre_call(body, model, entry, request.path)
-            request["litemaas_guard"] = guard if guard.post else None
+            if guard.post:
+                request["litemaas_guard"] = guard
         deps = router.candidates(model)
         if not deps:
             raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
@@ -276,7 +277,7 @@ def setup(app: web.Application, proxy) -> None:
         except orjson.JSONDecodeError:
             raise ProxyError(502, f"Upstream model server returned invalid JSON: {dep.api_base} (model={model})", "upstream_error", "None")
         usage = data.get("usage") if isinstance(data, dict) else None
-        guard = request.get("litemaas_guard")
+        guard = request.get("litemaas_guard") if proxy.guardrails.post_possible else None
         if guard is not None:
             content = guard.mask_json(data, content)
         cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
@@ -294,7 +295,7 @@ def setup(app: web.Application, proxy) -> None:
         buf = b""
         client_gone = False
         failure = None
-        guard = request.get("litemaas_guard")
+        guard = request.get("litemaas_guard") if proxy.guardrails.post_possible else None
         first = True
         try:
             async for chunk in upstream.content.iter_any():
