@@ -48,7 +48,8 @@ def test_judge(cc, summary, p50_limit, passed, failure):
 def _task(playbook, tmp_path, args: dict, check=False, expect_rc=0):
     play = [{"name": "capacity", "hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "Run the capacity check", "rhpds.litemaas.capacity_check": args, "register": "result"},
-        {"name": "Save the result", "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": str(tmp_path / "result.json"), "mode": "0600"}, "check_mode": False},
+        {"name": "Save the result", "check_mode": False,
+         "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": str(tmp_path / "result.json"), "mode": "0600"}},
     ]}]
     path = tmp_path / "play.yml"
     path.write_text(json.dumps(play))
