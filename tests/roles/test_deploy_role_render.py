@@ -122,7 +122,7 @@ def test_every_object_is_labelled_for_removal(renders, name):
         assert labels.get("app.kubernetes.io/instance") == instance, doc["metadata"]["name"]
         if doc["kind"] not in ("Namespace", "OAuthClient"):
             assert doc["metadata"]["namespace"] == instance
-    for doc, spec in pod_specs(run):
+    for doc, _spec in pod_specs(run):
         assert doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "rhpds.litemaas"
     for sts in run.find("StatefulSet"):
         for claim in sts["spec"]["volumeClaimTemplates"]:
@@ -472,7 +472,7 @@ def test_proxy_built_in_cluster_from_the_collection_sources(renders):
         for fname, content in configmaps[ref["configMap"]["name"]]["data"].items():
             rebuilt[str(Path(ref.get("destinationDir", "")) / fname)] = content
     expected = {str(p.relative_to(source)): p.read_text() for p in source.rglob("*")
-                if p.is_file() and not ({"__pycache__", "tests"} & set(p.relative_to(source).parts))}
+                if p.is_file() and not ({"__pycache__", "tests", "build", "dist"} & set(p.relative_to(source).parts))}
     assert "tests/test_nothing.py" not in rebuilt and "litemaas_proxy/app.py" in rebuilt
     assert rebuilt == expected
     assert bc["spec"]["strategy"]["type"] == "Docker" and bc["spec"]["source"]["dockerfile"]
