@@ -20,7 +20,7 @@ options:
     aliases: [proxy_url, litellm_url]
   api_key:
     description:
-      - The proxy's master key, sent as C(Authorization: Bearer).
+      - The proxy's master key, sent as a bearer token in the C(Authorization) header.
       - If not set, the value of E(LITEMAAS_MASTER_KEY) (or E(LITELLM_MASTER_KEY)) is used.
     type: str
     required: true

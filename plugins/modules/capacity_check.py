@@ -1,5 +1,6 @@
 #!/usr/bin/python
-# Apache-2.0 (see LICENSE)
+# -*- coding: utf-8 -*-
+# Apache-2.0 (see LICENSE), a license compatible with the GNU General Public License version 3
 # ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 
 from __future__ import absolute_import, division, print_function  # noqa: UP010
@@ -21,7 +22,7 @@ description:
   - Meant as a pre-event check of a workshop's model capacity through the proxy. It changes nothing, but it does
     spend tokens, so in check mode no request is sent.
 author:
-  - rhpds.litemaas maintainers
+  - rhpds.litemaas maintainers (@rhpds)
 options:
   api_url:
     description:
@@ -459,7 +460,7 @@ def main():
             requests_per_attendee=dict(type="int", default=3),
             ramp_up=dict(type="float", default=0.0),
             prompt=dict(type="str", default="Explain in two sentences what a virtual API key is."),
-            max_tokens=dict(type="int", default=64),
+            max_tokens=dict(type="int", default=64, no_log=False),
             stream=dict(type="bool", default=True),
             ttft_p95_threshold=dict(type="float", default=5.0),
             ttft_p50_threshold=dict(type="float"),

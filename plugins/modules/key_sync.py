@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Apache-2.0 (see LICENSE)
+# Apache-2.0 (see LICENSE), a license compatible with the GNU General Public License version 3
 # ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 
 from __future__ import absolute_import, division, print_function
@@ -21,7 +21,7 @@ description:
     whose id, e-mail or user name equals the key's C(user_id). The portal cannot show the secret of an imported key.
   - In check mode, every difference is listed and nothing is written.
 author:
-  - rhpds.litemaas maintainers
+  - rhpds.litemaas maintainers (@rhpds)
 extends_documentation_fragment:
   - rhpds.litemaas.proxy_api
   - rhpds.litemaas.portal_api

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Apache-2.0 (see LICENSE)
+# Apache-2.0 (see LICENSE), a license compatible with the GNU General Public License version 3
 # ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 
 from __future__ import absolute_import, division, print_function
@@ -20,11 +20,11 @@ description:
     what differs.
   - Prices (C(input_cost_per_token), C(output_cost_per_token)) and capabilities (C(mode), C(max_tokens),
     C(supports_vision), ...) go in O(model_info).
-  - The upstream key (O(model_api_key)) is never returned by the proxy, so it cannot be compared: it is sent when the
+  - The upstream key (O(model_api_key)) is never returned by the proxy, so it cannot be compared; it is sent when the
     deployment is created, and on later runs only with O(update_api_key=true).
   - Optionally asks the LiteMaaS portal to sync its model list afterwards (O(portal_sync)).
 author:
-  - rhpds.litemaas maintainers
+  - rhpds.litemaas maintainers (@rhpds)
 extends_documentation_fragment:
   - rhpds.litemaas.proxy_api
   - rhpds.litemaas.portal_api

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Apache-2.0 (see LICENSE)
+# Apache-2.0 (see LICENSE), a license compatible with the GNU General Public License version 3
 # ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 
 from __future__ import absolute_import, division, print_function
@@ -15,7 +15,7 @@ version_added: 0.1.0
 description:
   - Reads the proxy's LiteLLM-compatible C(/model/info) and returns the deployments, without upstream secrets.
 author:
-  - rhpds.litemaas maintainers
+  - rhpds.litemaas maintainers (@rhpds)
 extends_documentation_fragment:
   - rhpds.litemaas.proxy_api
 attributes:

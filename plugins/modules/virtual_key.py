@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Apache-2.0 (see LICENSE)
+# Apache-2.0 (see LICENSE), a license compatible with the GNU General Public License version 3
 # ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 
 from __future__ import absolute_import, division, print_function
@@ -21,7 +21,7 @@ description:
     the key was created or regenerated. Ansible then hides the task's output as with C(no_log); the registered variable
     still holds the secret.
 author:
-  - rhpds.litemaas maintainers
+  - rhpds.litemaas maintainers (@rhpds)
 extends_documentation_fragment:
   - rhpds.litemaas.proxy_api
   - rhpds.litemaas.key_options
@@ -214,7 +214,7 @@ def argument_spec():
     return compose_argspec(
         PROXY_API_ARGSPEC,
         KEY_OPTIONS_ARGSPEC,
-        key_alias=dict(type="str", required=True, aliases=["alias", "name"]),
+        key_alias=dict(type="str", required=True, aliases=["alias", "name"], no_log=False),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         regenerate=dict(type="bool", default=False),
         validate_models=dict(type="bool", default=True),

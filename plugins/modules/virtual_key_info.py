@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Apache-2.0 (see LICENSE)
+# Apache-2.0 (see LICENSE), a license compatible with the GNU General Public License version 3
 # ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 
 from __future__ import absolute_import, division, print_function
@@ -17,7 +17,7 @@ description:
   - Exact filters (O(key_alias), O(user_id), O(team_id)) are applied by the proxy; O(alias_prefix) is applied to every page.
   - Never returns secrets (the proxy only stores their hashes).
 author:
-  - rhpds.litemaas maintainers
+  - rhpds.litemaas maintainers (@rhpds)
 extends_documentation_fragment:
   - rhpds.litemaas.proxy_api
 attributes:
@@ -105,7 +105,7 @@ def main():
     module = AnsibleModule(
         argument_spec=compose_argspec(
             PROXY_API_ARGSPEC,
-            key_alias=dict(type="str", aliases=["alias"]),
+            key_alias=dict(type="str", aliases=["alias"], no_log=False),
             alias_prefix=dict(type="str"),
             user_id=dict(type="str"),
             team_id=dict(type="str"),

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Apache-2.0 (see LICENSE)
+# Apache-2.0 (see LICENSE), a license compatible with the GNU General Public License version 3
 # ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 
 from __future__ import absolute_import, division, print_function
@@ -13,18 +13,18 @@ module: virtual_keys
 short_description: Create, update or remove many virtual keys at once (workshops)
 version_added: 0.1.0
 description:
-  - The bulk form of M(rhpds.litemaas.virtual_key) for workshops and events: one task for hundreds or thousands of keys.
+  - The bulk form of M(rhpds.litemaas.virtual_key) for workshops and events, one task for hundreds or thousands of keys.
   - The keys are either listed in O(keys), or generated from O(count) and O(alias_pattern). The options of the key
     (O(models), O(max_budget), ...) given at the top level apply to every key; entries in O(keys) may override them.
   - Existing keys are found with a few paged list calls (not one call per key); keys are then created, updated or
     removed concurrently by a bounded pool of O(parallelism) workers. Only keys that differ are written, so a second
     run reports no change.
-  - A failure of one key does not stop the others: the task fails at the end, naming every failed key, and the result
+  - A failure of one key does not stop the others; the task fails at the end, naming every failed key, and the result
     still lists every key that succeeded (with the secrets of those created).
   - With O(state=absent) and O(alias_prefix), every key whose alias starts with the prefix is removed, however many there are.
   - Secrets of created keys are returned in RV(virtual_keys); Ansible then hides the task's output as with C(no_log).
 author:
-  - rhpds.litemaas maintainers
+  - rhpds.litemaas maintainers (@rhpds)
 extends_documentation_fragment:
   - rhpds.litemaas.proxy_api
   - rhpds.litemaas.key_options
@@ -251,7 +251,7 @@ class BulkSpecError(ValueError):
 
 
 def key_entry_spec():
-    spec = dict(key_alias=dict(type="str", required=True))
+    spec = dict(key_alias=dict(type="str", required=True, no_log=False))
     for name, opt in KEY_OPTIONS_ARGSPEC.items():
         spec[name] = dict(opt)
     return spec
