@@ -293,7 +293,7 @@ class Attendee(threading.Thread):
     def run(self):
         if self.start_delay > 0:
             time.sleep(self.start_delay)
-        for _ in range(self.count):
+        for dummy in range(self.count):
             result = self.one_request()
             with self.lock:
                 self.results.append(result)
