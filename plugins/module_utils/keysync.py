@@ -13,11 +13,20 @@ PORTAL_KEYS_SQL = (
     "SELECT id::text AS id, user_id::text AS user_id, name, key_hash, litellm_key_alias, expires_at, is_active FROM api_keys"
 )
 PORTAL_USERS_SQL = "SELECT id::text AS id, username, email FROM users"
-DEACTIVATE_SQL = "UPDATE api_keys SET is_active = false, revoked_at = now(), sync_status = 'synced', updated_at = now() WHERE id::text = ANY(%s)"
+DEACTIVATE_SQL = (
+    "UPDATE api_keys SET is_active = false, revoked_at = now(), sync_status = 'synced', last_sync_at = now(), updated_at = now()"
+    " WHERE id::text = ANY(%s)"
+)
 IMPORT_SQL = (
     "INSERT INTO api_keys (user_id, name, key_hash, key_prefix, litellm_key_alias, max_budget, tpm_limit, rpm_limit, budget_duration,"
-    " max_parallel_requests, expires_at, is_active, sync_status, metadata)"
-    " VALUES (%s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, 'synced', %s::jsonb) ON CONFLICT (key_hash) DO NOTHING"
+    " max_parallel_requests, expires_at, is_active, sync_status, last_sync_at, metadata)"
+    " VALUES (%s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, 'synced', now(), %s::jsonb) ON CONFLICT (key_hash) DO NOTHING"
+    " RETURNING id::text AS id"
+)
+# The portal lists a key with its models from api_key_models; a proxy key with no model list may use every model.
+IMPORT_MODELS_SQL = (
+    "INSERT INTO api_key_models (api_key_id, model_id) SELECT %s::uuid, id FROM models"
+    " WHERE cardinality(%s::text[]) = 0 OR id = ANY(%s::text[]) ON CONFLICT DO NOTHING"
 )
 
 

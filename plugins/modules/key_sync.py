@@ -18,7 +18,8 @@ description:
   - marks inactive the active portal keys whose token is gone from the proxy or expired (O(deactivate)), and
   - optionally makes live proxy keys that the portal does not know (for example workshop keys created with
     M(rhpds.litemaas.virtual_keys)) visible in the portal for their owner (O(import_keys)). The owner is the portal user
-    whose id, e-mail or user name equals the key's C(user_id). The portal cannot show the secret of an imported key.
+    whose id, e-mail or user name equals the key's C(user_id), with the key's models that the portal knows (all of
+    them for a key without a model list). The portal cannot show the secret of an imported key.
   - In check mode, every difference is listed and nothing is written.
 author:
   - rhpds.litemaas maintainers (@rhpds)
@@ -107,6 +108,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.rhpds.litemaas.plugins.module_utils.common import compose_argspec
 from ansible_collections.rhpds.litemaas.plugins.module_utils.keysync import (
     DEACTIVATE_SQL,
+    IMPORT_MODELS_SQL,
     IMPORT_SQL,
     PORTAL_KEYS_SQL,
     PORTAL_USERS_SQL,
@@ -157,7 +159,11 @@ def main():
                 db.execute(DEACTIVATE_SQL, ([d["id"] for d in to_deactivate],))
             by_token = dict((k["token"], k) for k in proxy_keys if k.get("token"))
             for entry in to_import:
-                db.execute(IMPORT_SQL, import_row(entry, by_token[entry["token"]]))
+                key = by_token[entry["token"]]
+                rows = db.query(IMPORT_SQL, import_row(entry, key))
+                if rows:
+                    models = list(key.get("models") or [])
+                    db.execute(IMPORT_MODELS_SQL, (rows[0]["id"], models, models))
             db.commit()
     except (ProxyApiError, PortalError) as exc:
         module.fail_json(msg=str(exc))

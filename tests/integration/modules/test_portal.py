@@ -55,7 +55,10 @@ def test_key_sync(play, proxy, portal_db, uid):
     old_id = add_portal_key(portal_db, owner, "old", live["token"][::-1], expires_at="2020-01-01T00:00:00Z")
     short_id = add_portal_key(portal_db, owner, "short", short["token"])
     # Workshop keys created in the proxy: one owned by the portal user (by e-mail), one by nobody the portal knows.
-    status, ws = proxy.admin("POST", "/key/generate", {"key_alias": f"{uid}-ws-user1", "user_id": f"{uid}-owner@example.com", "max_budget": 3})
+    sql(portal_db, "INSERT INTO models (id, name) VALUES ('stub-model', 'stub-model'), ('granite-3-8b', 'granite-3-8b') ON CONFLICT DO NOTHING",
+        fetch=False)
+    status, ws = proxy.admin("POST", "/key/generate", {"key_alias": f"{uid}-ws-user1", "user_id": f"{uid}-owner@example.com", "max_budget": 3,
+                                                       "models": ["stub-model"]})
     assert status == 200
     assert proxy.admin("POST", "/key/generate", {"key_alias": f"{uid}-ws-user2", "user_id": "stranger@example.com"})[0] == 200
     time.sleep(1.2)  # let the 1-second key expire
@@ -78,4 +81,6 @@ def test_key_sync(play, proxy, portal_db, uid):
     assert rows["gone"]["revoked_at"] is not None
     imported = rows[f"{uid}-ws-user1"]
     assert imported["is_active"] is True and imported["key_hash"] == ws["token"] and float(imported["max_budget"]) == 3
+    linked = sql(portal_db, "SELECT m.model_id FROM api_key_models m JOIN api_keys k ON k.id = m.api_key_id WHERE k.key_hash = %s", (ws["token"],))
+    assert [r["model_id"] for r in linked] == ["stub-model"], "the portal lists a key with its models"
     assert live_id
