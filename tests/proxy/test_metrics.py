@@ -101,3 +101,14 @@ def test_no_key_alias_label_by_default(proxy):
     labels = {name for k in m["litellm_proxy_total_requests_metric_total"] for name, _ in k}
     assert labels == {"requested_model", "route", "status_code"}
     assert all("api_key_alias" not in dict(k) for k in m["litellm_spend_metric_total"])
+
+
+def test_azure_style_routes_get_a_bounded_label(mp):
+    key = new_key(mp)
+    for name in ("dep-one", "dep-two"):
+        status, _, _ = http_json("POST", mp.url + f"/openai/deployments/{name}/chat/completions",
+                                 {"model": "metered", "messages": [{"role": "user", "content": "x"}]}, {"Authorization": f"Bearer {key}"})
+        assert status == 200
+    routes = {dict(k)["route"] for k in scrape(mp)["litellm_proxy_total_requests_metric_total"]}
+    assert "/openai/deployments/{deployment}/chat/completions" in routes
+    assert not any("dep-one" in r or "dep-two" in r for r in routes)

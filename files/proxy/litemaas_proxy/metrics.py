@@ -51,6 +51,17 @@ def _alias(entry) -> str:
     return entry.key.get("key_alias") or "None"
 
 
+def _route(route: str) -> str:
+    """Bounded route label: the Azure-style paths carry a client-chosen deployment name."""
+    if route.startswith(("/openai/deployments/", "/engines/")):
+        head, _, rest = route.lstrip("/").partition("/")
+        if head == "openai":
+            _, _, rest = rest.partition("/")
+            return "/openai/deployments/{deployment}/" + rest.partition("/")[2]
+        return "/engines/{engine}/" + rest.partition("/")[2]
+    return route
+
+
 def _bump(store: dict, key, value=1) -> None:
     store[key] = store.get(key, 0) + value
 
@@ -65,20 +76,27 @@ def _observe(store: dict, buckets: tuple, model: str, value: float) -> None:
 
 # ---------------------------------------------------------------- called on the request path
 def success(entry, model: str, route: str, prompt: int, completion: int, cost: float, latency: float) -> None:
-    alias = _alias(entry)
+    alias = "None" if not KEY_ALIAS or entry is MASTER else (entry.key.get("key_alias") or "None")
+    if route[1] in "oe":
+        route = _route(route)
     key = (model, route, "200", alias)
     _requests[key] = _requests.get(key, 0) + 1
+    key = (model, alias)
     if cost:
-        _bump(_spend, (model, alias), cost)
+        _spend[key] = _spend.get(key, 0) + cost
     if prompt:
-        _bump(_input_tokens, (model, alias), prompt)
+        _input_tokens[key] = _input_tokens.get(key, 0) + prompt
     if completion:
-        _bump(_output_tokens, (model, alias), completion)
-    _observe(_latency, LATENCY_BUCKETS, model, latency)
+        _output_tokens[key] = _output_tokens.get(key, 0) + completion
+    row = _latency.get(model)
+    if row is None:
+        row = _latency[model] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+    row[bisect_left(LATENCY_BUCKETS, latency)] += 1
+    row[-1] += latency
 
 
 def failure(entry, model: str, route: str, status) -> None:
-    key = (model or "None", route, str(status), _alias(entry))
+    key = (model or "None", _route(route), str(status), _alias(entry))
     _requests[key] = _requests.get(key, 0) + 1
     _failed[key] = _failed.get(key, 0) + 1
 

@@ -272,7 +272,12 @@ class Router:
 
     def plan(self, model_name: str, deps: list, num_retries: int):
         """Deployments to attempt for one request: up to 1 + num_retries distinct ones of the group, then of each fallback group."""
-        per_group = 1 + max(0, int(num_retries))
+        per_group = 1 + num_retries if num_retries > 0 else 1
+        if not self.fallbacks and not self.default_fallbacks:
+            return deps if len(deps) <= per_group else deps[:per_group]
+        return self._plan_with_fallbacks(model_name, deps, per_group)
+
+    def _plan_with_fallbacks(self, model_name: str, deps: list, per_group: int):
         yield from deps[:per_group]
         fallbacks = self.fallbacks_for(model_name)
         if not fallbacks:
