@@ -218,3 +218,62 @@ def test_unknown_routing_strategy_stops_the_proxy_from_starting(proxy_factory, s
     p = proxy_factory(database=uid("badstrategy").replace("-", "_"), models=two_deployments("lb-model", stubs),
                       config_extra={"router_settings": {"routing_strategy": "cheapest-first"}}, start=False)
     assert "routing_strategy='cheapest-first' is not supported" in start_fails(p)
+
+
+# ---------------------------------------------------------------- the router's pure logic (no processes)
+
+def _router_module():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "files" / "proxy"))
+    from litemaas_proxy import routing
+
+    return routing
+
+
+def _deps(routing, name: str, n: int) -> list:
+    return [routing.Deployment(f"{name}-{i}", name, {"model": f"openai/{name}", "api_base": f"http://h{i}/v1"}, {}, True) for i in range(n)]
+
+
+def test_router_state_survives_a_model_reload():
+    routing = _router_module()
+    r = routing.Router(cooldown_time=60, allowed_fails=2)
+    first = _deps(routing, "g", 2)
+    r.set_deployments([], first)
+    r.acquire(first[0])
+    r.report_failure(first[0], "503", "HTTP 503")
+    r.report_failure(first[0], "503", "HTTP 503")
+    reloaded = _deps(routing, "g", 2)  # new objects for the same model ids, as every periodic reload makes
+    r.set_deployments([], reloaded)
+    h = reloaded[0].as_model_info()["model_info"]["health"]
+    assert h["status"] == "cooldown" and h["cooldowns"] == 1 and h["in_flight"] == 1 and h["failures"] == 2
+    r.release(first[0])  # a request that started before the reload ends: the shared state sees it
+    assert reloaded[0].state.in_flight == 0
+    assert [d.id for d in r.candidates("g")] == ["g-1", "g-0"]  # the cooling one only as the last resort
+
+
+def test_router_orders_by_in_flight_for_least_busy_and_rotates_otherwise():
+    routing = _router_module()
+    rr = routing.Router()
+    deps = _deps(routing, "g", 3)
+    rr.set_deployments([], deps)
+    assert [rr.candidates("g")[0].id for _ in range(4)] == ["g-0", "g-1", "g-2", "g-0"]
+    lb = routing.Router(routing_strategy="least-busy")
+    lb.set_deployments([], deps)
+    lb.acquire(deps[0])
+    lb.acquire(deps[0])
+    lb.acquire(deps[1])
+    assert [lb.candidates("g")[0].id for _ in range(3)] == ["g-2", "g-2", "g-2"]
+    assert [d.id for d in lb.candidates("g")] == ["g-2", "g-1", "g-0"]
+
+
+def test_plan_bounds_attempts_and_appends_fallback_groups():
+    routing = _router_module()
+    r = routing.Router(fallbacks=[{"g": ["h", "missing"]}])
+    r.set_deployments([], _deps(routing, "g", 3) + _deps(routing, "h", 2))
+    assert [d.id for d in r.plan("g", r.groups["g"], 1)] == ["g-0", "g-1", "h-0", "h-1"]
+    assert [d.id for d in r.plan("g", r.groups["g"], 0)] == ["g-0", "h-1"]
+    assert r.fallback_failures == {("g", "h"): 2}  # both plans ran to the end: every attempt failed
+    assert [d.id for d in r.plan("h", r.groups["h"], 5)] == ["h-0", "h-1"]
+    assert r.groups["g"][0].as_model_info()["model_info"]["fallbacks"] == ["h", "missing"]
