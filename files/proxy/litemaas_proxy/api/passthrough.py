@@ -191,6 +191,9 @@ def setup(app: web.Application, proxy) -> None:
                 last_error = ProxyError(502, f"Pass-through upstream failed: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
                                         "upstream_error", "None")
                 break
+            except BaseException:  # cancelled: keep the in-flight count right
+                router.release(dep)
+                raise
             try:
                 return await stream_back(request, entry, model, dep, upstream, label, start_dt, t0)
             finally:
