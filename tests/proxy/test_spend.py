@@ -107,7 +107,8 @@ def test_spend_is_buffered_while_the_database_is_down(proxy_factory, own_pg):
     wait_for(lambda: log_count(dsn, key) == 1, message="first request written")
     own_pg.stop()
     for _ in range(4):
-        assert chat(p, key)[0] == 200
+        status, data, _ = chat(p, key)
+        assert status == 200, data
         time.sleep(0.2)
     status, data, _ = http_json("GET", p.url + "/health/readiness")
     assert status == 503 and data["status"] == "unhealthy"

@@ -7,18 +7,18 @@ import logging
 import time
 from typing import Optional
 
-import aiohttp
 import asyncpg
-import orjson
 from aiohttp import web
 
 from litemaas_proxy import db, metrics
 from litemaas_proxy.auth import MASTER, KeyCache, credential_from_headers, hash_token, is_master
 from litemaas_proxy.config import Settings
 from litemaas_proxy.errors import DetailError, ProxyError
+from litemaas_proxy.fastredis import FastRedis
 from litemaas_proxy.limits import Limiter
 from litemaas_proxy.routing import Deployment, Router, config_model_id
 from litemaas_proxy.spend import SpendWriter, reset_budgets
+from litemaas_proxy.upstream import UpstreamClient
 
 log = logging.getLogger("litemaas_proxy")
 INVALIDATE_CHANNEL = "litemaas:invalidate"
@@ -31,12 +31,13 @@ class Proxy:
         self.settings = settings
         self.pool = None
         self.redis = None
-        self.http: Optional[aiohttp.ClientSession] = None
+        self.upstream: Optional[UpstreamClient] = None
         self.router = Router(settings.cooldown_time, settings.allowed_fails)
         self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
         self.spend.enabled = bool(settings.database_url)
         self.cache = KeyCache(self._load_key, settings.key_cache_ttl)
         self.limiter: Optional[Limiter] = None
+        self.fast_redis: Optional[FastRedis] = None
         self.config_deployments: list = []
         self.tasks: list = []
         self.stop_event = asyncio.Event()
@@ -196,14 +197,13 @@ class Proxy:
     async def start(self) -> None:
         self.config_deployments = self.build_config_deployments()
         self.router.set_deployments(self.config_deployments, [])
-        connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self.http = aiohttp.ClientSession(connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(), skip_auto_headers=("User-Agent",),
-                                          auto_decompress=False)
+        self.upstream = UpstreamClient(self.settings.connect_timeout)
         if self.settings.redis_url:
             import redis.asyncio as aioredis
 
             self.redis = aioredis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
-            self.limiter = Limiter(self.redis, self.settings.rate_limit_window)
+            self.fast_redis = FastRedis(self.settings.redis_url)
+            self.limiter = Limiter(self.fast_redis, self.settings.rate_limit_window)
             self.tasks.append(asyncio.get_running_loop().create_task(self._listen()))
         if self.settings.database_url:
             connect = asyncio.get_running_loop().create_task(self._connect_db())
@@ -226,8 +226,10 @@ class Proxy:
                 await task
             except BaseException:
                 pass
-        if self.http is not None:
-            await self.http.close()
+        if self.upstream is not None:
+            await self.upstream.close()
+        if self.fast_redis is not None:
+            await self.fast_redis.close()
         if self.redis is not None:
             try:
                 await self.redis.aclose()

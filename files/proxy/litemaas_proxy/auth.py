@@ -15,6 +15,8 @@ from litemaas_proxy.errors import ProxyError
 ADMIN_ROLES = ("proxy_admin",)
 NEGATIVE_TTL = 2.0
 STALE_RETRY = 1.0
+STALE = float("-inf")
+MAX_ENTRIES = 20000
 
 
 def hash_token(key: str) -> str:
@@ -107,19 +109,31 @@ class KeyCache:
         self.missing: dict = {}
         self.inflight: dict = {}
 
+    # Invalidation marks entries stale instead of dropping them: the next use reloads them, and if the
+    # database is unreachable at that moment the stale entry is served (stale-if-error).
     def invalidate(self, token: Optional[str] = None) -> None:
         if token is None:
-            self.entries.clear()
+            for entry in self.entries.values():
+                entry.loaded_at = STALE
             self.missing.clear()
         else:
-            self.entries.pop(token, None)
+            entry = self.entries.get(token)
+            if entry is not None:
+                entry.loaded_at = STALE
             self.missing.pop(token, None)
 
     def invalidate_where(self, field: str, value: str) -> None:
-        """Drop entries whose user or team matches (user/team changes)."""
-        for token, entry in list(self.entries.items()):
+        """Mark entries whose user or team matches stale (user/team changes)."""
+        for entry in self.entries.values():
             if entry.key.get(field) == value:
-                self.entries.pop(token, None)
+                entry.loaded_at = STALE
+
+    def _prune(self) -> None:
+        """Bound memory: forget the least recently loaded half of the entries."""
+        ordered = sorted(self.entries.items(), key=lambda item: item[1].loaded_at)
+        for token, _ in ordered[: len(ordered) // 2]:
+            del self.entries[token]
+        self.missing.clear()
 
     async def get(self, token: str) -> Optional[AuthEntry]:
         now = time.monotonic()
@@ -150,6 +164,8 @@ class KeyCache:
                 self.missing[token] = time.monotonic()
                 self.entries.pop(token, None)
             else:
+                if len(self.entries) >= MAX_ENTRIES:
+                    self._prune()
                 result = AuthEntry(token, row[0], row[1], row[2], time.monotonic())
                 if len(row) > 3:
                     result.spend_marks = row[3]

@@ -145,14 +145,21 @@ def _reset_text(reset_epoch: float) -> str:
 
 
 class Limiter:
-    def __init__(self, redis, window: int = 60, flush_delay: float = 0.02):
-        self.redis = redis
+    """``client`` has ``async run_script(script, keys, args)`` (litemaas_proxy.fastredis.FastRedis)."""
+
+    def __init__(self, client, window: int = 60, flush_delay: float = 0.02):
+        self.client = client
         self.window = window
         self.flush_delay = flush_delay
         self.pending: dict = {}
         self._timer = None
-        self._check = redis.register_script(CHECK_LUA) if redis is not None else None
-        self._post = redis.register_script(POST_LUA) if redis is not None else None
+        self._flushing: Optional[asyncio.Task] = None
+
+    async def _check(self, keys, args):
+        return await self.client.run_script(CHECK_LUA, keys, args)
+
+    async def _post(self, keys, args):
+        return await self.client.run_script(POST_LUA, keys, args)
 
     def _take_pending(self) -> tuple:
         pending, self.pending = self.pending, {}
@@ -166,6 +173,9 @@ class Limiter:
 
     async def check(self, descs: list, keys: list, argv: list) -> Optional[dict]:
         """Admit or raise 429. Returns the x-ratelimit-* headers (None if Redis is unavailable: fail open)."""
+        flushing = self._flushing
+        if flushing is not None and not flushing.done():
+            await asyncio.shield(flushing)  # rare: keep "tokens used" ahead of the next check even across a reconnect
         if self.pending:
             pkeys, pargv = self._take_pending()
             keys = keys + pkeys
@@ -218,10 +228,14 @@ class Limiter:
                     item[1] += rel
         if self.pending and self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.flush_delay, lambda: loop.create_task(self.flush()))
+            self._timer = loop.call_later(self.flush_delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        if self.pending:
+            self._flushing = asyncio.get_running_loop().create_task(self.flush())
 
     async def flush(self) -> None:
-        self._timer = None
         if not self.pending:
             return
         keys, argv = self._take_pending()

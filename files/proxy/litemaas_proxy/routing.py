@@ -21,6 +21,8 @@ from typing import Optional
 
 import orjson
 
+from litemaas_proxy.upstream import render_headers
+
 # LiteLLM provider prefixes whose upstream speaks the OpenAI API; the prefix is stripped before the call.
 OPENAI_COMPATIBLE = {"openai", "hosted_vllm", "vllm", "openai_like", "custom_openai", "text-completion-openai", "docling", "ollama_chat",
                      "lm_studio", "llamafile", "xinference", "openvino"}
@@ -94,7 +96,7 @@ class DeploymentState:
 
 class Deployment:
     __slots__ = ("id", "model_name", "upstream_model", "provider", "api_base", "api_key", "input_cost", "output_cost", "rpm", "tpm", "timeout",
-                 "mode", "litellm_params", "model_info", "db_model", "headers", "created_at", "access_groups", "state", "passthrough_prefix",
+                 "mode", "litellm_params", "model_info", "db_model", "headers", "header_bytes", "created_at", "access_groups", "state", "passthrough_prefix",
                  "group_info")
 
     def __init__(self, model_id: str, model_name: str, litellm_params: dict, model_info: dict, db_model: bool):
@@ -123,6 +125,7 @@ class Deployment:
         self.headers = {"Content-Type": "application/json"}
         if self.api_key:
             self.headers["Authorization"] = f"Bearer {self.api_key}"
+        self.header_bytes = render_headers(self.headers)
         self.state = DeploymentState()
         self.passthrough_prefix = passthrough_prefix_of(self.litellm_params, self.model_info, self.provider)
         self.group_info: dict = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import logging
 import time
@@ -18,6 +17,7 @@ from litemaas_proxy.auth import MASTER, hash_token
 from litemaas_proxy.errors import ProxyError, json_response
 from litemaas_proxy.limits import build_args, descriptors_for
 from litemaas_proxy.spend import compute_cost, make_record
+from litemaas_proxy.upstream import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("litemaas_proxy.data")
 UTC = timezone.utc
@@ -197,21 +197,23 @@ def setup(app: web.Application, proxy) -> None:
         for dep in router.plan(model, deps, settings.num_retries):
             body["model"] = dep.upstream_model
             payload = orjson.dumps(body)
-            timeout = aiohttp.ClientTimeout(total=dep.timeout or settings.request_timeout, sock_connect=settings.connect_timeout)
+            timeout = dep.timeout or settings.request_timeout
             url = f"{dep.api_base}/{upstream_path}"
             router.acquire(dep)
             try:
-                upstream = await proxy.http.post(url, data=payload, headers=dep.headers, timeout=timeout)
-            except asyncio.TimeoutError:
+                upstream = await proxy.upstream.post(url, payload, dep.header_bytes, timeout)
+            except UpstreamTimeout:
                 router.release(dep)
                 router.report_failure(dep, "timeout")
-                last_error = ProxyError(504, f"Upstream model server timed out after {timeout.total}s: {dep.api_base} (model={model})", "timeout", "None")
+                last_error = ProxyError(504, f"Upstream model server timed out after {timeout}s: {dep.api_base} (model={model})", "timeout", "None")
                 continue
-            except aiohttp.ClientError as exc:
+            except UpstreamError as exc:
                 router.release(dep)
-                router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
-                last_error = ProxyError(503, f"Upstream model server unavailable: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
-                                        "upstream_unavailable", "None")
+                router.report_failure(dep, "connection", str(exc))
+                if exc.connect:
+                    last_error = ProxyError(503, f"Upstream model server unavailable: {dep.api_base} (model={model}): {exc}", "upstream_unavailable", "None")
+                else:
+                    last_error = ProxyError(502, f"Upstream model server connection failed: {dep.api_base} (model={model}): {exc}", "upstream_error", "None")
                 continue
             try:
                 if upstream.status >= 400:
@@ -225,17 +227,15 @@ def setup(app: web.Application, proxy) -> None:
                 if stream:
                     return await relay_stream(request, entry, body, model, dep, upstream, wants_usage, limit_headers, start_dt, t0, call_type)
                 return await relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type)
-            except asyncio.TimeoutError:
-                router.report_failure(dep)
-                last_error = ProxyError(504, f"Upstream model server timed out after {timeout.total}s: {dep.api_base} (model={model})", "timeout", "None")
+            except UpstreamTimeout:
+                router.report_failure(dep, "timeout")
+                last_error = ProxyError(504, f"Upstream model server timed out after {timeout}s: {dep.api_base} (model={model})", "timeout", "None")
                 break
-            except aiohttp.ClientError as exc:
-                router.report_failure(dep)
-                last_error = ProxyError(502, f"Upstream model server connection failed: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
-                                        "upstream_error", "None")
+            except UpstreamError as exc:
+                router.report_failure(dep, "connection", str(exc))
+                last_error = ProxyError(502, f"Upstream model server connection failed: {dep.api_base} (model={model}): {exc}", "upstream_error", "None")
                 break
             finally:
-                upstream.release()
                 router.release(dep)
         metrics.failure(entry, model, route, last_error.status)
         if last_error.status >= 500:
@@ -298,7 +298,7 @@ def setup(app: web.Application, proxy) -> None:
         guard = request.get("litemaas_guard") if proxy.guardrails.post_possible else None
         first = True
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.iter_chunks():
                 if first:
                     first = False
                     metrics.first_token(model, time.monotonic() - t0)
@@ -324,10 +324,11 @@ def setup(app: web.Application, proxy) -> None:
                         await resp.write(b"".join(out))
                     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                         client_gone = True
+                        upstream.close()
                         break
-        except asyncio.TimeoutError:
+        except UpstreamTimeout:
             failure = ProxyError(504, f"Upstream model server timed out during the stream: {dep.api_base} (model={model})", "timeout", "None")
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             failure = ProxyError(502, f"Upstream model server broke off the stream: {dep.api_base} (model={model}): {type(exc).__name__}",
                                  "upstream_error", "None")
         if failure is not None:

@@ -1,0 +1,167 @@
+"""A minimal pipelined Redis client for the hot path (one EVALSHA per request).
+
+redis-py's asyncio client costs several times the network round trip in CPU per command (connection
+pool checkout, command packing, a timeout wrapper per read). This client keeps one connection,
+pipelines every command on it, parses replies with hiredis and enforces timeouts with one watchdog.
+redis-py is still used for everything else (pub/sub, readiness, publish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import ssl as ssl_lib
+import time
+from typing import Optional
+from urllib.parse import unquote, urlparse
+
+import hiredis
+
+
+class RedisUnavailable(ConnectionError):
+    pass
+
+
+def _pack(args) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        else:
+            data = str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self):
+        self.transport = None
+        self.reader = hiredis.Reader()
+        self.waiters: collections.deque = collections.deque()
+        self.closed = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.reader.feed(data)
+        waiters = self.waiters
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            if not waiters:
+                continue
+            fut, _ = waiters.popleft()
+            if not fut.done():
+                fut.set_result(reply)
+
+    def connection_lost(self, exc):
+        self.closed = True
+        err = RedisUnavailable(f"Redis connection lost: {exc}")
+        while self.waiters:
+            fut, _ = self.waiters.popleft()
+            if not fut.done():
+                fut.set_exception(err)
+
+    def send(self, payload: bytes) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append((fut, time.monotonic()))
+        self.transport.write(payload)
+        return fut
+
+
+class FastRedis:
+    def __init__(self, url: str, timeout: float = 5.0, connect_timeout: float = 2.0):
+        parsed = urlparse(url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 6379
+        self.username = unquote(parsed.username) if parsed.username else None
+        self.password = unquote(parsed.password) if parsed.password else None
+        path = (parsed.path or "/").lstrip("/")
+        self.db = int(path) if path.isdigit() else 0
+        self.ssl = ssl_lib.create_default_context() if parsed.scheme == "rediss" else None
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.conn: Optional[_Conn] = None
+        self._connecting: Optional[asyncio.Future] = None
+        self._watchdog = None
+        self._shas: dict = {}
+        self._down_until = 0.0
+
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl), self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise RedisUnavailable(f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from None
+        setup = []
+        if self.password:
+            setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+        if self.db:
+            setup.append(("SELECT", self.db))
+        for args in setup:
+            reply = await asyncio.wait_for(conn.send(_pack(args)), self.timeout)
+            if isinstance(reply, hiredis.ReplyError):
+                conn.transport.close()
+                raise RedisUnavailable(f"Redis {args[0]} failed: {reply}")
+        if self._watchdog is None:
+            self._watchdog = loop.create_task(self._watch())
+        return conn
+
+    async def _get(self) -> _Conn:
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            return conn
+        if time.monotonic() < self._down_until:
+            raise RedisUnavailable("Redis unavailable (retrying shortly)")
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+            try:
+                self.conn = await self._connecting
+            except Exception:
+                self._down_until = time.monotonic() + 1.0  # fail fast for a second instead of queueing connects
+                raise
+            finally:
+                self._connecting = None
+            return self.conn
+        return await asyncio.shield(self._connecting)
+
+    async def _watch(self) -> None:
+        """Close a connection whose oldest pending reply is overdue (its waiters then fail)."""
+        while True:
+            await asyncio.sleep(max(0.2, self.timeout / 4))
+            conn = self.conn
+            if conn is not None and not conn.closed and conn.waiters:
+                if time.monotonic() - conn.waiters[0][1] > self.timeout:
+                    conn.transport.abort()
+
+    async def execute(self, *args):
+        conn = self.conn
+        if conn is None or conn.closed:
+            conn = await self._get()
+        reply = await conn.send(_pack(args))
+        if isinstance(reply, hiredis.ReplyError):
+            raise reply
+        return reply
+
+    async def run_script(self, script: str, keys: list, args: list):
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except hiredis.ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.execute("EVAL", script, len(keys), *keys, *args)
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self.conn is not None and not self.conn.closed:
+            self.conn.transport.close()
