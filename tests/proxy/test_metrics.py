@@ -112,3 +112,11 @@ def test_azure_style_routes_get_a_bounded_label(mp):
     routes = {dict(k)["route"] for k in scrape(mp)["litellm_proxy_total_requests_metric_total"]}
     assert "/openai/deployments/{deployment}/chat/completions" in routes
     assert not any("dep-one" in r or "dep-two" in r for r in routes)
+
+
+def test_metrics_can_require_a_key(proxy_factory):
+    p = proxy_factory(database=uid("metricsauth").replace("-", "_"), config_extra={"litellm_settings": {"require_auth_for_metrics_endpoint": True}})
+    assert http_json("GET", p.url + "/metrics")[0] == 401
+    assert http_json("GET", p.url + "/metrics", headers={"Authorization": "Bearer sk-wrong"})[0] == 401
+    status, text, _ = http_json("GET", p.url + "/metrics", headers={"Authorization": f"Bearer {new_key(p)}"})
+    assert status == 200 and "litellm_proxy_total_requests_metric" in text

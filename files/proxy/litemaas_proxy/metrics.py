@@ -7,6 +7,7 @@ process: with ``--workers N`` each worker reports its own, like LiteLLM without 
 Labels: ``requested_model``/``model`` is the public model name. The key alias (``api_key_alias``) is added to
 the request, spend, token and rate-limit series only when ``LITEMAAS_METRICS_KEY_ALIAS=true`` (or
 ``litellm_settings.metrics_key_alias: true``), because every key then becomes a set of series.
+``litellm_settings.require_auth_for_metrics_endpoint: true`` makes ``/metrics`` ask for a valid key.
 """
 
 from __future__ import annotations
@@ -243,8 +244,12 @@ def setup(app: web.Application, proxy) -> None:
     global KEY_ALIAS, _proxy
     _proxy = proxy
     KEY_ALIAS = key_alias_enabled(proxy.settings)
+    raw = getattr(proxy.settings, "raw_config", None) or {}
+    require_auth = str((raw.get("litellm_settings") or {}).get("require_auth_for_metrics_endpoint", False)).lower() in ("1", "true", "yes")
 
     async def handle_metrics(request: web.Request) -> web.Response:
+        if require_auth:
+            await proxy.authenticate(request)  # any valid key or the master key, like LiteLLM
         resp = web.Response(body=generate_latest(REGISTRY))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
