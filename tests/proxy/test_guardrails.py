@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import openai
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -17,7 +18,7 @@ from tests.support.services import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "files" / "proxy"))
 
-from litemaas_proxy.guardrails import Guardrail, GuardrailConfigError  # noqa: E402
+from litemaas_proxy.guardrails import Active, Guardrail, GuardrailConfigError  # noqa: E402
 
 CARD = "4111 1111 1111 1111"  # a Luhn-valid test card number
 
@@ -65,6 +66,7 @@ def test_redact_and_config_errors():
 GUARDRAILS = [
     {"guardrail_name": "block-cards", "litellm_params": {"guardrail": "regex", "mode": "pre_call", "patterns": ["credit_card"], "default_on": True}},
     {"guardrail_name": "redact-output", "litellm_params": {"guardrail": "regex", "mode": "post_call", "patterns": ["tok[13]\\b"]}},
+    {"guardrail_name": "redact-across-events", "litellm_params": {"guardrail": "regex", "mode": "post_call", "patterns": ["tok2 tok3"]}},
     {"guardrail_name": "mask-secrets", "litellm_params": {"guardrail": "regex", "mode": "pre_call", "action": "mask", "patterns": ["api_key"],
                                                          "mask": "<secret>"}},
 ]
@@ -107,6 +109,27 @@ def test_post_call_guardrail_masks_json_and_stream_for_keys_that_name_it(gp):
     # The config file's default guardrail still applies to this key.
     with pytest.raises(openai.BadRequestError):
         ask(gp, masked_key, CARD)
+
+
+def test_stream_masking_catches_a_match_split_across_events(gp, stub_upstream):
+    # The stub streams "tok0 tok1" | " tok2" | " tok3" | " tok4": the match "tok2 tok3" spans two events.
+    key = new_key(gp, metadata={"guardrails": ["redact-across-events"]})
+    chunks = list(ask(gp, key, "hi", stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "tok0 tok1 [REDACTED] tok4"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert ask(gp, key, "hi").choices[0].message.content == "tok0 tok1 [REDACTED] tok4"
+
+
+def test_held_back_stream_text_is_sent_even_without_finish_reason():
+    def event(content):
+        return b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                         "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}) + b"\n\n"
+
+    active = Active([], [Guardrail("g", "post_call", ["credit_card"])])
+    out = active.mask_events([event("card 4111 11"), event("11 1111 1111 ok")]) + active.mask_events([b"data: [DONE]\n\n"])
+    text = "".join(c["delta"]["content"] for e in out if e.startswith(b"data: {") for c in orjson.loads(e[6:])["choices"])
+    assert text == "card [REDACTED] ok" and out[-1] == b"data: [DONE]\n\n"
+    assert orjson.loads(out[-2][6:])["id"] == "c1"
 
 
 def test_pre_call_mask_action_rewrites_the_input(gp, stub_upstream):

@@ -182,14 +182,23 @@ def _texts(body: dict):
                     yield v, i
 
 
-class Active:
-    """The guardrails that apply to one request."""
+HOLD_BACK = 128  # characters of streamed text held back so that a match split across stream events is still masked
 
-    __slots__ = ("pre", "post")
+
+class Active:
+    """The guardrails that apply to one request (with the hold-back state of its stream)."""
+
+    __slots__ = ("pre", "post", "_pending", "_template")
 
     def __init__(self, pre: list, post: list):
         self.pre = pre
         self.post = post
+        self._pending: dict = {}  # choice index -> streamed text not sent yet
+        self._template = None  # id, object, created, model of the stream, for a flush event
+
+    def fresh(self) -> Active:
+        """A copy for one request: the stream hold-back state must not be shared."""
+        return Active(self.pre, self.post) if self.post else self
 
     def pre_call(self, body: dict, model: str, entry=None, route: str = "") -> None:
         for g in self.pre:
@@ -207,40 +216,75 @@ class Active:
                                  "Remove that content and retry.", "guardrail_violation", "None")
             metrics.guardrail(g.name, g.mode, "passed")
 
+    def _redact(self, text: str) -> str:
+        for g in self.post:
+            new = g.redact(text)
+            if new != text:
+                metrics.guardrail(g.name, g.mode, "masked")
+                text = new
+        return text
+
     def mask_json(self, data, content: bytes) -> bytes:
         """Mask matches in a chat/completion response; returns the body to send."""
         changed = False
         for choice in (data.get("choices") or []) if isinstance(data, dict) else []:
             if not isinstance(choice, dict):
                 continue
-            for container, key in ((choice.get("message"), "content"), (choice, "text"), (choice.get("delta"), "content")):
+            for container, key in ((choice.get("message"), "content"), (choice, "text")):
                 if isinstance(container, dict) and isinstance(container.get(key), str):
                     text = container[key]
-                    for g in self.post:
-                        new = g.redact(text)
-                        if new != text:
-                            metrics.guardrail(g.name, g.mode, "masked")
-                            text = new
-                            changed = True
-                    container[key] = text
+                    new = self._redact(text)
+                    if new != text:
+                        container[key] = new
+                        changed = True
         return orjson.dumps(data) if changed else content
 
     def mask_events(self, events: list) -> list:
-        """Mask matches inside each SSE event of a stream (a match split across two events is not seen)."""
+        """Mask matches in streamed text. The last HOLD_BACK characters of each choice are held back and sent with the
+        next event (at the latest with the one that carries finish_reason), so a match split across events is masked too."""
         out = []
         for event in events:
             if not event.startswith(b"data: {") or b'"choices"' not in event:
+                if event.startswith(b"data: [DONE]") and any(self._pending.values()):
+                    out.append(self._flush_event())  # no finish_reason came: send what is held back before the end
                 out.append(event)
                 continue
-            payload = event[6:].rstrip(b"\n")
             try:
-                data = orjson.loads(payload)
+                data = orjson.loads(event[6:])
             except orjson.JSONDecodeError:
                 out.append(event)
                 continue
-            new = self.mask_json(data, payload)
-            out.append(event if new is payload else b"data: " + new + b"\n\n")
+            if self._template is None and isinstance(data, dict):
+                self._template = {k: data.get(k) for k in ("id", "object", "created", "model")}
+            changed = False
+            for choice in data.get("choices") or () if isinstance(data, dict) else ():
+                if not isinstance(choice, dict):
+                    continue
+                delta = choice.get("delta")
+                container, key = (delta, "content") if isinstance(delta, dict) else (choice, "text")
+                text = container.get(key)
+                text = text if isinstance(text, str) else None
+                idx = choice.get("index", 0)
+                pending = self._pending.get(idx, "")
+                finished = choice.get("finish_reason") is not None
+                if text is None and not (finished and pending):
+                    continue
+                masked = self._redact(pending + (text or ""))
+                cut = len(masked) if finished else max(0, len(masked) - HOLD_BACK)
+                self._pending[idx] = masked[cut:]
+                if masked[:cut] != text:
+                    container[key] = masked[:cut]
+                    changed = True
+            out.append(b"data: " + orjson.dumps(data) + b"\n\n" if changed else event)
         return out
+
+    def _flush_event(self) -> bytes:
+        template = self._template or {}
+        chat = template.get("object") != "text_completion"
+        choices = [{"index": idx, "delta": {"content": text}, "finish_reason": None} if chat else {"index": idx, "text": text, "finish_reason": None}
+                   for idx, text in self._pending.items() if text]
+        self._pending.clear()
+        return b"data: " + orjson.dumps({**template, "choices": choices}) + b"\n\n"
 
 
 class Guardrails:
@@ -262,21 +306,21 @@ class Guardrails:
     def for_request(self, entry) -> Optional[Active]:
         """The guardrails for this caller, or None when none apply (the common case: no work at all)."""
         if entry is MASTER:
-            return self.default
+            return self.default.fresh() if self.default else None
         meta = entry.key.get("metadata")
         if not meta or "guardrails" not in meta:
-            return self.default
+            return self.default.fresh() if self.default else None
         wanted = meta["guardrails"] if isinstance(meta, dict) else None
         if not wanted:
-            return self.default
+            return self.default.fresh() if self.default else None
         cached = self._per_key.get(entry.token)
         if cached is not None and cached[0] is wanted:
-            return cached[1]
+            return cached[1].fresh() if cached[1] else None
         active = self._resolve(wanted)
         if len(self._per_key) > 10000:
             self._per_key.clear()
         self._per_key[entry.token] = (wanted, active)
-        return active
+        return active.fresh() if active else None
 
     def _resolve(self, wanted) -> Optional[Active]:
         chosen = list(self.default.pre + self.default.post) if self.default else []
