@@ -112,38 +112,8 @@ class Proxy:
             self.cache.invalidate()
 
     async def _listen(self) -> None:
-        import redis.asyncio as aioredis
-
-        # A separate connection without a read timeout: the channel may be quiet for hours.
-        client = aioredis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True,
-                                   health_check_interval=15)
-        first = True
-        while not self.stop_event.is_set():
-            pubsub = None
-            try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(INVALIDATE_CHANNEL)
-                if not first:
-                    # Messages may have been missed while we were not subscribed.
-                    self.cache.invalidate()
-                first = False
-                async for msg in pubsub.listen():
-                    if msg and msg.get("type") == "message":
-                        data = msg["data"]
-                        self.apply_invalidation(data.decode() if isinstance(data, bytes) else data)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                first = False
-                log.debug("invalidation listener reconnecting: %s", exc)
-                await asyncio.sleep(1.0)
-            finally:
-                if pubsub is not None:
-                    try:
-                        await pubsub.aclose()
-                    except Exception:
-                        pass
-        await client.aclose()
+        # A dedicated connection; after a reconnect everything cached is reloaded (messages may have been missed).
+        await self.fast_redis.subscribe_forever(INVALIDATE_CHANNEL, self.apply_invalidation, on_reconnect=self.cache.invalidate)
 
     # ------------------------------------------------------------ models
     def build_config_deployments(self) -> list:
@@ -199,10 +169,8 @@ class Proxy:
         self.router.set_deployments(self.config_deployments, [])
         self.upstream = UpstreamClient(self.settings.connect_timeout)
         if self.settings.redis_url:
-            import redis.asyncio as aioredis
-
-            self.redis = aioredis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
             self.fast_redis = FastRedis(self.settings.redis_url)
+            self.redis = self.fast_redis  # publish, readiness ping
             self.limiter = Limiter(self.fast_redis, self.settings.rate_limit_window)
             self.tasks.append(asyncio.get_running_loop().create_task(self._listen()))
         if self.settings.database_url:
@@ -230,11 +198,6 @@ class Proxy:
             await self.upstream.close()
         if self.fast_redis is not None:
             await self.fast_redis.close()
-        if self.redis is not None:
-            try:
-                await self.redis.aclose()
-            except Exception:
-                pass
         if self.pool is not None:
             await self.pool.close()
 

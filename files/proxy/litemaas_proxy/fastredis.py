@@ -42,6 +42,8 @@ class _Conn(asyncio.Protocol):
         self.reader = hiredis.Reader()
         self.waiters: collections.deque = collections.deque()
         self.closed = False
+        self.on_push = None  # pub/sub connections: callback for pushed messages
+        self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport):
         self.transport = transport
@@ -53,6 +55,9 @@ class _Conn(asyncio.Protocol):
             reply = self.reader.gets()
             if reply is False:
                 return
+            if self.on_push is not None and isinstance(reply, list) and reply and reply[0] in (b"message", b"pmessage"):
+                self.on_push(reply)
+                continue
             if not waiters:
                 continue
             fut, _ = waiters.popleft()
@@ -61,6 +66,8 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
         err = RedisUnavailable(f"Redis connection lost: {exc}")
         while self.waiters:
             fut, _ = self.waiters.popleft()
@@ -93,6 +100,12 @@ class FastRedis:
         self._down_until = 0.0
 
     async def _connect(self) -> _Conn:
+        conn = await self._open()
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        return conn
+
+    async def _open(self) -> _Conn:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl), self.connect_timeout)
@@ -108,8 +121,6 @@ class FastRedis:
             if isinstance(reply, hiredis.ReplyError):
                 conn.transport.close()
                 raise RedisUnavailable(f"Redis {args[0]} failed: {reply}")
-        if self._watchdog is None:
-            self._watchdog = loop.create_task(self._watch())
         return conn
 
     async def _get(self) -> _Conn:
@@ -158,6 +169,45 @@ class FastRedis:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             return await self.execute("EVAL", script, len(keys), *keys, *args)
+
+    async def ping(self):
+        return await self.execute("PING")
+
+    async def publish(self, channel: str, message: str):
+        return await self.execute("PUBLISH", channel, message)
+
+    async def subscribe_forever(self, channel: str, callback, on_reconnect=None, ping_interval: float = 15.0) -> None:
+        """Deliver every message on ``channel`` to ``callback(str)``, reconnecting as needed (run as a task, cancel to stop).
+        ``on_reconnect()`` is called after a re-subscription, when messages may have been missed."""
+        first = True
+        while True:
+            conn = None
+            try:
+                conn = await self._open()
+                conn.on_push = lambda reply: callback(reply[-1].decode() if isinstance(reply[-1], bytes) else str(reply[-1]))
+                reply = await asyncio.wait_for(conn.send(_pack(("SUBSCRIBE", channel))), self.timeout)
+                if isinstance(reply, hiredis.ReplyError):
+                    raise RedisUnavailable(f"SUBSCRIBE failed: {reply}")
+                if not first and on_reconnect is not None:
+                    on_reconnect()
+                first = False
+                while not conn.closed:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(conn.lost), ping_interval)
+                    except asyncio.TimeoutError:
+                        # Quiet channel: make sure the connection is still alive.
+                        await asyncio.wait_for(conn.send(_pack(("PING",))), self.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                first = False
+                await asyncio.sleep(1.0)
+            finally:
+                if conn is not None and not conn.closed:
+                    conn.transport.abort()
+
+    async def aclose(self) -> None:
+        await self.close()
 
     async def close(self) -> None:
         if self._watchdog is not None:
