@@ -114,3 +114,12 @@ def test_limit_descriptors():
     assert [(d.name, d.value, d.rpm, d.tpm, d.par) for d in descs] == [("api_key", "h", 2, -1, -1)]
     keys, argv = build_args([Descriptor("user", "u", 1, 2, 3)], 60)
     assert keys == ["litemaas:rl:user:u:w", "litemaas:rl:user:u:p"] and argv == [60, 1, 1, 2, 3]
+
+
+def test_sse_event_boundaries():
+    from litemaas_proxy.api.data import _event_end
+
+    assert _event_end(b"data: a\n\ndata: b\n\n") == 9
+    assert _event_end(b"data: a\r\n\r\ndata: b") == 11
+    assert _event_end(b"data: a\r\n") == -1
+    assert _event_end(b"data: a\r\n\r\n") == 11

@@ -97,6 +97,16 @@ def check_key_state(proxy, entry, now: float) -> None:
                              "budget_exceeded", None)
 
 
+def _event_end(buf: bytes) -> int:
+    """End (exclusive) of the first complete SSE event in ``buf``, or -1. Servers end events with a blank line
+    written as ``\n\n`` or ``\r\n\r\n`` (e.g. sse-starlette)."""
+    lf = buf.find(b"\n\n")
+    crlf = buf.find(b"\r\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 4
+    return lf + 2 if lf >= 0 else -1
+
+
 def _upstream_error(status: int, body: bytes, dep) -> ProxyError:
     message, etype, param = None, None, "None"
     try:
@@ -305,11 +315,11 @@ def setup(app: web.Application, proxy) -> None:
                 buf += chunk
                 out = []
                 while True:
-                    idx = buf.find(b"\n\n")
-                    if idx < 0:
+                    end = _event_end(buf)
+                    if end < 0:
                         break
-                    event = buf[: idx + 2]
-                    buf = buf[idx + 2:]
+                    event = buf[:end]
+                    buf = buf[end:]
                     if b'"usage"' in event:
                         keep, found = _inspect_usage(event, wants_usage)
                         if found is not None:
