@@ -91,6 +91,36 @@ class Workshop:
             page += 1
 
 
+# A stand-in for AgnosticD's agnosticd.core.agnosticd_user_info action (that collection is not installed here): it
+# records the arguments of every call, one JSON line each, so the test can see what each user would be shown.
+FAKE_AGNOSTICD_ACTION = """
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+import json
+import os
+from ansible.plugins.action import ActionBase
+
+
+class ActionModule(ActionBase):
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        args = dict((k, self._task.args.get(k)) for k in ("msg", "data", "user", "body"))
+        with open(os.environ["FAKE_AGNOSTICD_LOG"], "a") as fh:
+            fh.write(json.dumps(args) + "\\n")
+        return result
+"""
+
+
+def fake_agnosticd(root: Path, env: dict) -> tuple[dict, Path]:
+    coll = root / "ansible_collections" / "agnosticd" / "core"
+    (coll / "plugins" / "action").mkdir(parents=True)
+    (coll / "galaxy.yml").write_text("namespace: agnosticd\nname: core\nversion: 1.0.0\nreadme: README.md\nauthors: [test]\n")
+    (coll / "plugins" / "action" / "agnosticd_user_info.py").write_text(FAKE_AGNOSTICD_ACTION)
+    log = root / "user_info.jsonl"
+    env = dict(env, ANSIBLE_COLLECTIONS_PATH=env["ANSIBLE_COLLECTIONS_PATH"] + os.pathsep + str(root), FAKE_AGNOSTICD_LOG=str(log))
+    return env, log
+
+
 def chat(proxy, secret: str) -> str:
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=secret, max_retries=0)
     resp = client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hello"}], max_tokens=8)
@@ -107,8 +137,8 @@ def assert_no_secret(run: Run, *secrets: str) -> None:
 def workshop(proxy, ansible_env, tmp_path):
     made = []
 
-    def make(**kwargs) -> Workshop:
-        w = Workshop(proxy, ansible_env, tmp_path / f"w{len(made)}", **kwargs)
+    def make(env=None, **kwargs) -> Workshop:
+        w = Workshop(proxy, env or ansible_env, tmp_path / f"w{len(made)}", **kwargs)
         w.tmp.mkdir()
         made.append(w)
         return w
@@ -119,8 +149,9 @@ def workshop(proxy, ansible_env, tmp_path):
             w.run("destroy")
 
 
-def test_three_users_lifecycle(workshop, proxy):
-    w = workshop(users=3)
+def test_three_users_lifecycle(workshop, proxy, ansible_env, tmp_path):
+    env, user_info_log = fake_agnosticd(tmp_path / "agnosticd", ansible_env)
+    w = workshop(users=3, env=env)
 
     # Provision: three keys, one bulk call, in the store with mode 0600.
     first = w.run()
@@ -147,6 +178,22 @@ def test_three_users_lifecycle(workshop, proxy):
     secrets = [e["key"] for e in store.values()]
     assert len(set(secrets)) == 3
     assert_no_secret(first, proxy.master_key, *secrets)
+
+    # User info in agnosticd_user_info form: the summary holds no key; each user gets only their own key.
+    calls = [json.loads(line) for line in user_info_log.read_text().splitlines()]
+    shared = [c for c in calls if not c["user"]]
+    assert shared and not any(secret in json.dumps(shared) for secret in secrets)
+    summary = next(c["data"] for c in shared if c["data"])
+    assert summary["litellm_user_count"] == 3 and summary["litellm_key_aliases"] == aliases
+    assert summary["litellm_api_base_url"] == proxy.url + "/v1"
+    per_user = {c["user"]: c["data"] for c in calls if c["user"]}
+    assert sorted(per_user) == ["user1", "user2", "user3"]
+    for user, data in per_user.items():
+        alias = f"virtkey-{w.guid}-{user}"
+        assert data["litellm_virtual_key"] == store[alias]["key"] and data["litellm_key_alias"] == alias
+        assert data["litellm_key_id"] == keys[alias]["token"] and data["litellm_user_email"] == keys[alias]["user_id"]
+        assert data["litellm_available_models"] == ["stub-model"]
+        assert not any(other in json.dumps(data) for other in secrets if other != store[alias]["key"])
 
     # Re-run: nothing changes, the same keys are handed out.
     again = w.run()
