@@ -133,3 +133,20 @@ def test_upstream_unreachable_is_503(proxy):
 def test_master_key_can_call_models(proxy):
     resp = client(proxy, proxy.master_key).chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "x"}])
     assert resp.usage.total_tokens == 6
+
+
+def test_stream_without_upstream_usage_is_estimated_not_free(proxy, stub_upstream):
+    key = new_key(proxy, key_alias=uid("nousage"))
+    stub_upstream.configure(omit_stream_usage=True)
+    try:
+        chunks = list(client(proxy, key).chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "x" * 40}],
+                                                                  stream=True, max_tokens=8))
+    finally:
+        stub_upstream.configure(omit_stream_usage=False)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text.startswith("tok0")
+    # 40 prompt characters ~ 10 tokens; the streamed text's length / 4 for the completion.
+    expected = 10 * INPUT_COST + ((len(text) + 3) // 4) * OUTPUT_COST
+    wait_for(lambda: db_value(proxy.dsn, 'SELECT count(*) FROM "LiteLLM_SpendLogs" WHERE metadata->>\'user_api_key_alias\' = %s',
+                              proxy.admin("GET", f"/key/info?key={key}")[1]["info"]["key_alias"]) == 1, message="spend log")
+    assert proxy.admin("GET", f"/key/info?key={key}")[1]["info"]["spend"] == pytest.approx(expected)

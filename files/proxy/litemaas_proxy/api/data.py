@@ -107,6 +107,39 @@ def _event_end(buf: bytes) -> int:
     return lf + 2 if lf >= 0 else -1
 
 
+def _content_chars(event: bytes) -> int:
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                data = orjson.loads(line[5:].strip())
+            except orjson.JSONDecodeError:
+                return 0
+            total = 0
+            for choice in (data.get("choices") or []) if isinstance(data, dict) else []:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") if isinstance(delta, dict) else None
+                if text is None:
+                    text = choice.get("text")
+                if isinstance(text, str):
+                    total += len(text)
+            return total
+    return 0
+
+
+def _estimate_prompt_tokens(body: dict) -> int:
+    chars = 0
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        chars += len(prompt)
+    return max(1, (chars + 3) // 4)
+
+
 def _upstream_error(status: int, body: bytes, dep) -> ProxyError:
     message, etype, param = None, None, "None"
     try:
@@ -302,6 +335,7 @@ def setup(app: web.Application, proxy) -> None:
         resp = web.StreamResponse(status=200, headers=headers)
         await resp.prepare(request)
         usage = None
+        streamed_chars = 0
         buf = b""
         client_gone = False
         failure = None
@@ -320,6 +354,8 @@ def setup(app: web.Application, proxy) -> None:
                         break
                     event = buf[:end]
                     buf = buf[end:]
+                    if usage is None and (b'"content"' in event or b'"text"' in event):
+                        streamed_chars += _content_chars(event)
                     if b'"usage"' in event:
                         keep, found = _inspect_usage(event, wants_usage)
                         if found is not None:
@@ -358,6 +394,10 @@ def setup(app: web.Application, proxy) -> None:
                 await resp.write(buf)
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 client_gone = True
+        if usage is None:
+            # The upstream sent no usage although asked: estimate (~4 characters per token) rather than charge nothing.
+            usage = {"prompt_tokens": _estimate_prompt_tokens(body), "completion_tokens": (streamed_chars + 3) // 4}
+            log.info("upstream %s sent no usage for a stream; estimated %s", dep.api_base, usage)
         cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
         if not client_gone:
             try:
