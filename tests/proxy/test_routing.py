@@ -74,14 +74,14 @@ def samples(p, name: str) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def rr_proxy(proxy_factory, stubs):
+def cooling_proxy(proxy_factory, stubs):
     """Round-robin; one failure cools a deployment down for 10 minutes."""
     return make_proxy(proxy_factory, stubs, {"routing_strategy": "simple-shuffle", "num_retries": 1, "allowed_fails": 1, "cooldown_time": 600})
 
 
-def test_round_robin_spreads_requests_evenly(rr_proxy, fresh):
+def test_round_robin_spreads_requests_evenly(proxy_factory, fresh):
     a, b = fresh
+    rr_proxy = cooling_proxy(proxy_factory, fresh)
     key = new_key(rr_proxy)
     for _ in range(10):
         assert ask(rr_proxy, key)[0] == 200
@@ -118,8 +118,9 @@ def test_least_busy_avoids_the_deployment_with_a_request_in_flight(proxy_factory
     assert health(p, busy_id)["health"]["last_error"] == "timeout"
 
 
-def test_failing_deployment_is_cooled_down_and_requests_still_succeed(rr_proxy, fresh):
+def test_failing_deployment_is_cooled_down_and_requests_still_succeed(proxy_factory, fresh):
     a, b = fresh
+    rr_proxy = cooling_proxy(proxy_factory, fresh)
     a.configure(fail_status=503)
     key = new_key(rr_proxy, key_alias=uid("cool"))
     for _ in range(6):
