@@ -152,12 +152,12 @@ def parse_multipart(body: bytes, content_type: str) -> list[dict]:
         if chunk.startswith(b"--"):
             break
         chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
-        head, _, data = chunk.partition(b"\r\n\r\n")
+        head, _sep, data = chunk.partition(b"\r\n\r\n")
         if data.endswith(b"\r\n"):
             data = data[:-2]
         headers = {}
         for line in head.decode("latin-1").split("\r\n"):
-            key, _, value = line.partition(":")
+            key, _sep, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
         disp = headers.get("content-disposition", "")
         name = re.search(r'\bname="([^"]*)"', disp)
@@ -562,9 +562,9 @@ class _Connection(asyncio.Protocol):
                 return None
             headers = {}
             for line in lines[1:]:
-                key, _, value = line.partition(":")
+                key, _sep, value = line.partition(":")
                 headers[key.strip().lower()] = value.strip()
-            path, _, query = target.partition("?")
+            path, _sep, query = target.partition("?")
             conn_hdr = headers.get("connection", "").lower()
             keep_alive = "close" not in conn_hdr if version == "HTTP/1.1" else "keep-alive" in conn_hdr
             if "chunked" in headers.get("transfer-encoding", "").lower():

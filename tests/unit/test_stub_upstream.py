@@ -105,7 +105,7 @@ def test_models_list(client):
 @pytest.mark.parametrize("status,exc", [(500, openai.InternalServerError), (503, openai.InternalServerError), (429, openai.RateLimitError)])
 def test_fail_via_config_then_recovers(client, stub, status, exc):
     stub.configure(fail_status=status, fail_count=2)
-    for _ in range(2):
+    for _attempt in range(2):
         with pytest.raises(exc) as info:
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         assert info.value.status_code == status
