@@ -173,10 +173,13 @@ def test_retries_are_bounded_and_charge_once(proxy_factory, fresh):
     fresh[1].reset()
     a.configure(fail_status=503)
     key2 = new_key(p)
+    retried = []
     for _ in range(4):
         status, data, headers = ask(p, key2, content="a b c d")
         assert status == 200, data
         assert headers["x-litellm-model-id"] == "lb-model-b"
+        retried.append(headers.get("x-litellm-attempted-retries"))
+    assert retried == ["1", None, "1", None]  # round-robin starts at A every other request
     assert a.stats()["requests"] == 2 and b.stats()["requests"] == 4
     expected = 4 * INPUT_COST + 5 * OUTPUT_COST
     wait_for(lambda: db_value(p.dsn, 'SELECT count(*) FROM "LiteLLM_SpendLogs" WHERE api_key = %s', token_of(key2)) == 4, message="spend rows")
@@ -201,6 +204,7 @@ def test_fallback_to_another_model_group(proxy_factory, fresh):
     raw = client(p, key).chat.completions.with_raw_response.create(model="primary", messages=[{"role": "user", "content": "one two"}])
     assert raw.parse().choices[0].message.content == "tok0 tok1 tok2 tok3 tok4"
     assert raw.headers["x-litellm-model-group"] == "backup"
+    assert raw.headers["x-litellm-attempted-fallbacks"] == "1" and raw.headers["x-litellm-attempted-retries"] == "1"
     assert a.stats()["by_model"] == {"primary-fail-503": 1} and b.stats()["by_model"] == {"backup-ok": 1}
     assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(2 * INPUT_COST + 5 * OUTPUT_COST)
     with pytest.raises(openai.APIStatusError):

@@ -335,3 +335,12 @@ def setup(proxy) -> None:
     ls = raw.get("litellm_settings") or {}
     proxy.router.configure(rs.get("routing_strategy"), rs.get("fallbacks") or ls.get("fallbacks"),
                            rs.get("default_fallbacks") or ls.get("default_fallbacks"))
+
+
+def attempt_headers(headers: Optional[dict], model_name: str, dep: Deployment, tried: int) -> dict:
+    """Response headers for an attempt after ``tried`` failed ones (LiteLLM's x-litellm-attempted-retries / -fallbacks)."""
+    out = dict(headers or {})
+    out["x-litellm-attempted-retries"] = str(tried)
+    if dep.model_name != model_name:
+        out["x-litellm-attempted-fallbacks"] = str(int(out.get("x-litellm-attempted-fallbacks", "0")) + 1)
+    return out

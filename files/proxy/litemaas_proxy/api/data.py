@@ -16,6 +16,7 @@ from litemaas_proxy import metrics
 from litemaas_proxy.auth import MASTER, hash_token
 from litemaas_proxy.errors import ProxyError, json_response
 from litemaas_proxy.limits import build_args, descriptors_for
+from litemaas_proxy.routing import attempt_headers
 from litemaas_proxy.spend import compute_cost, make_record
 from litemaas_proxy.upstream import UpstreamError, UpstreamTimeout
 
@@ -237,7 +238,11 @@ def setup(app: web.Application, proxy) -> None:
     async def call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0, call_type):
         last_error = None
         route = request.path
+        tried = 0
         for dep in router.plan(model, deps, settings.num_retries):
+            if tried:
+                limit_headers = attempt_headers(limit_headers, model, dep, tried)
+            tried += 1
             body["model"] = dep.upstream_model
             payload = orjson.dumps(body)
             timeout = dep.timeout or settings.request_timeout
