@@ -258,9 +258,14 @@ def test_three_users_lifecycle(workshop, proxy, ansible_env, tmp_path):
         chat(proxy, rotated[aliases[0]]["key"])
 
 
-def test_destroy_reads_every_page_and_spares_other_workshops(workshop, proxy):
+def test_fewer_users_then_destroy_reads_every_page_and_spares_other_workshops(workshop, proxy):
     w = workshop(users=3)
     assert w.run().rc == 0
+    # Lowering num_users removes the extra attendee's key and its stored secret.
+    fewer = w.run(num_users=2)
+    assert fewer.rc == 0 and fewer.changed >= 1, fewer
+    assert sorted(w.proxy_keys()) == [f"virtkey-{w.guid}-user1", f"virtkey-{w.guid}-user2"]
+    assert sorted(w.store()) == [f"virtkey-{w.guid}-user1", f"virtkey-{w.guid}-user2"]
     # 120 newer keys (the list is newest first): the workshop's keys are now beyond the first page of 100.
     other = f"other-{uuid.uuid4().hex[:6]}"
     for n in range(120):
