@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "ocp4_workload_litemaas"
 
+_SNAPSHOT_LOCK = threading.Lock()
 PINNED_MASTER_KEY = "sk-pinned0123456789abcdefPINNED"
 
 VARSETS = {
@@ -79,12 +81,17 @@ def proxy_source_snapshot(base: Path) -> Path:
     """A frozen copy of files/proxy/ (so edits to the proxy during a test run cannot race the comparisons), plus files
     the build context must leave out."""
     target = base / "proxy-src"
-    if not target.exists():
-        shutil.copytree(REPO / "files" / "proxy", target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info"))
-        (target / "litemaas_proxy" / "__pycache__").mkdir(parents=True, exist_ok=True)
-        (target / "litemaas_proxy" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\x00compiled")
-        (target / "tests").mkdir(exist_ok=True)
-        (target / "tests" / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    with _SNAPSHOT_LOCK:
+        if target.exists():
+            return target
+        staging = base / "proxy-src.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(REPO / "files" / "proxy", staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info"))
+        (staging / "litemaas_proxy" / "__pycache__").mkdir(parents=True, exist_ok=True)
+        (staging / "litemaas_proxy" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\x00compiled")
+        (staging / "tests").mkdir(exist_ok=True)
+        (staging / "tests" / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+        staging.rename(target)
     return target
 
 

@@ -264,7 +264,7 @@ def test_network_policies_isolate_postgres_and_redis(renders, name):
             for peer in rule["from"]:
                 assert peer.get("podSelector") != {} or peer.get("namespaceSelector") is not None, p["metadata"]["name"]
     ns_labels = {"kubernetes.io/metadata.name": ns, **run.one("Namespace", ns)["metadata"]["labels"]}
-    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d, _ in pod_specs(run)}
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d, _spec in pod_specs(run)}
     pods["backup-job"] = {"app.kubernetes.io/name": "litemaas-backup", "app.kubernetes.io/instance": ns, "job-name": "litemaas-backup-2911"}
     pods["stranger"] = {"app": "debug"}
     pods["other-instance-proxy"] = {"app.kubernetes.io/name": "litellm", "app.kubernetes.io/instance": "someone-else"}
