@@ -85,7 +85,7 @@ def test_module_reports_upstream_errors_and_fails_the_check(playbook, stub_upstr
 
 
 def test_module_fail_on_threshold_fails_the_task(playbook, stub_upstream, tmp_path):
-    proc, _ = _task(playbook, tmp_path, {"api_url": stub_upstream.url, "api_keys": ["sk-a"], "model": "stub-model", "attendees": 2,
+    proc, dummy = _task(playbook, tmp_path, {"api_url": stub_upstream.url, "api_keys": ["sk-a"], "model": "stub-model", "attendees": 2,
                                          "requests_per_attendee": 1, "ttft_p95_threshold": 0, "fail_on_threshold": True}, expect_rc=2)
     assert "FAIL: 2 requests by 2 attendees to stub-model" in proc.stdout
     assert "is above 0.000 s" in proc.stdout
@@ -93,16 +93,16 @@ def test_module_fail_on_threshold_fails_the_task(playbook, stub_upstream, tmp_pa
 
 def test_module_check_mode_sends_nothing(playbook, stub_upstream, tmp_path):
     stub_upstream.reset()
-    _, result = _task(playbook, tmp_path, {"api_url": stub_upstream.url, "api_keys": ["sk-a"], "model": "stub-model", "attendees": 4}, check=True)
+    dummy, result = _task(playbook, tmp_path, {"api_url": stub_upstream.url, "api_keys": ["sk-a"], "model": "stub-model", "attendees": 4}, check=True)
     assert result["capacity_check"]["skipped"] is True and result["passed"] is False
     assert "would send 12 requests by 4 attendees" in result["msg"]
     assert stub_upstream.stats()["requests"] == 0
 
 
 def test_module_rejects_bad_input(playbook, tmp_path):
-    proc, _ = _task(playbook, tmp_path, {"api_url": "ftp://x", "api_keys": ["k"], "model": "m"}, expect_rc=2)
+    proc, dummy = _task(playbook, tmp_path, {"api_url": "ftp://x", "api_keys": ["k"], "model": "m"}, expect_rc=2)
     assert "api_url must be an http(s) URL, got 'ftp://x'" in proc.stdout
-    proc, _ = _task(playbook, tmp_path, {"api_url": "http://127.0.0.1:1", "api_keys": ["k"], "model": "m", "attendees": 0}, expect_rc=2)
+    proc, dummy = _task(playbook, tmp_path, {"api_url": "http://127.0.0.1:1", "api_keys": ["k"], "model": "m", "attendees": 0}, expect_rc=2)
     assert "attendees must be at least 1, got 0" in proc.stdout
 
 

@@ -30,7 +30,7 @@ def test_models_reconcile(playbook, proxy, stub_upstream):
     assert recap(again.stdout)["changed"] == 0
 
     # The new model serves requests through the proxy.
-    status, body, _ = proxy.request("POST", "/v1/chat/completions", {"model": prefix + "granite", "messages": [{"role": "user", "content": "hi"}]},
+    status, body, dummy = proxy.request("POST", "/v1/chat/completions", {"model": prefix + "granite", "messages": [{"role": "user", "content": "hi"}]},
                                     headers={"Authorization": f"Bearer {proxy.master_key}"})
     assert status == 200, body
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 
@@ -37,11 +38,11 @@ def rendered(playbook, work_dir):
                  "ocp4_workload_litemaas_monitoring_model_servers": MODEL_SERVERS, "ocp4_workload_litemaas_monitoring_gpu_enabled": True}
     first = playbook.run("monitoring.yml", variables)
     second = playbook.run("monitoring.yml", variables)
-    return out, load_dir(out), first, second, variables
+    return SimpleNamespace(out=out, docs=load_dir(out), first=first, second=second, variables=variables)
 
 
 def test_renders_the_expected_objects(rendered):
-    out, docs, *_ = rendered
+    docs = rendered.docs
     got = {path: [(d["apiVersion"], d["kind"], d["metadata"]["name"]) for d in objs] for path, objs in docs.items()}
     assert got == EXPECTED
     for path, objs in docs.items():
@@ -52,13 +53,13 @@ def test_renders_the_expected_objects(rendered):
 
 
 def test_rerender_is_unchanged(rendered):
-    _, _, first, second, _ = rendered
+    first, second = rendered.first, rendered.second
     assert recap(first.stdout)["changed"] > 0
     assert recap(second.stdout)["changed"] == 0
 
 
 def test_never_touches_cluster_monitoring_config(rendered):
-    out, docs, *_ = rendered
+    docs = rendered.docs
     for objs in docs.values():
         for obj in objs:
             assert obj["metadata"]["name"] != "cluster-monitoring-config"
@@ -66,14 +67,14 @@ def test_never_touches_cluster_monitoring_config(rendered):
 
 
 def test_proxy_servicemonitor_selects_the_deploy_roles_service(rendered):
-    _, docs, *_ = rendered
+    docs = rendered.docs
     sm = docs["monitoring/proxy/servicemonitor.yaml"][0]
     assert sm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "litellm", "app.kubernetes.io/instance": "team-ai"}
     assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
 def test_model_server_monitors_select_predictors(rendered):
-    _, docs, *_ = rendered
+    docs = rendered.docs
     vllm, ovms = docs["monitoring/model-servers/servicemonitors.yaml"]
     assert vllm["metadata"]["namespace"] == "llm-hosting"
     assert vllm["spec"]["selector"]["matchExpressions"][0] == {
@@ -88,7 +89,7 @@ def _alerts(docs):
 
 
 def test_alerts_cover_the_required_conditions(rendered):
-    _, docs, *_ = rendered
+    docs = rendered.docs
     alerts = _alerts(docs)
     assert set(alerts) == {"LiteMaaSProxyDown", "LiteMaaSProxyHighErrorRate", "LiteMaaSProxyHighLatencyP99", "LiteMaaSUpstreamErrors",
                            "LiteMaaSRateLimitRejectionSpike", "LiteMaaSProxySpendBacklog", "LiteMaaSDatabaseDown", "LiteMaaSRedisDown"}
@@ -112,7 +113,7 @@ def _proxy_series(proxy):
 
 
 def test_alert_expressions_use_series_the_proxy_exports(rendered, proxy):
-    _, docs, *_ = rendered
+    docs = rendered.docs
     series = _proxy_series(proxy) | PLATFORM_SERIES
     for name, rule in _alerts(docs).items():
         used = promql_metrics(rule["expr"])
@@ -130,7 +131,7 @@ DASHBOARD_PANELS = {
 
 
 def test_dashboards_are_valid_json_with_the_panels(rendered, proxy):
-    _, docs, *_ = rendered
+    docs = rendered.docs
     cm = docs["monitoring/grafana/dashboards-configmap.yaml"][0]
     assert set(cm["data"]) == set(DASHBOARD_PANELS)
     series = _proxy_series(proxy)
@@ -157,7 +158,7 @@ def test_dashboards_are_valid_json_with_the_panels(rendered, proxy):
 
 
 def test_grafana_deployment_is_restricted_and_provisioned(rendered):
-    _, docs, *_ = rendered
+    docs = rendered.docs
     objs = {d["kind"]: d for d in docs["monitoring/grafana/grafana.yaml"]}
     pod = objs["Deployment"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -172,7 +173,7 @@ def test_grafana_deployment_is_restricted_and_provisioned(rendered):
 
 
 def test_admin_password_is_generated_once_and_kept(rendered):
-    out, docs, *_ = rendered
+    out, docs = rendered.out, rendered.docs
     secret = docs["monitoring/grafana/secret-grafana.yaml"][0]
     password = secret["stringData"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert len(password) == 32

@@ -65,6 +65,7 @@ class AdminClient:
         deadline = time.monotonic() + self.timeout * attempts
         for attempt in range(attempts):
             req = urllib.request.Request(url, data=data, method=method, headers=headers)
+            error, retry = None, False
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout, context=self._ctx) as resp:
                     raw = resp.read()

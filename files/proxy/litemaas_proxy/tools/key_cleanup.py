@@ -49,7 +49,7 @@ def parse_time(value) -> Optional[datetime]:
         text = text[:-1] + "+00:00"
     # Python 3.9/3.10 fromisoformat accepts only 0, 3 or 6 fractional digits.
     if "." in text:
-        head, _, rest = text.partition(".")
+        head, rest = text.split(".", 1)
         digits = "".join(ch for ch in rest if ch.isdigit())
         tail = rest[len(digits):]
         text = f"{head}.{(digits + '000000')[:6]}{tail}"
@@ -233,7 +233,7 @@ def _env_float(name: str, default: Optional[float]) -> Optional[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
-    parser = argparse.ArgumentParser(prog="python -m litemaas_proxy.tools.key_cleanup", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m litemaas_proxy.tools.key_cleanup", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--url", default=env.get("PROXY_URL") or env.get("LITELLM_URL") or "http://127.0.0.1:4000", help="proxy base URL")
     parser.add_argument("--dry-run", action="store_true", default=env.get("KEY_CLEANUP_DRY_RUN", "").lower() in ("1", "true", "yes"),
                         help="list what would be deleted, change nothing")
