@@ -150,3 +150,52 @@ def test_stream_without_upstream_usage_is_estimated_not_free(proxy, stub_upstrea
     wait_for(lambda: db_value(proxy.dsn, 'SELECT count(*) FROM "LiteLLM_SpendLogs" WHERE metadata->>\'user_api_key_alias\' = %s',
                               proxy.admin("GET", f"/key/info?key={key}")[1]["info"]["key_alias"]) == 1, message="spend log")
     assert proxy.admin("GET", f"/key/info?key={key}")[1]["info"]["spend"] == pytest.approx(expected)
+
+
+def test_crlf_sse_upstream(proxy, work_dir):
+    """An upstream that ends SSE events with CRLF blank lines (sse-starlette, e.g. llama.cpp's server): relayed and usage counted."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.support.services import free_port, wait_for_port
+
+    port = free_port()
+    script = work_dir / f"crlf_upstream_{port}.py"
+    script.write_text(textwrap.dedent('''
+        import json, sys
+        from aiohttp import web
+        async def chat(request):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "crlf"}
+            for text in ("hel", "lo"):
+                await resp.write(("data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": text}}]}) + "\\r\\n\\r\\n").encode())
+            usage = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+            await resp.write(("data: " + json.dumps({**base, "choices": [], "usage": usage}) + "\\r\\n\\r\\n").encode())
+            await resp.write(b"data: [DONE]\\r\\n\\r\\n")
+            return resp
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+    '''))
+    server = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=server)
+        name = uid("crlf")
+        status, data = proxy.admin("POST", "/model/new", {"model_name": name, "litellm_params": {
+            "model": "openai/crlf", "api_base": f"http://127.0.0.1:{port}/v1", "input_cost_per_token": INPUT_COST, "output_cost_per_token": OUTPUT_COST}})
+        assert status == 200
+        model_id = data["model_info"]["id"]
+        key = new_key(proxy, key_alias=uid("crlf"))
+        chunks = list(client(proxy, key).chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], stream=True))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "hello"
+        assert all(ch.choices for ch in chunks)
+        token = proxy.admin("GET", f"/key/info?key={key}")[1]["info"]
+        wait_for(lambda: proxy.admin("GET", f"/key/info?key={key}")[1]["info"]["spend"] > 0, message="spend written")
+        assert proxy.admin("GET", f"/key/info?key={key}")[1]["info"]["spend"] == pytest.approx(4 * INPUT_COST + 2 * OUTPUT_COST)
+        assert token["key_alias"]
+        proxy.admin("POST", "/model/delete", {"id": model_id})
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
