@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -258,3 +259,25 @@ def test_cli_deletes_and_syncs_the_portal(proxy, portal_db):
                                                  {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}]},
                                                  headers={"Authorization": f"Bearer {secret}"})
     assert status in (400, 401, 403)
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "asyncpg"])
+def test_sync_portal_on_the_portal_schema(pg_server, driver):
+    """Against the portal's own api_keys columns (sync_status has a CHECK constraint, revoked_at, sync_error, ...)."""
+    schema = Path(__file__).resolve().parents[2] / "integration" / "modules" / "portal_schema.sql"
+    dsn = pg_server.create_database("portal_full_" + uuid.uuid4().hex[:8])
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(schema.read_text())
+        cur.execute("INSERT INTO users (username, email, oauth_id) VALUES ('u', 'u@example.com', 'u') RETURNING id")
+        user_id = cur.fetchone()[0]
+        for name in ("expired", "other"):
+            cur.execute("INSERT INTO api_keys (user_id, name, key_hash, key_prefix, litellm_key_alias) VALUES (%s, %s, %s, 'sk-...', %s)",
+                        (user_id, name, hashlib.sha256(name.encode()).hexdigest(), f"ws-{name}"))
+    assert kc.sync_portal(dsn, [hashlib.sha256(b"expired").hexdigest()], ["ws-expired"], driver=driver) == 1
+    with conn.cursor() as cur:
+        cur.execute("SELECT name, is_active, revoked_at IS NOT NULL, sync_status, sync_error FROM api_keys ORDER BY name")
+        rows = cur.fetchall()
+    conn.close()
+    assert rows == [("expired", False, True, "synced", "Key deleted by key cleanup (expired)"), ("other", True, False, "pending", None)]
