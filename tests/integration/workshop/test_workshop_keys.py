@@ -276,6 +276,9 @@ def test_fewer_users_then_destroy_reads_every_page_and_spares_other_workshops(wo
     status, body = proxy.admin("POST", "/key/generate", {"key_alias": neighbour})
     assert status == 200, body
     try:
+        predicted = w.run("destroy", check=True)
+        assert predicted.rc == 0 and predicted.changed >= 1, predicted
+        assert sorted(w.proxy_keys()) == [f"virtkey-{w.guid}-user1", f"virtkey-{w.guid}-user2", neighbour] and w.store_file.exists()
         gone = w.run("destroy")
         assert gone.rc == 0, gone
         remaining = w.proxy_keys()
