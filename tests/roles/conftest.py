@@ -53,8 +53,11 @@ class Run:
     output: str
     extra_vars: dict
     files: dict = field(default_factory=dict)  # relative path -> bytes
+    _docs: list | None = field(default=None, repr=False)
 
     def docs(self) -> list[dict]:
+        if self._docs is not None:
+            return self._docs
         out = []
         for rel in sorted(self.files):
             for doc in yaml.safe_load_all(self.files[rel]):
@@ -62,6 +65,7 @@ class Run:
                     doc = dict(doc)
                     doc["__file__"] = rel
                     out.append(doc)
+        self._docs = out
         return out
 
     def find(self, kind: str, name: str | None = None) -> list[dict]:
@@ -135,16 +139,28 @@ def renders(render_env, work_dir) -> dict:
 
 @pytest.fixture(scope="session")
 def second_renders(renders, render_env) -> dict:
-    """Re-render 'defaults' into the same directory (must change nothing) and, in parallel, render and then destroy
-    a scratch copy of 'ha_off'."""
-    defaults = renders["defaults"]
+    """In parallel: re-render 'defaults' into the same directory (must change nothing); render a scratch copy of
+    'ha_off' and destroy it; on a copy of the 'ha_off' directory, render with HA on, then off again (stale files pruned)."""
+    defaults, ha_off = renders["defaults"], renders["ha_off"]
     before = snapshot(defaults.directory)
-    scratch = defaults.directory.parent / "destroy-me"
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    base = defaults.directory.parent
+    scratch = base / "destroy-me"
+    toggled = base / "ha-toggled"
+    shutil.copytree(ha_off.directory, toggled)
+
+    def destroy_chain():
+        rendered = run_playbook(render_env, "deploy.yml", scratch, VARSETS["ha_off"], "scratch")
+        return rendered, run_playbook(render_env, "destroy.yml", scratch, VARSETS["ha_off"], "destroyed"), snapshot(scratch)
+
+    def toggle_chain():
+        on = run_playbook(render_env, "deploy.yml", toggled, {}, "ha-on")
+        return on, run_playbook(render_env, "deploy.yml", toggled, VARSETS["ha_off"], "ha-off-again"), snapshot(toggled)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
         again = pool.submit(run_playbook, render_env, "deploy.yml", defaults.directory, {}, "defaults-again")
-        scratch_render = pool.submit(run_playbook, render_env, "deploy.yml", scratch, VARSETS["ha_off"], "scratch")
-        again, scratch_render = again.result(), scratch_render.result()
+        destroy = pool.submit(destroy_chain)
+        toggle = pool.submit(toggle_chain)
+        again, (scratch_render, destroyed, scratch_files), (ha_on, ha_off_again, toggled_files) = again.result(), destroy.result(), toggle.result()
     assert scratch_render.returncode == 0, scratch_render.output[-4000:]
-    destroyed = run_playbook(render_env, "destroy.yml", scratch, VARSETS["ha_off"], "destroyed")
     return {"before": before, "again": again, "after": snapshot(defaults.directory), "destroyed": destroyed,
-            "scratch_files": snapshot(scratch)}
+            "scratch_files": scratch_files, "ha_on": ha_on, "ha_off_again": ha_off_again, "toggled_files": toggled_files}

@@ -360,18 +360,15 @@ def test_destroy_removes_what_render_created(second_renders):
     assert second_renders["scratch_files"] == {}
 
 
-def test_switching_ha_off_prunes_stale_files(renders, render_env):
-    from tests.roles.conftest import run_playbook, snapshot
-
+def test_switching_ha_off_prunes_stale_files(renders, second_renders):
     first = renders["ha_off"]
     assert not any("pdb" in rel for rel in first.files)
     assert any("pdb" in rel for rel in renders["defaults"].files)
-    # Same directory, HA back on: PDBs appear; then off again: they go away and the rest is as before.
-    on = run_playbook(render_env, "deploy.yml", first.directory, {}, "ha-on")
-    assert on.returncode == 0 and "04-proxy/pdb.yaml" in on.files
-    off = run_playbook(render_env, "deploy.yml", first.directory, VARSETS["ha_off"], "ha-off-again")
+    # On a copy of the HA-off directory: HA on adds the PDBs; HA off again removes them and leaves the rest as it was.
+    on, off = second_renders["ha_on"], second_renders["ha_off_again"]
+    assert on.returncode == 0 and "04-proxy/pdb.yaml" in on.files and "09-frontend/pdb.yaml" in on.files
     assert off.returncode == 0
-    assert {k: v for k, v in snapshot(first.directory).items() if k.endswith(".yaml")} == first.files
+    assert {k: v for k, v in second_renders["toggled_files"].items() if k.endswith(".yaml")} == first.files
 
 
 # --------------------------------------------------------------------------------------------------------------------
