@@ -92,10 +92,12 @@ def test_alerts_cover_the_required_conditions(rendered):
     docs = rendered.docs
     alerts = _alerts(docs)
     assert set(alerts) == {"LiteMaaSProxyDown", "LiteMaaSProxyHighErrorRate", "LiteMaaSProxyHighLatencyP99", "LiteMaaSUpstreamErrors",
-                           "LiteMaaSRateLimitRejectionSpike", "LiteMaaSProxySpendBacklog", "LiteMaaSDatabaseDown", "LiteMaaSRedisDown"}
+                           "LiteMaaSModelDeploymentCoolingDown", "LiteMaaSRateLimitRejectionSpike", "LiteMaaSProxySpendBacklog",
+                           "LiteMaaSDatabaseDown", "LiteMaaSRedisDown"}
     assert 'status_code=~"5.."' in alerts["LiteMaaSProxyHighErrorRate"]["expr"]
     assert "histogram_quantile(0.99" in alerts["LiteMaaSProxyHighLatencyP99"]["expr"]
-    assert 'status_code="429"' in alerts["LiteMaaSRateLimitRejectionSpike"]["expr"]
+    assert "litemaas_rate_limit_rejections_total" in alerts["LiteMaaSRateLimitRejectionSpike"]["expr"]
+    assert "litellm_deployment_failure_responses_total" in alerts["LiteMaaSUpstreamErrors"]["expr"]
     assert 'statefulset="litellm-postgres"' in alerts["LiteMaaSDatabaseDown"]["expr"]
     assert 'deployment="litellm-redis"' in alerts["LiteMaaSRedisDown"]["expr"]
     for name, rule in alerts.items():
@@ -124,7 +126,8 @@ def test_alert_expressions_use_series_the_proxy_exports(rendered, proxy):
 DASHBOARD_PANELS = {
     "litemaas-proxy.json": {"Requests per second by model", "Request latency p50 / p95 / p99", "Tokens per second by model",
                             "Spend per hour by model (USD)", "Rate-limit rejections (429) by model", "Rejections by key (4xx)",
-                            "Spend by key (USD, in range)"},
+                            "Spend by key (USD, in range)", "Upstream errors by model and cause", "Deployments in cooldown",
+                            "Time to first token through the proxy p50 / p95"},
     "litemaas-vllm.json": {"Time to first token p50 / p95", "Inter-token latency p50 / p95", "Running and waiting requests", "KV-cache use"},
     "litemaas-gpu.json": {"GPU utilisation", "GPU memory used", "GPU temperature", "Power draw"},
 }
