@@ -59,10 +59,10 @@ def test_text_completions_and_paths_without_v1(proxy):
     key = new_key(proxy)
     resp = client(proxy, key).completions.create(model="stub-model", prompt="say something", max_tokens=4)
     assert resp.choices[0].text == "tok0 tok1 tok2 tok3" and resp.usage.prompt_tokens == 2
-    status, data, _ = http_json("POST", proxy.url + "/chat/completions", {"model": "stub-model", "messages": [{"role": "user", "content": "x"}]},
-                                {"Authorization": f"Bearer {key}"})
+    status, data, dummy = http_json("POST", proxy.url + "/chat/completions", {"model": "stub-model", "messages": [{"role": "user", "content": "x"}]},
+                                    {"Authorization": f"Bearer {key}"})
     assert status == 200 and data["usage"]["completion_tokens"] == 5
-    status, data, _ = http_json("GET", proxy.url + "/models", headers={"Authorization": f"Bearer {key}"})
+    status, data, dummy = http_json("GET", proxy.url + "/models", headers={"Authorization": f"Bearer {key}"})
     assert status == 200 and {m["id"] for m in data["data"]} >= {"stub-model", "stub-embed"}
 
 
@@ -93,7 +93,7 @@ def test_client_errors(proxy):
     with pytest.raises(openai.BadRequestError) as exc:
         client(proxy, key).chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     assert "Invalid model name" in exc.value.body["message"]
-    status, data, _ = http_json("POST", proxy.url + "/v1/chat/completions", None, {"Authorization": f"Bearer {key}"})
+    status, data, dummy = http_json("POST", proxy.url + "/v1/chat/completions", None, {"Authorization": f"Bearer {key}"})
     assert status == 400 and data["error"]["type"] == "invalid_request_error"
 
 
@@ -105,7 +105,7 @@ def test_client_errors(proxy):
 def test_upstream_failures_are_clear_and_free(proxy, db_model, upstream, params, status):
     model = db_model(upstream, **params)
     key = new_key(proxy, key_alias=uid("fail"))
-    code, data, _ = chat(proxy, key, model=model)
+    code, data, dummy = chat(proxy, key, model=model)
     assert code == status, data
     assert data["error"]["code"] == str(status) and data["error"]["message"]
     token = proxy.admin("GET", f"/key/info?key={key}")[1]["info"]
@@ -119,12 +119,13 @@ def test_upstream_unreachable_is_503(proxy):
     from tests.support.services import free_port
 
     name = uid("down")
-    status, data = proxy.admin("POST", "/model/new", {"model_name": name, "litellm_params": {"model": "openai/x", "api_base": f"http://127.0.0.1:{free_port()}/v1"}})
+    status, data = proxy.admin("POST", "/model/new", {"model_name": name,
+                               "litellm_params": {"model": "openai/x", "api_base": f"http://127.0.0.1:{free_port()}/v1"}})
     assert status == 200
     model_id = data["model_info"]["id"]
     try:
         key = new_key(proxy)
-        code, err, _ = chat(proxy, key, model=name)
+        code, err, dummy = chat(proxy, key, model=name)
         assert code == 503 and "unavailable" in err["error"]["message"]
     finally:
         proxy.admin("POST", "/model/delete", {"id": model_id})
@@ -140,7 +141,7 @@ def test_stream_without_upstream_usage_is_estimated_not_free(proxy, stub_upstrea
     stub_upstream.configure(omit_stream_usage=True)
     try:
         chunks = list(client(proxy, key).chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "x" * 40}],
-                                                                  stream=True, max_tokens=8))
+                                                                 stream=True, max_tokens=8))
     finally:
         stub_upstream.configure(omit_stream_usage=False)
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)

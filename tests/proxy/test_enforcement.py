@@ -14,7 +14,7 @@ from tests.proxy.conftest import chat, db_value, new_key, uid, wait_for
 def test_models_restriction(proxy):
     key = new_key(proxy, models=["stub-model"])
     assert chat(proxy, key, model="stub-model")[0] == 200
-    status, data, _ = chat(proxy, key, model="granite-3-8b")
+    status, data, dummy = chat(proxy, key, model="granite-3-8b")
     assert status == 401
     assert data["error"]["type"] == "key_model_access_denied" and data["error"]["param"] == "model" and data["error"]["code"] == "401"
     open_key = new_key(proxy, models=[])
@@ -26,7 +26,7 @@ def test_team_models_restriction(proxy):
     assert proxy.admin("POST", "/team/new", {"team_id": team, "models": ["granite-3-8b"]})[0] == 200
     key = new_key(proxy, team_id=team)
     assert chat(proxy, key, model="granite-3-8b")[0] == 200
-    status, data, _ = chat(proxy, key, model="stub-model")
+    status, data, dummy = chat(proxy, key, model="stub-model")
     assert status == 401 and data["error"]["type"] == "team_model_access_denied"
 
 
@@ -35,7 +35,7 @@ def test_expired_key_is_400(proxy):
     assert chat(proxy, key)[0] == 200
     past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
     assert proxy.admin("POST", "/key/update", {"key": key, "expires": past})[0] == 200
-    status, data, _ = chat(proxy, key)
+    status, data, dummy = chat(proxy, key)
     assert status == 400
     assert data["error"]["type"] == "expired_key" and "Expired Key" in data["error"]["message"] and data["error"]["code"] == "400"
     assert proxy.admin("POST", "/key/update", {"key": key, "duration": "-1"})[0] == 200
@@ -46,7 +46,7 @@ def test_blocked_key_is_401(proxy):
     key = new_key(proxy)
     assert chat(proxy, key)[0] == 200
     assert proxy.admin("POST", "/key/block", {"key": key})[0] == 200
-    status, data, _ = chat(proxy, key)
+    status, data, dummy = chat(proxy, key)
     assert status == 401 and "Key is blocked" in data["error"]["message"]
     assert proxy.admin("POST", "/key/unblock", {"key": key})[0] == 200
     assert chat(proxy, key)[0] == 200
@@ -56,7 +56,7 @@ def test_key_budget(proxy):
     # One request costs 2e-6 * 5 + 1e-6 * 2 = 1.2e-5; the budget allows the first, not the second.
     key = new_key(proxy, max_budget=1e-5)
     assert chat(proxy, key)[0] == 200
-    status, data, _ = chat(proxy, key)
+    status, data, dummy = chat(proxy, key)
     assert status == 400
     assert data["error"]["type"] == "budget_exceeded" and "Budget has been exceeded" in data["error"]["message"]
     # Raising the budget lets it through again.
@@ -75,8 +75,9 @@ def test_user_budget(proxy):
     k1, k2 = new_key(proxy, user_id=user), new_key(proxy, user_id=user)
     assert chat(proxy, k1)[0] == 200
     # Spend is counted per user across keys once written (flushed every 0.2 s in tests).
+
     def refused():
-        status, data, _ = chat(proxy, k2)
+        status, data, dummy = chat(proxy, k2)
         return status == 400 and "ExceededBudget" in data["error"]["message"]
     wait_for(refused, message="user budget enforced")
 
@@ -93,7 +94,7 @@ def test_budget_duration_resets_spend(proxy_factory):
 
 def test_rpm_limit(proxy):
     key = new_key(proxy, rpm_limit=2)
-    status, _, headers = chat(proxy, key)
+    status, dummy, headers = chat(proxy, key)
     assert status == 200
     assert headers["x-ratelimit-api_key-limit-requests"] == "2" and headers["x-ratelimit-api_key-remaining-requests"] == "1"
     assert chat(proxy, key)[0] == 200
@@ -110,7 +111,7 @@ def test_tpm_limit(proxy):
     key = new_key(proxy, tpm_limit=10)
     assert chat(proxy, key)[0] == 200
     assert chat(proxy, key)[0] == 200
-    status, data, _ = chat(proxy, key)
+    status, data, dummy = chat(proxy, key)
     assert status == 429 and "Limit type: tokens" in data["error"]["message"]
 
 
@@ -120,7 +121,7 @@ def test_user_rpm_limit_spans_keys(proxy):
     k1, k2 = new_key(proxy, user_id=user), new_key(proxy, user_id=user)
     assert chat(proxy, k1)[0] == 200
     assert chat(proxy, k2)[0] == 200
-    status, data, _ = chat(proxy, k1)
+    status, data, dummy = chat(proxy, k1)
     assert status == 429 and f"Rate limit exceeded for user: {user}" in data["error"]["message"]
 
 
@@ -137,7 +138,7 @@ def test_max_parallel_requests(proxy, db_model, stub_upstream):
     t.start()
     try:
         wait_for(lambda: stub_upstream.stats()["by_model"].get("stub-delay-1500ms", 0) > before, message="first request at the upstream")
-        status, data, _ = chat(proxy, key, model=model)
+        status, data, dummy = chat(proxy, key, model=model)
         assert status == 429 and "max_parallel_requests" in data["error"]["message"]
     finally:
         t.join()

@@ -68,7 +68,7 @@ GUARDRAILS = [
     {"guardrail_name": "redact-output", "litellm_params": {"guardrail": "regex", "mode": "post_call", "patterns": ["tok[13]\\b"]}},
     {"guardrail_name": "redact-across-events", "litellm_params": {"guardrail": "regex", "mode": "post_call", "patterns": ["tok2 tok3"]}},
     {"guardrail_name": "mask-secrets", "litellm_params": {"guardrail": "regex", "mode": "pre_call", "action": "mask", "patterns": ["api_key"],
-                                                         "mask": "<secret>"}},
+                                                          "mask": "<secret>"}},
 ]
 
 
@@ -92,8 +92,8 @@ def test_default_guardrail_refuses_before_the_call(gp, stub_upstream):
     assert stub_upstream.stats()["requests"] == before  # never reached the model
     # Lookalike numbers pass, and so does the master key's request without a card.
     assert ask(gp, key, "order 1234 5678 9012 3456").choices[0].message.content == "tok0 tok1 tok2 tok3 tok4"
-    status, data, _ = http_json("POST", gp.url + "/v1/completions", {"model": "stub-model", "prompt": ["fine", f"x {CARD}"]},
-                                {"Authorization": f"Bearer {gp.master_key}"})
+    status, data, dummy = http_json("POST", gp.url + "/v1/completions", {"model": "stub-model", "prompt": ["fine", f"x {CARD}"]},
+                                    {"Authorization": f"Bearer {gp.master_key}"})
     assert status == 400 and "block-cards" in data["error"]["message"]
 
 
@@ -163,7 +163,7 @@ def test_guardrail_outcomes_in_metrics(gp):
     key = new_key(gp)
     with pytest.raises(openai.BadRequestError):
         ask(gp, key, CARD)
-    _, text, _ = http_json("GET", gp.url + "/metrics")
+    dummy, text, dummy = http_json("GET", gp.url + "/metrics")
     seen = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -185,6 +185,6 @@ def start_fails(p) -> str:
     """Run the proxy once with ``p``'s config and environment; it must exit with an error. Returns its stderr."""
     p.write_config()
     proc = subprocess.run([sys.executable, "-m", "litemaas_proxy", "--host", "127.0.0.1", "--port", str(free_port()), "--config", str(p.config_path)],
-                          env=p.env(), cwd=str(p.work_dir), capture_output=True, text=True, timeout=60)
+                          env=p.env(), cwd=str(p.work_dir), capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0
     return proc.stderr

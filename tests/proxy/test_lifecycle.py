@@ -40,7 +40,7 @@ def test_three_replicas_migrate_one_fresh_database_at_once(pg_server, redis_serv
 def test_several_workers_share_the_port(proxy, proxy_factory):
     p = proxy_factory(dsn=proxy.dsn, workers=2)
     key = new_key(p, rpm_limit=4)
-    statuses = [chat(p, key)[0] for _ in range(6)]
+    statuses = [chat(p, key)[0] for dummy in range(6)]
     # Whatever worker answers, the limit is one (Redis): 4 pass, then 429.
     assert statuses == [200, 200, 200, 200, 429, 429]
     assert p.terminate() == 0
@@ -55,7 +55,7 @@ def test_redis_outage_fails_open_and_readiness_reports_it(proxy_factory, work_di
         key = new_key(p, rpm_limit=100)
         assert chat(p, key)[0] == 200
         redis.stop()
-        status, data, _ = http_json("GET", p.url + "/health/readiness")
+        status, data, dummy = http_json("GET", p.url + "/health/readiness")
         assert status == 503 and "redis" in data["cache"]
         assert chat(p, key)[0] == 200  # limits fail open; spend still goes to PostgreSQL
         redis.start()
@@ -69,7 +69,7 @@ def test_master_key_and_missing_db_url(stub_upstream, redis_server, work_dir):
     p = ProxyProcess(None, redis_server.url, stub_models(stub_upstream.url), work_dir=work_dir / f"nodb-{uuid.uuid4().hex[:4]}")
     try:
         p.start()
-        status, data, _ = chat(p, p.master_key)
+        status, data, dummy = chat(p, p.master_key)
         assert status == 200 and data["usage"]["completion_tokens"] == 5
         status, data = p.admin("POST", "/key/generate", {})
         assert status == 500 and data["error"]["type"] == "no_db_connection"

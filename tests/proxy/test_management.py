@@ -45,23 +45,23 @@ def assert_error(data, status: int, fragment: str = None, etype: str = None):
 
 
 def test_master_key_via_both_headers(proxy):
-    status, _, _ = http_json("GET", proxy.url + "/key/list", headers={"Authorization": f"Bearer {proxy.master_key}"})
+    status, dummy, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": f"Bearer {proxy.master_key}"})
     assert status == 200
-    status, _, _ = http_json("GET", proxy.url + "/key/list", headers={"x-litellm-api-key": proxy.master_key})
+    status, dummy, dummy = http_json("GET", proxy.url + "/key/list", headers={"x-litellm-api-key": proxy.master_key})
     assert status == 200
 
 
 def test_auth_errors(proxy):
-    status, data, _ = http_json("GET", proxy.url + "/key/list")
+    status, data, dummy = http_json("GET", proxy.url + "/key/list")
     assert status == 401
     assert_error(data, 401, "No api key passed in", "auth_error")
-    status, data, _ = http_json("GET", proxy.url + "/key/list", headers={"Authorization": proxy.master_key})
+    status, data, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": proxy.master_key})
     assert status == 401
     assert_error(data, 401, "Malformed API Key")
-    status, data, _ = http_json("GET", proxy.url + "/key/list", headers={"Authorization": "Bearer not-a-key"})
+    status, data, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": "Bearer not-a-key"})
     assert status == 401
     assert_error(data, 401, "LiteLLM Virtual Key expected")
-    status, data, _ = http_json("GET", proxy.url + "/key/list", headers={"Authorization": "Bearer sk-unknown-key-123"})
+    status, data, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": "Bearer sk-unknown-key-123"})
     assert status == 401
     assert_error(data, 401, "Invalid proxy server token", "token_not_found_in_db")
 
@@ -142,7 +142,7 @@ def test_alias_is_unique(proxy):
     assert status == 400
     assert_error(data, 400, "already exists")
     # Re-setting a key's own alias is fine.
-    status, _ = proxy.admin("POST", "/key/update", {"key": other["key"], "key_alias": other["key_alias"]})
+    status, dummy = proxy.admin("POST", "/key/update", {"key": other["key"], "key_alias": other["key_alias"]})
     assert status == 200
 
 
@@ -176,7 +176,7 @@ def test_key_update_changes_only_given_fields(proxy):
     info = proxy.admin("GET", f"/key/info?key={key}")[1]["info"]
     assert info["max_budget"] == 20 and info["rpm_limit"] == 50 and info["models"] == ["stub-model"] and info["metadata"] == {"x": 1}
     assert info["expires"] is not None
-    status, _ = proxy.admin("POST", "/key/update", {"key": sha(key), "duration": "-1", "models": [], "metadata": {"y": 2}})
+    status, dummy = proxy.admin("POST", "/key/update", {"key": sha(key), "duration": "-1", "models": [], "metadata": {"y": 2}})
     assert status == 200
     info = proxy.admin("GET", f"/key/info?key={key}")[1]["info"]
     assert info["expires"] is None and info["models"] == [] and info["metadata"] == {"y": 2}
@@ -192,7 +192,7 @@ def test_key_update_changes_only_given_fields(proxy):
 
 def test_key_list_paging_and_filters(proxy):
     user = uid("lister")
-    tokens = {sha(gen(proxy, user_id=user, key_alias=uid("l"))["key"]) for _ in range(3)}
+    tokens = {sha(gen(proxy, user_id=user, key_alias=uid("l"))["key"]) for dummy in range(3)}
     status, page1 = proxy.admin("GET", f"/key/list?user_id={user}&size=2&page=1")
     assert status == 200
     assert page1["total_count"] == 3 and page1["total_pages"] == 2 and page1["current_page"] == 1 and len(page1["keys"]) == 2
@@ -213,8 +213,8 @@ def test_key_delete_by_keys_and_aliases(proxy):
     status, data = proxy.admin("POST", "/key/delete", {"keys": [k1["key"]]})
     assert status == 200 and data == {"deleted_keys": [k1["key"]]}
     assert proxy.admin("GET", f"/key/info?key={k1['key']}")[0] == 404
-    status, _, _ = http_json("POST", proxy.url + "/v1/chat/completions", {"model": "stub-model", "messages": []},
-                             {"Authorization": f"Bearer {k1['key']}"})
+    status, dummy, dummy = http_json("POST", proxy.url + "/v1/chat/completions", {"model": "stub-model", "messages": []},
+                                     {"Authorization": f"Bearer {k1['key']}"})
     assert status == 401
     k2 = gen(proxy, key_alias=uid("del"))
     status, data = proxy.admin("POST", "/key/delete", {"key_aliases": [k2["key_alias"]]})
@@ -263,8 +263,8 @@ def test_user_lifecycle(proxy):
     user = str(uuid.uuid4())
     email = f"{user[:8]}@example.com"
     status, u = proxy.admin("POST", "/user/new", {"user_id": user, "user_email": email, "user_alias": "alice", "user_role": "internal_user",
-                                                    "max_budget": 100, "tpm_limit": 10000, "rpm_limit": 60, "auto_create_key": False,
-                                                    "teams": [team]})
+                                                  "max_budget": 100, "tpm_limit": 10000, "rpm_limit": 60, "auto_create_key": False,
+                                                  "teams": [team]})
     assert status == 200, u
     assert u["user_id"] == user and u["key"] == "" and u["max_budget"] == 100
     assert proxy.admin("POST", "/user/new", {"user_id": user})[0] == 409
@@ -305,7 +305,7 @@ def test_user_new_auto_creates_key_by_default(proxy):
 def test_team_new_and_info(proxy):
     team = uid("tm")
     status, data = proxy.admin("POST", "/team/new", {"team_id": team, "team_alias": "Default Team", "max_budget": 10000, "tpm_limit": 50000,
-                                                       "rpm_limit": 1000, "admins": [], "models": []})
+                                                     "rpm_limit": 1000, "admins": [], "models": []})
     assert status == 200 and data["team_id"] == team and data["max_budget"] == 10000
     status, err = proxy.admin("POST", "/team/new", {"team_id": team})
     assert status == 400 and "already exists" in err["error"]["message"]
@@ -344,8 +344,8 @@ def test_model_crud_and_proxy_model_table(proxy):
     assert v1 == info
     # A key may now name the model.
     gen(proxy, models=[name])
-    status, _, _ = http_json("PATCH", f"{proxy.url}/model/{model_id}/update", {"litellm_params": {"rpm": 20, "input_cost_per_token": 1e-6}},
-                             {"x-litellm-api-key": proxy.master_key})
+    status, dummy, dummy = http_json("PATCH", f"{proxy.url}/model/{model_id}/update", {"litellm_params": {"rpm": 20, "input_cost_per_token": 1e-6}},
+                                     {"x-litellm-api-key": proxy.master_key})
     assert status == 200
     entry = next(m for m in proxy.admin("GET", "/model/info")[1]["data"] if m["model_name"] == name)
     assert entry["litellm_params"]["rpm"] == 20 and entry["litellm_params"]["tpm"] == 1000 and entry["model_info"]["id"] == model_id
@@ -370,11 +370,11 @@ def test_config_models_are_read_only(proxy):
 
 def test_health_endpoints(proxy):
     for path in ("/health/liveliness", "/health/liveness"):
-        status, data, _ = http_json("GET", proxy.url + path)
+        status, data, dummy = http_json("GET", proxy.url + path)
         assert status == 200 and data == "I'm alive!"
-    status, data, _ = http_json("GET", proxy.url + "/health/readiness")
+    status, data, dummy = http_json("GET", proxy.url + "/health/readiness")
     assert status == 200 and data["status"] == "healthy" and data["db"] == "connected" and data["cache"] == "redis"
-    status, text, _ = http_json("GET", proxy.url + "/metrics")
+    status, text, dummy = http_json("GET", proxy.url + "/metrics")
     assert status == 200 and "litellm_proxy_total_requests_metric" in text
 
 
@@ -412,7 +412,7 @@ def test_portal_call_sequence(proxy):
         query = subst(call["query"])
         path = call["path"] + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
         body = subst(call["body"]) if call["body"] is not None else None
-        status, data, _ = http_json(call["method"], proxy.url + path, body, headers)
+        status, data, dummy = http_json(call["method"], proxy.url + path, body, headers)
         p = call["path"]
         if p == "/user/info":
             if not seen_user:

@@ -33,7 +33,7 @@ def value(samples: dict, name: str, **labels) -> float:
 @pytest.fixture(scope="module")
 def mp(proxy_factory, stub_upstream):
     models = [{"model_name": m, "litellm_params": {"model": f"openai/{up}", "api_base": stub_upstream.url, "input_cost_per_token": INPUT_COST,
-                                                    "output_cost_per_token": OUTPUT_COST}, "model_info": {"id": m}}
+                                                   "output_cost_per_token": OUTPUT_COST}, "model_info": {"id": m}}
               for m, up in (("metered", "stub-model"), ("flaky", "flaky-fail-503"))]
     return proxy_factory(database=uid("metrics").replace("-", "_"), models=models, env={"LITEMAAS_METRICS_KEY_ALIAS": "true"})
 
@@ -42,7 +42,7 @@ def test_requests_tokens_spend_latency_by_model_and_key_alias(mp):
     alias = uid("alias")
     key = new_key(mp, key_alias=alias)
     c = client(mp, key)
-    for _ in range(3):
+    for dummy in range(3):
         c.chat.completions.create(model="metered", messages=[{"role": "user", "content": "one two three"}], max_tokens=4)
     m = scrape(mp)
     sel = {"requested_model": "metered", "route": ROUTE, "api_key_alias": alias}
@@ -62,7 +62,7 @@ def test_requests_tokens_spend_latency_by_model_and_key_alias(mp):
 def test_time_to_first_token_for_streams(mp):
     key = new_key(mp)
     before = value(scrape(mp), "litellm_llm_api_time_to_first_token_metric_count", model="metered")
-    for _ in range(2):
+    for dummy in range(2):
         list(client(mp, key).chat.completions.create(model="metered", messages=[{"role": "user", "content": "x"}], stream=True))
     m = scrape(mp)
     assert value(m, "litellm_llm_api_time_to_first_token_metric_count", model="metered") == before + 2
@@ -98,7 +98,7 @@ def test_no_key_alias_label_by_default(proxy):
     key = new_key(proxy, key_alias=uid("hidden"))
     client(proxy, key).chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "x"}])
     m = scrape(proxy)
-    labels = {name for k in m["litellm_proxy_total_requests_metric_total"] for name, _ in k}
+    labels = {name for k in m["litellm_proxy_total_requests_metric_total"] for name, dummy in k}
     assert labels == {"requested_model", "route", "status_code"}
     assert all("api_key_alias" not in dict(k) for k in m["litellm_spend_metric_total"])
 
@@ -106,8 +106,8 @@ def test_no_key_alias_label_by_default(proxy):
 def test_azure_style_routes_get_a_bounded_label(mp):
     key = new_key(mp)
     for name in ("dep-one", "dep-two"):
-        status, _, _ = http_json("POST", mp.url + f"/openai/deployments/{name}/chat/completions",
-                                 {"model": "metered", "messages": [{"role": "user", "content": "x"}]}, {"Authorization": f"Bearer {key}"})
+        status, dummy, dummy = http_json("POST", mp.url + f"/openai/deployments/{name}/chat/completions",
+                                         {"model": "metered", "messages": [{"role": "user", "content": "x"}]}, {"Authorization": f"Bearer {key}"})
         assert status == 200
     routes = {dict(k)["route"] for k in scrape(mp)["litellm_proxy_total_requests_metric_total"]}
     assert "/openai/deployments/{deployment}/chat/completions" in routes
@@ -118,5 +118,5 @@ def test_metrics_can_require_a_key(proxy_factory):
     p = proxy_factory(database=uid("metricsauth").replace("-", "_"), config_extra={"litellm_settings": {"require_auth_for_metrics_endpoint": True}})
     assert http_json("GET", p.url + "/metrics")[0] == 401
     assert http_json("GET", p.url + "/metrics", headers={"Authorization": "Bearer sk-wrong"})[0] == 401
-    status, text, _ = http_json("GET", p.url + "/metrics", headers={"Authorization": f"Bearer {new_key(p)}"})
+    status, text, dummy = http_json("GET", p.url + "/metrics", headers={"Authorization": f"Bearer {new_key(p)}"})
     assert status == 200 and "litellm_proxy_total_requests_metric" in text

@@ -63,7 +63,7 @@ def test_request_body_is_streamed_not_read_whole(pt_proxy):
     chunk = b"x" * (8 * 1024 * 1024)
 
     def gen():
-        for _ in range(BIG // len(chunk)):
+        for dummy in range(BIG // len(chunk)):
             yield chunk
 
     r = post(pt_proxy, "/docling/v1/convert/file", key, data=gen(), headers={"Content-Type": "application/octet-stream"})
@@ -105,7 +105,7 @@ def test_rpm_is_counted_and_no_tokens_are_charged(pt_proxy):
     assert db_value(pt_proxy.dsn, 'SELECT sum(total_tokens) + sum(spend) FROM "LiteLLM_SpendLogs" WHERE api_key = %s', token) == 0
     assert db_value(pt_proxy.dsn, 'SELECT min(call_type) || \'/\' || min(model_group) FROM "LiteLLM_SpendLogs" WHERE api_key = %s',
                     token) == "pass_through_endpoint/Docling"
-    _, text, _ = http_json("GET", pt_proxy.url + "/metrics")
+    dummy, text, dummy = http_json("GET", pt_proxy.url + "/metrics")
     values = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:

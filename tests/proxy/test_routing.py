@@ -65,7 +65,7 @@ def health(p, model_id: str) -> dict:
 
 
 def samples(p, name: str) -> dict:
-    _, text, _ = http_json("GET", p.url + "/metrics")
+    dummy, text, dummy = http_json("GET", p.url + "/metrics")
     out = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -83,7 +83,7 @@ def test_round_robin_spreads_requests_evenly(proxy_factory, fresh):
     a, b = fresh
     rr_proxy = cooling_proxy(proxy_factory, fresh)
     key = new_key(rr_proxy)
-    for _ in range(10):
+    for dummy in range(10):
         assert ask(rr_proxy, key)[0] == 200
     assert a.stats()["requests"] == 5 and b.stats()["requests"] == 5
     info = health(rr_proxy, "lb-model-a")
@@ -106,7 +106,7 @@ def test_least_busy_avoids_the_deployment_with_a_request_in_flight(proxy_factory
         s.configure(hang=False)
     busy_id = "lb-model-a" if busy is a else "lb-model-b"
     assert health(p, busy_id)["health"]["in_flight"] == 1
-    for _ in range(4):
+    for dummy in range(4):
         assert ask(p, key)[0] == 200
     assert idle.stats()["requests"] == 4 and busy.stats()["requests"] == 1
     info = health(p, busy_id)
@@ -123,7 +123,7 @@ def test_failing_deployment_is_cooled_down_and_requests_still_succeed(proxy_fact
     rr_proxy = cooling_proxy(proxy_factory, fresh)
     a.configure(fail_status=503)
     key = new_key(rr_proxy, key_alias=uid("cool"))
-    for _ in range(6):
+    for dummy in range(6):
         status, data, headers = ask(rr_proxy, key)
         assert status == 200, data
         assert headers["x-litellm-model-id"] == "lb-model-b"
@@ -174,7 +174,7 @@ def test_retries_are_bounded_and_charge_once(proxy_factory, fresh):
     a.configure(fail_status=503)
     key2 = new_key(p)
     retried = []
-    for _ in range(4):
+    for dummy in range(4):
         status, data, headers = ask(p, key2, content="a b c d")
         assert status == 200, data
         assert headers["x-litellm-model-id"] == "lb-model-b"
@@ -263,13 +263,13 @@ def test_router_orders_by_in_flight_for_least_busy_and_rotates_otherwise():
     rr = routing.Router()
     deps = _deps(routing, "g", 3)
     rr.set_deployments([], deps)
-    assert [rr.candidates("g")[0].id for _ in range(4)] == ["g-0", "g-1", "g-2", "g-0"]
+    assert [rr.candidates("g")[0].id for dummy in range(4)] == ["g-0", "g-1", "g-2", "g-0"]
     lb = routing.Router(routing_strategy="least-busy")
     lb.set_deployments([], deps)
     lb.acquire(deps[0])
     lb.acquire(deps[0])
     lb.acquire(deps[1])
-    assert [lb.candidates("g")[0].id for _ in range(3)] == ["g-2", "g-2", "g-2"]
+    assert [lb.candidates("g")[0].id for dummy in range(3)] == ["g-2", "g-2", "g-2"]
     assert [d.id for d in lb.candidates("g")] == ["g-2", "g-1", "g-0"]
 
 

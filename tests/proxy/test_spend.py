@@ -57,7 +57,7 @@ def test_spend_equals_sum_of_usage_after_concurrent_burst(proxy):
     assert status == 200
     assert act["metadata"]["total_api_requests"] == len(jobs)
     assert act["metadata"]["total_spend"] == pytest.approx(expected, rel=1e-9)
-    assert act["metadata"]["total_prompt_tokens"] == sum(p for p, _ in usages)
+    assert act["metadata"]["total_prompt_tokens"] == sum(p for p, dummy in usages)
     day = act["results"][0]
     assert day["date"] == today
     assert day["breakdown"]["models"]["stub-model"]["api_key_breakdown"][token]["metrics"]["api_requests"] == len(jobs)
@@ -68,7 +68,7 @@ def test_spend_equals_sum_of_usage_after_concurrent_burst(proxy):
 def test_restart_keeps_keys_and_spend(proxy_factory):
     p = proxy_factory(database="proxy_restart")
     key = new_key(p, key_alias=uid("restart"), max_budget=10)
-    for _ in range(3):
+    for dummy in range(3):
         assert chat(p, key)[0] == 200
     wait_for(lambda: log_count(p.dsn, key) == 3, message="spend written")
     spend = key_spend(p.dsn, key)
@@ -81,7 +81,7 @@ def test_restart_keeps_keys_and_spend(proxy_factory):
 def test_sigterm_flushes_spend(proxy_factory):
     p = proxy_factory(database="proxy_sigterm", env={"LITEMAAS_SPEND_FLUSH_INTERVAL": "3600"})
     key = new_key(p, key_alias=uid("term"))
-    for _ in range(5):
+    for dummy in range(5):
         assert chat(p, key)[0] == 200
     assert log_count(p.dsn, key) == 0  # nothing written yet: the batch interval is an hour
     assert p.terminate() == 0
@@ -106,11 +106,11 @@ def test_spend_is_buffered_while_the_database_is_down(proxy_factory, own_pg):
     assert chat(p, key)[0] == 200  # the key is now cached in the proxy
     wait_for(lambda: log_count(dsn, key) == 1, message="first request written")
     own_pg.stop()
-    for _ in range(4):
-        status, data, _ = chat(p, key)
+    for dummy in range(4):
+        status, data, dummy = chat(p, key)
         assert status == 200, data
         time.sleep(0.2)
-    status, data, _ = http_json("GET", p.url + "/health/readiness")
+    status, data, dummy = http_json("GET", p.url + "/health/readiness")
     assert status == 503 and data["status"] == "unhealthy"
     own_pg.start()
     wait_for(lambda: log_count(dsn, key) == 5, timeout=60, interval=0.2, message="buffered spend written after the outage")
@@ -125,7 +125,7 @@ def test_unwritten_spend_is_spilled_at_shutdown_and_replayed(proxy_factory, own_
     assert chat(p, key)[0] == 200
     wait_for(lambda: log_count(dsn, key) == 1, message="first request written")
     own_pg.stop()
-    for _ in range(3):
+    for dummy in range(3):
         assert chat(p, key)[0] == 200
     p.terminate()
     spills = glob.glob(os.path.join(p.spill_dir, "litemaas-spend-*.jsonl"))

@@ -102,10 +102,10 @@ def test_deployment_and_router():
     assert other.upstream_model == "meta-llama/Llama-3"
     r = routing.Router(cooldown_time=60, allowed_fails=1)
     r.set_deployments([dep], [other])
-    firsts = {r.candidates("pub")[0].id for _ in range(4)}
+    firsts = {r.candidates("pub")[0].id for dummy in range(4)}
     assert firsts == {"id1", "id2"}  # round robin
     r.report_failure(dep)
-    assert all(r.candidates("pub")[0].id == "id2" for _ in range(4))  # cooling down goes last
+    assert all(r.candidates("pub")[0].id == "id2" for dummy in range(4))  # cooling down goes last
     assert r.candidates("missing") is None
 
 

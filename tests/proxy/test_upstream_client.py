@@ -78,7 +78,7 @@ def test_fast_redis(redis_server):
     async def main():
         r = FastRedis(redis_server.url)
         assert await r.execute("PING") == b"PONG"
-        results = await asyncio.gather(*[r.execute("INCR", "litemaas:test:fast") for _ in range(50)])
+        results = await asyncio.gather(*[r.execute("INCR", "litemaas:test:fast") for dummy in range(50)])
         assert sorted(results)[-1] - sorted(results)[0] == 49
         assert await r.run_script("return ARGV[1] .. KEYS[1]", ["k"], ["v"]) == b"vk"
         await r.close()

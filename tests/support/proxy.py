@@ -158,7 +158,7 @@ class ProxyProcess:
 
     def admin(self, method: str, path: str, body: Any = None, key: Optional[str] = None, header: str = "x-litellm-api-key") -> tuple:
         """Management call with the master key (or ``key``); returns (status, JSON)."""
-        status, parsed, _ = http_json(method, self.url + path, body, {header: key or self.master_key})
+        status, parsed, dummy = http_json(method, self.url + path, body, {header: key or self.master_key})
         return status, parsed
 
     def request(self, method: str, path: str, body: Any = None, headers: Optional[dict] = None) -> tuple:

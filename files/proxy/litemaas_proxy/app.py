@@ -99,7 +99,7 @@ class Proxy:
                 log.warning("could not publish cache invalidation (%s); other replicas catch up within %ss", exc, self.settings.key_cache_ttl)
 
     def apply_invalidation(self, message: str) -> None:
-        kind, _, ident = message.partition(":")
+        kind, dummy, ident = message.partition(":")
         if kind == "key":
             self.cache.invalidate(ident)
         elif kind == "user":

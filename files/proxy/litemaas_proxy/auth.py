@@ -131,7 +131,7 @@ class KeyCache:
     def _prune(self) -> None:
         """Bound memory: forget the least recently loaded half of the entries."""
         ordered = sorted(self.entries.items(), key=lambda item: item[1].loaded_at)
-        for token, _ in ordered[: len(ordered) // 2]:
+        for token, dummy in ordered[: len(ordered) // 2]:
             del self.entries[token]
         self.missing.clear()
 

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         _serve(args, sock)
         return 0
     children = []
-    for _ in range(args.workers):
+    for dummy in range(args.workers):
         pid = os.fork()
         if pid == 0:
             try:
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     for child in children:
         while True:
             try:
-                _, code = os.waitpid(child, 0)
+                dummy, code = os.waitpid(child, 0)
                 status = status or os.waitstatus_to_exitcode(code)
                 break
             except InterruptedError:

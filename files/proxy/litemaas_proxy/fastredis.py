@@ -60,7 +60,7 @@ class _Conn(asyncio.Protocol):
                 continue
             if not waiters:
                 continue
-            fut, _ = waiters.popleft()
+            fut, dummy = waiters.popleft()
             if not fut.done():
                 fut.set_result(reply)
 
@@ -70,7 +70,7 @@ class _Conn(asyncio.Protocol):
             self.lost.set_result(None)
         err = RedisUnavailable(f"Redis connection lost: {exc}")
         while self.waiters:
-            fut, _ = self.waiters.popleft()
+            fut, dummy = self.waiters.popleft()
             if not fut.done():
                 fut.set_exception(err)
 
@@ -108,7 +108,7 @@ class FastRedis:
     async def _open(self) -> _Conn:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl), self.connect_timeout)
+            dummy, conn = await asyncio.wait_for(loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl), self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise RedisUnavailable(f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from None
         setup = []

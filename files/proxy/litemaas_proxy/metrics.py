@@ -55,9 +55,9 @@ def _alias(entry) -> str:
 def _route(route: str) -> str:
     """Bounded route label: the Azure-style paths carry a client-chosen deployment name."""
     if route.startswith(("/openai/deployments/", "/engines/")):
-        head, _, rest = route.lstrip("/").partition("/")
+        head, dummy, rest = route.lstrip("/").partition("/")
         if head == "openai":
-            _, _, rest = rest.partition("/")
+            dummy, dummy, rest = rest.partition("/")
             return "/openai/deployments/{deployment}/" + rest.partition("/")[2]
         return "/engines/{engine}/" + rest.partition("/")[2]
     return route

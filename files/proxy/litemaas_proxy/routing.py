@@ -106,7 +106,7 @@ class Deployment:
         self.model_info = dict(model_info or {})
         self.db_model = db_model
         model = str(self.litellm_params.get("model") or model_name)
-        provider, _, rest = model.partition("/")
+        provider, dummy, rest = model.partition("/")
         if rest and provider in OPENAI_COMPATIBLE:
             self.provider, self.upstream_model = provider, rest
         else:

@@ -183,7 +183,7 @@ class _Conn(asyncio.Protocol):
             return False
         headers = {}
         for line in lines[1:]:
-            name, _, value = line.partition(b":")
+            name, dummy, value = line.partition(b":")
             headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
         resp = self.resp
         resp.status = status
@@ -304,7 +304,7 @@ class Pool:
     async def connect(self, timeout: float) -> _Conn:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self.ssl), timeout)
+            dummy, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self.ssl), timeout)
         except asyncio.TimeoutError:
             raise UpstreamError(f"connect to {self.host}:{self.port} timed out after {timeout}s", connect=True) from None
         except OSError as exc:

@@ -229,7 +229,7 @@ def setup(app: web.Application, proxy) -> None:
         tokens_used = 0
         try:
             resp, tokens_used = await call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0,
-                                                   call_type)
+                                                    call_type)
             return resp
         finally:
             if descs:

@@ -479,7 +479,7 @@ def setup(app: web.Application, proxy) -> None:
                 key_row: dict = {}
                 if body.get("auto_create_key", True) is not False:
                     key_body = {k: body[k] for k in ("models", "duration", "key_alias", "max_budget", "tpm_limit", "rpm_limit", "max_parallel_requests",
-                                                      "metadata", "budget_duration") if body.get(k) is not None}
+                                                     "metadata", "budget_duration") if body.get(k) is not None}
                     key_body["user_id"] = user_id
                     if body.get("team_id"):
                         key_body["team_id"] = body["team_id"]

@@ -172,7 +172,7 @@ def setup(app: web.Application, proxy) -> None:
             router.acquire(dep)
             try:
                 upstream = await session().request(request.method, url, data=request.content if has_body else None, headers=headers,
-                                                    timeout=timeout, allow_redirects=False)
+                                                   timeout=timeout, allow_redirects=False)
             except aiohttp.ClientConnectorError as exc:
                 # Nothing of the body has been read yet: another deployment may take the request.
                 router.release(dep)
