@@ -178,7 +178,7 @@ def test_backup_name_is_checked(playbook, render_dir):
 
 # ---------------------------------------------------------------- key cleanup
 
-def test_key_cleanup_cronjob_runs_the_tool_from_the_proxy_image(playbook, key_cleanup_render):
+def test_key_cleanup_cronjob_runs_the_tool_from_the_proxy_image(playbook, key_cleanup_render, tmp_path):
     render_dir, first = key_cleanup_render
     docs = load_dir(render_dir)
     cron = docs["day2/key-cleanup/cronjob.yaml"][0]
@@ -201,8 +201,10 @@ def test_key_cleanup_cronjob_runs_the_tool_from_the_proxy_image(playbook, key_cl
     assert frm == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": pod["metadata"]["labels"]["app.kubernetes.io/name"]}}}
     again = playbook.run("key_cleanup.yml", dict(KEY_CLEANUP_VARS, ocp4_workload_litemaas_render_dir=str(render_dir)))
     assert recap(first.stdout)["changed"] > 0 and recap(again.stdout)["changed"] == 0
-    playbook.run("key_cleanup.yml", {"ocp4_workload_litemaas_render_dir": str(render_dir), "litemaas_key_cleanup_state": "absent"})
-    assert not (render_dir / "day2/key-cleanup").exists()
+    copy = tmp_path / "render"
+    shutil.copytree(render_dir, copy)
+    playbook.run("key_cleanup.yml", {"ocp4_workload_litemaas_render_dir": str(copy), "litemaas_key_cleanup_state": "absent"})
+    assert not (copy / "day2/key-cleanup").exists()
 
 
 def test_the_tool_ships_in_the_proxy_package(tmp_path):
@@ -235,3 +237,63 @@ def test_scale_renders_replica_patches_and_names_the_deploy_variables(playbook, 
 def test_scale_refuses(playbook, render_dir, scale, message):
     proc = playbook.run("scale.yml", {"ocp4_workload_litemaas_render_dir": str(render_dir), "litemaas_scale": scale}, expect_rc=2)
     assert message in proc.stdout
+
+
+def test_key_cleanup_cronjob_command_runs_against_a_real_proxy(key_cleanup_render, proxy_factory, pg_server):
+    """The rendered container command, arguments and environment, run as they are (Secrets and the Service URL replaced by
+    local equivalents) against a proxy of its own and a portal database."""
+    import hashlib
+    import json
+
+    import psycopg2
+
+    render_dir = key_cleanup_render[0]
+    container = load_dir(render_dir)["day2/key-cleanup/cronjob.yaml"][0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    proxy = proxy_factory(database="kc_cronjob_" + uuid.uuid4().hex[:6])
+    portal = pg_server.create_database("kc_portal_" + uuid.uuid4().hex[:6])
+    schema = PLAYBOOKS.parent / "tests" / "integration" / "modules" / "portal_schema.sql"
+    conn = psycopg2.connect(portal)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(schema.read_text())
+        cur.execute("INSERT INTO users (username, email, oauth_id) VALUES ('u', 'u@example.com', 'u') RETURNING id")
+        user_id = cur.fetchone()[0]
+    keys = {}
+    for alias, metadata in (("virtkey-ws1-user1", {"workshop": "ws1"}), ("virtkey-ws1-user2", {"workshop": "ws1"}),
+                            ("virtkey-nometa", {}), ("portal_key_1", {"workshop": "ws1"})):
+        status, body = proxy.admin("POST", "/key/generate", {"key_alias": alias, "duration": "1d", "metadata": metadata})
+        assert status == 200, body
+        keys[alias] = body["key"]
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO api_keys (user_id, name, key_hash, key_prefix, litellm_key_alias) VALUES (%s, %s, %s, 'sk-...', %s)",
+                        (user_id, alias, hashlib.sha256(body["key"].encode()).hexdigest(), alias))
+    pconn = psycopg2.connect(proxy.dsn)
+    pconn.autocommit = True
+    with pconn.cursor() as cur:  # everything but user2 expired an hour ago
+        cur.execute("UPDATE \"LiteLLM_VerificationToken\" SET expires = now() - interval '1 hour' WHERE key_alias <> 'virtkey-ws1-user2'")
+    pconn.close()
+
+    env = dict(os.environ, PYTHONPATH=str(PLAYBOOKS.parent / "files" / "proxy"))
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+    secrets = {("litellm-secret", "LITELLM_MASTER_KEY"): proxy.master_key, ("litemaas-db", "DATABASE_URL"): portal}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secrets[(ref["name"], ref["key"])]
+    assert env["PROXY_URL"] == "http://litellm.litemaas.svc:4000"
+    env["PROXY_URL"] = proxy.url  # the in-cluster Service, here on loopback
+    command = [sys.executable if part == "python" else part for part in container["command"]] + container["args"]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout)
+    # Expired, alias virtkey- or capacity-check-, metadata has "workshop": only user1.
+    assert [k["key_alias"] for k in summary["keys"]] == ["virtkey-ws1-user1"]
+    assert (summary["deleted"], summary["portal_deactivated"], summary["errors"]) == (1, 1, [])
+    status, body = proxy.admin("GET", "/key/list?size=100&return_full_object=true")
+    assert sorted(k["key_alias"] for k in body["keys"]) == ["portal_key_1", "virtkey-nometa", "virtkey-ws1-user2"]
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM api_keys WHERE NOT is_active")
+        assert cur.fetchall() == [("virtkey-ws1-user1",)]
+    conn.close()
