@@ -45,7 +45,7 @@ def backup_render(playbook, work_dir):
 
 
 def test_backup_renders_pvc_job_and_cronjob(backup_render):
-    _, docs, first = backup_render
+    docs, first = backup_render[1:]
     kinds = {path: [(d["apiVersion"], d["kind"], d["metadata"]["name"]) for d in objs] for path, objs in docs.items()}
     assert kinds == {
         "day2/backup/pvc.yaml": [("v1", "PersistentVolumeClaim", "litemaas-backup")],
