@@ -213,7 +213,7 @@ def test_the_tool_ships_in_the_proxy_package(tmp_path):
     build = tmp_path / "src"
     shutil.copytree(src, build, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "build"))
     target = tmp_path / "site"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(build)],
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(build)],
                           capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (target / "litemaas_proxy" / "tools" / "key_cleanup.py").exists()
