@@ -74,7 +74,7 @@ class Workshop:
         cmd = ["ansible-playbook", "rhpds.litemaas.workshop_keys", "-e", f"@{vars_file}"]
         if check:
             cmd.append("--check")
-        proc = subprocess.run(cmd, cwd=str(self.tmp), env=self.env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(cmd, cwd=str(self.tmp), env=self.env, capture_output=True, text=True, timeout=300, check=False)
         return Run(proc)
 
     def proxy_keys(self) -> dict:
