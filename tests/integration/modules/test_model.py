@@ -60,8 +60,15 @@ def test_model_bad_input(play, proxy, uid):
         {M: {"model_name": f"{uid}-nobase"}},
         {M: {"model_name": "stub-model", "api_base": "http://127.0.0.1:1/v1", "model": "openai/x", "api_key": "sk-wrong-master"}},
         {"rhpds.litemaas.model_info": {"api_url": "http://127.0.0.1:9"}},
+        {M: {"model_name": f"{uid}-sync", "model": "openai/x", "api_base": "http://127.0.0.1:9/v1", "portal_sync": True,
+             "portal_url": "http://127.0.0.1:9", "portal_admin_key": "ltm_admin_test"}},
+        {M: {"model_name": f"{uid}-sync", "state": "absent"}},
     ])
     msgs = [r["msg"] for r in run.results]
+    assert run[3]["failed"] and run[3]["changed"] is True and run[3]["model"]["model_name"] == f"{uid}-sync"
+    assert msgs[3] == ("The model was created, but the portal sync failed: POST /api/v1/models/sync failed: "
+                       "cannot reach http://127.0.0.1:9: [Errno 111] Connection refused")
+    assert run[4]["changed"] is True and "ltm_admin_test" not in run.stdout
     assert msgs[0] == f"model (the upstream model, for example openai/granite-3-8b) is required to create model '{uid}-nobase'"
     assert msgs[1].startswith("GET /model/info failed with HTTP 401: Authentication Error"), msgs[1]
     assert msgs[2] == "GET /model/info failed: cannot reach http://127.0.0.1:9: [Errno 111] Connection refused"

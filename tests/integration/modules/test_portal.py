@@ -29,7 +29,11 @@ def test_portal_user_grant_and_revoke(play, portal_db, uid):
     by_email = {"email": f"{uid}-lead@example.com", "role": "adminReadonly", "portal_db_url": portal_db}
     revoke = {"user_id": user_id, "role": "admin", "state": "absent", "portal_db_url": portal_db}
     run = play([{PU: grant, "check_mode": True, "diff": True}, {PU: grant}, {PU: grant}, {PU: by_email}, {PU: by_email}, {PU: revoke}, {PU: revoke},
-                {PU: {"username": f"{uid}-nobody", "portal_db_url": portal_db}}], verbosity=3)
+                {PU: {"username": f"{uid}-nobody", "portal_db_url": portal_db}},
+                {PU: {"username": f"{uid}-lead", "portal_url": "http://127.0.0.1:9", "portal_jwt_secret": "portal-jwt-secret-for-the-test",
+                      "portal_jwt_user_id": user_id}},
+                {PU: {"username": f"{uid}-lead", "portal_url": "http://127.0.0.1:9", "portal_jwt_secret": "portal-jwt-secret-for-the-test"}}],
+               verbosity=3)
     check = run[0]
     assert check["changed"] is True and check["portal_user"]["roles"] == ["user", "admin"]
     assert check["diff"] == {"before": {"roles": ["user"]}, "after": {"roles": ["user", "admin"]}}
@@ -41,6 +45,10 @@ def test_portal_user_grant_and_revoke(play, portal_db, uid):
     assert roles_of(portal_db, user_id) == ["user", "admin-readonly"]
     assert run[7]["failed"] and run[7]["msg"] == f"Portal user '{uid}-nobody' not found (portal users are created at their first login)"
     assert "postgresql://" not in run.stdout, "the database URL must stay hidden"
+    assert run[8]["msg"] == (f"GET /api/v1/users?limit=100&search={uid}-lead failed: cannot reach http://127.0.0.1:9: "
+                             "[Errno 111] Connection refused")
+    assert run[9]["msg"] == ("portal_jwt_user_id is required with portal_jwt_secret: the portal accepts a token only for an active user id")
+    assert "portal-jwt-secret-for-the-test" not in run.stdout
 
 
 def test_key_sync(play, proxy, portal_db, uid):
