@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-ROOT = REPO / ".work" / f"unit-collections-{os.getpid()}"
+ROOT = REPO / ".work" / "unit-collections"
 _link = ROOT / "ansible_collections" / "rhpds" / "litemaas"
 if not _link.exists():
     _link.parent.mkdir(parents=True, exist_ok=True)
