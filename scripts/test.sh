@@ -28,7 +28,13 @@ ansible-lint --offline --profile production -q --nocolor
 log "ansible-test sanity"
 bash "$ROOT/scripts/sanity.sh"
 
+log "module reference is up to date"
+python scripts/gen_module_docs.py --check
+
 log "pytest"
 python -m pytest "$@"
+
+log "molecule (deploy role, render scenario with idempotence)"
+molecule test -s render
 
 log "all checks passed in $(( $(date +%s) - start ))s"
