@@ -86,7 +86,7 @@ def test_module_reports_upstream_errors_and_fails_the_check(playbook, stub_upstr
 
 def test_module_fail_on_threshold_fails_the_task(playbook, stub_upstream, tmp_path):
     proc, dummy = _task(playbook, tmp_path, {"api_url": stub_upstream.url, "api_keys": ["sk-a"], "model": "stub-model", "attendees": 2,
-                                         "requests_per_attendee": 1, "ttft_p95_threshold": 0, "fail_on_threshold": True}, expect_rc=2)
+                                             "requests_per_attendee": 1, "ttft_p95_threshold": 0, "fail_on_threshold": True}, expect_rc=2)
     assert "FAIL: 2 requests by 2 attendees to stub-model" in proc.stdout
     assert "is above 0.000 s" in proc.stdout
 

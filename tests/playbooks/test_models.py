@@ -31,7 +31,7 @@ def test_models_reconcile(playbook, proxy, stub_upstream):
 
     # The new model serves requests through the proxy.
     status, body, dummy = proxy.request("POST", "/v1/chat/completions", {"model": prefix + "granite", "messages": [{"role": "user", "content": "hi"}]},
-                                    headers={"Authorization": f"Bearer {proxy.master_key}"})
+                                        headers={"Authorization": f"Bearer {proxy.master_key}"})
     assert status == 200, body
 
     # Check mode predicts the change and changes nothing.

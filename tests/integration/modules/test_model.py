@@ -45,7 +45,7 @@ def test_model_lifecycle(play, proxy, stub_upstream, uid):
     # The new model serves requests through the upstream.
     status, key = proxy.admin("POST", "/key/generate", {"models": [name]})
     assert status == 200
-    status, body, _ = proxy.request("POST", "/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "hi"}]},
+    status, body, dummy = proxy.request("POST", "/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "hi"}]},
                                     {"Authorization": f"Bearer {key['key']}"})
     assert status == 200, body
 

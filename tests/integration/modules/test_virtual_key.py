@@ -35,7 +35,7 @@ def test_check_mode_apply_reapply_update_and_remove(play, proxy, uid):
     assert stored["max_budget"] == 5 and stored["rpm_limit"] == 30 and stored["metadata"] == {"guid": uid}
     assert second["changed"] is False and second["action"] == "unchanged" and "key" not in second, second
     # The key works on the data plane.
-    status, data, _ = proxy.request("GET", "/v1/models", headers={"Authorization": f"Bearer {secret}"})
+    status, data, dummy = proxy.request("GET", "/v1/models", headers={"Authorization": f"Bearer {secret}"})
     assert status == 200 and [m["id"] for m in data["data"]] == ["stub-model"]
 
     changed = dict(args, max_budget=7.5, metadata={"owner": "ops"})
@@ -76,7 +76,7 @@ def test_regenerate_rotates_the_secret(play, proxy, uid):
     assert run[1]["changed"] is True and run[1]["action"] == "regenerated"
     assert new.startswith("sk-") and new != old
     assert proxy_key(proxy, alias)["token"] == hashlib.sha256(new.encode()).hexdigest()
-    status, _, _ = proxy.request("GET", "/v1/models", headers={"Authorization": f"Bearer {old}"})
+    status, dummy, dummy = proxy.request("GET", "/v1/models", headers={"Authorization": f"Bearer {old}"})
     assert status == 401
 
 

@@ -92,8 +92,6 @@ def test_partial_failure_keeps_the_successes(play, proxy, uid):
     assert stored[f"{uid}-p-ok1"]["max_budget"] == 1 and stored[f"{uid}-p-ok2"]["max_budget"] == 9
 
 
-
-
 def test_bulk_bad_input(play, proxy, uid):
     run = play([
         {VKS: {"count": 3, "alias_pattern": f"{uid}-x", "models": ["stub-model"]}},

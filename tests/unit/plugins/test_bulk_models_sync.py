@@ -18,7 +18,7 @@ def params(**kw):
 
 def test_expand_count_with_patterns_and_defaults():
     entries = virtual_keys.expand_keys(params(count=3, start=5, alias_pattern="lab-{n:03d}", user_id_pattern="user{n}@x", models=["m"], max_budget=2))
-    assert [a for a, _ in entries] == ["lab-005", "lab-006", "lab-007"]
+    assert [a for a, dummy in entries] == ["lab-005", "lab-006", "lab-007"]
     assert entries[0][1] == {"models": ["m"], "max_budget": 2, "user_id": "user5@x"}
 
 
@@ -92,7 +92,7 @@ def test_plan_sync_finds_every_difference():
     assert {(d["id"], d["reason"]) for d in deact} == {("p2", "gone from the proxy"), ("p3", "expired on the proxy"), ("p4", "expired in the portal")}
     assert [(i["token"], i["user_id"]) for i in imp] == [("w1", "u1")]
     assert [s["token"] for s in skipped] == ["w2"]
-    deact, imp, _ = keysync.plan_sync(portal, proxy, users, deactivate=False, import_keys=False, now=NOW)
+    deact, imp, dummy = keysync.plan_sync(portal, proxy, users, deactivate=False, import_keys=False, now=NOW)
     assert deact == [] and imp == []
 
 
