@@ -46,7 +46,7 @@ def test_model_lifecycle(play, proxy, stub_upstream, uid):
     status, key = proxy.admin("POST", "/key/generate", {"models": [name]})
     assert status == 200
     status, body, dummy = proxy.request("POST", "/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "hi"}]},
-                                    {"Authorization": f"Bearer {key['key']}"})
+                                        {"Authorization": f"Bearer {key['key']}"})
     assert status == 200, body
 
     run = play([{M: {"model_name": name, "state": "absent"}}, {M: {"model_name": name, "state": "absent"}}])
