@@ -200,3 +200,38 @@ def test_crlf_sse_upstream(proxy, work_dir):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_model_is_usable_right_after_each_change(proxy, db_model, stub_upstream):
+    # Every change triggers several reloads (the caller's own, its published invalidation and the Redis
+    # echo). A reload that read the table before a change must never overwrite a newer list, so a
+    # model registered right after another was deleted answers at once, and a deleted one is gone.
+    # A second thread keeps changing other models meanwhile, so reloads overlap.
+    import threading
+
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            body = {"model_name": uid("churn"), "litellm_params": {"model": "openai/stub-model", "api_base": stub_upstream.url}}
+            status, data = proxy.admin("POST", "/model/new", body)
+            if status == 200:
+                proxy.admin("POST", "/model/delete", {"id": data["model_info"]["id"]})
+
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    try:
+        key = new_key(proxy, key_alias=uid("reload"))
+        for dummy in range(20):
+            name = db_model("stub-model")
+            code, data, dummy_headers = chat(proxy, key, model=name)
+            assert code == 200, data
+            status, info = proxy.admin("GET", "/model/info")
+            model_id = next(m["model_info"]["id"] for m in info["data"] if m["model_name"] == name)
+            status, data = proxy.admin("POST", "/model/delete", {"id": model_id})
+            assert status == 200, data
+            code, data, dummy_headers = chat(proxy, key, model=name)
+            assert code == 400, data
+    finally:
+        stop.set()
+        worker.join(30)

@@ -33,6 +33,9 @@ class Proxy:
         self.redis = None
         self.upstream: Optional[UpstreamClient] = None
         self.router = Router(settings.cooldown_time, settings.allowed_fails)
+        # Reloads run one at a time: a slow reload that read the table before a change must not
+        # overwrite the list of a later one (each reload starts its read after the previous finished).
+        self.models_lock = asyncio.Lock()
         self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
         self.spend.enabled = bool(settings.database_url)
         self.cache = KeyCache(self._load_key, settings.key_cache_ttl)
@@ -127,15 +130,16 @@ class Proxy:
         return out
 
     async def reload_models(self) -> None:
-        rows = []
-        if self.pool is not None:
-            try:
-                rows = await self.pool.fetch(f"SELECT model_id, model_name, litellm_params, model_info FROM {db.MODEL_TABLE} ORDER BY created_at, model_id")
-            except Exception as exc:
-                log.warning("could not load models from the database: %s", exc)
-                return
-        deps = [Deployment(r["model_id"], r["model_name"], r["litellm_params"], r["model_info"], True) for r in rows]
-        self.router.set_deployments(self.config_deployments, deps)
+        async with self.models_lock:
+            rows = []
+            if self.pool is not None:
+                try:
+                    rows = await self.pool.fetch(f"SELECT model_id, model_name, litellm_params, model_info FROM {db.MODEL_TABLE} ORDER BY created_at, model_id")
+                except Exception as exc:
+                    log.warning("could not load models from the database: %s", exc)
+                    return
+            deps = [Deployment(r["model_id"], r["model_name"], r["litellm_params"], r["model_info"], True) for r in rows]
+            self.router.set_deployments(self.config_deployments, deps)
 
     async def _poll_models(self) -> None:
         while not self.stop_event.is_set():
