@@ -1,0 +1,1 @@
+"""Reliability and security suite: load, faults, bad input, secrets."""
