@@ -31,6 +31,10 @@ VARSETS = {
         "ocp4_workload_litemaas_oauth_enabled": False,
         "ocp4_workload_litemaas_litellm_master_key": PINNED_MASTER_KEY,
         "ocp4_workload_litemaas_branding_enabled": False,
+        "ocp4_workload_litemaas_proxy_config": {
+            "router_settings": {"routing_strategy": "least-busy", "cooldown_time": 30},
+            "litellm_settings": {"metrics_key_alias": True},
+        },
     },
     "upstream_serviceaccount": {
         "ocp4_workload_litemaas_use_upstream_litellm": True,

@@ -481,6 +481,23 @@ def test_prebuilt_proxy_image(renders):
     assert run.one("Deployment", "litellm")["spec"]["template"]["spec"]["containers"][0]["image"] == "quay.io/example/litemaas-proxy:1.2.3"
 
 
+def test_proxy_config_file(renders):
+    run = renders["prebuilt_oauth_off"]
+    config = yaml.safe_load(run.one("ConfigMap", "litemaas-proxy-config")["data"]["config.yaml"])
+    assert config == {"router_settings": {"routing_strategy": "least-busy", "cooldown_time": 30}, "litellm_settings": {"metrics_key_alias": True}}
+    pod = run.one("Deployment", "litellm")["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["command"][-2:] == ["--config", "/etc/litemaas/config.yaml"]
+    assert {"name": "config", "mountPath": "/etc/litemaas", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "config", "configMap": {"name": "litemaas-proxy-config"}} in pod["spec"]["volumes"]
+    # The pod template carries the config's hash, so a changed config rolls the proxy.
+    assert len(pod["metadata"]["annotations"]["litemaas.rhpds.io/config-sha256"]) == 64
+    # Without a config (the default) there is no ConfigMap and no flag.
+    default = renders["defaults"]
+    assert default.find("ConfigMap", "litemaas-proxy-config") == []
+    assert "--config" not in default.one("Deployment", "litellm")["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
 def test_upstream_litellm_mode(renders):
     run = renders["upstream_serviceaccount"]
     assert run.find("BuildConfig") == []
