@@ -21,6 +21,20 @@ class DurationError(ValueError):
     pass
 
 
+REDIS_FAILURE_MODES = ("open", "closed")
+
+
+def redis_failure_mode(value: Any) -> str:
+    """``open`` (default: admit requests unchecked while Redis is unreachable) or ``closed`` (refuse them with 503)."""
+    if value is None or value == "":
+        return "open"
+    mode = str(value).strip().lower()
+    if mode not in REDIS_FAILURE_MODES:
+        raise ValueError(f"Invalid redis failure mode {value!r}: expected 'open' or 'closed' "
+                         "(LITEMAAS_REDIS_FAILURE_MODE, general_settings.redis_failure_mode)")
+    return mode
+
+
 def parse_duration(value: Any) -> tuple[int, str]:
     """Parse ``30s``, ``12h``, ``30d``, ``1w``, ``1mo`` into (count, unit). Raise DurationError otherwise."""
     if not isinstance(value, str):
@@ -116,6 +130,7 @@ class Settings:
     shutdown_flush_timeout: float = 10.0
     db_pool_size: int = 10
     upstream_connections: int = 1000
+    redis_failure_mode: str = "open"  # what rate-limited requests get while Redis is unreachable: "open" (admitted) or "closed" (503)
     raw_config: dict = field(default_factory=dict)  # the whole config file, for routing, guardrails, pass-through and metrics
 
 
@@ -153,5 +168,9 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     s.rate_limit_window = int(_float_env(env, "LITELLM_RATE_LIMIT_WINDOW_SIZE", 60))
     s.spill_dir = env.get("LITEMAAS_SPILL_DIR", "/tmp")
     s.shutdown_flush_timeout = _float_env(env, "LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT", 10.0)
+    s.redis_failure_mode = redis_failure_mode(env.get("LITEMAAS_REDIS_FAILURE_MODE") or _env_value(general.get("redis_failure_mode")))
+    if env is os.environ and general.get("redis_failure_mode") is not None:
+        # The limiter reads the mode from the environment when it is not handed one: let the config file's value reach it too.
+        os.environ.setdefault("LITEMAAS_REDIS_FAILURE_MODE", s.redis_failure_mode)
     s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
     return s

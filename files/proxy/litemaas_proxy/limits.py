@@ -4,16 +4,23 @@ One Lua script checks and increments every descriptor of a request (key, user, t
 so a request costs one Redis round trip before the upstream call. Windows are LiteLLM's: a fixed
 60 s window per descriptor that starts at the first request after the previous one expired.
 Nothing here is durable; a Redis FLUSHALL only resets the current windows.
+
+While Redis is unreachable the failure mode decides (``LITEMAAS_REDIS_FAILURE_MODE`` or
+``general_settings.redis_failure_mode``): ``open`` (default) admits requests unchecked, ``closed``
+refuses every request that needs a limit check with a 503. Keys without limits are never checked.
+Post-call updates that could not reach Redis are kept and applied once it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from typing import Optional
 
+from litemaas_proxy.config import redis_failure_mode
 from litemaas_proxy.errors import ProxyError
 
 log = logging.getLogger("litemaas_proxy.limits")
@@ -147,11 +154,14 @@ def _reset_text(reset_epoch: float) -> str:
 class Limiter:
     """``client`` has ``async run_script(script, keys, args)`` (litemaas_proxy.fastredis.FastRedis)."""
 
-    def __init__(self, client, window: int = 60, flush_delay: float = 0.02):
+    def __init__(self, client, window: int = 60, flush_delay: float = 0.02, failure_mode: Optional[str] = None):
         self.client = client
         self.window = window
         self.flush_delay = flush_delay
+        self.failure_mode = redis_failure_mode(os.environ.get("LITEMAAS_REDIS_FAILURE_MODE") if failure_mode is None else failure_mode)
         self.pending: dict = {}
+        self._warned_at = float("-inf")
+        self._unwarned = 0
         self._timer = None
         self._flushing: Optional[asyncio.Task] = None
 
@@ -160,6 +170,34 @@ class Limiter:
 
     async def _post(self, keys, args):
         return await self.client.run_script(POST_LUA, keys, args)
+
+    def _warn(self, what: str, exc: Exception) -> None:
+        """Log a Redis outage at most every 5 s (every request hits it), with the count of repeats left out."""
+        now = time.monotonic()
+        if now - self._warned_at < 5.0:
+            self._unwarned += 1
+            return
+        repeats, self._unwarned, self._warned_at = self._unwarned, 0, now
+        log.warning("%s, Redis unavailable (failure mode %s): %s%s", what, self.failure_mode, exc,
+                    f" ({repeats} more since the last message)" if repeats else "")
+
+    def _requeue(self, keys: list, argv: list) -> None:
+        """Put updates taken by ``_take_pending`` back (the script did not complete)."""
+        for j in range(int(argv[0])):
+            k = (keys[2 * j], keys[2 * j + 1])
+            tokens, rel = int(argv[1 + 2 * j]), int(argv[2 + 2 * j])
+            item = self.pending.get(k)
+            if item is None:
+                self.pending[k] = [tokens, rel]
+            else:
+                item[0] += tokens
+                item[1] += rel
+
+    def unavailable(self, exc: Exception) -> ProxyError:
+        """The 503 of the ``closed`` failure mode."""
+        return ProxyError(503, f"Rate limits cannot be checked: Redis is unavailable ({type(exc).__name__}). "
+                          "The proxy is configured to refuse rate-limited requests meanwhile (redis failure mode 'closed'); retry shortly.",
+                          "service_unavailable", "None", {"retry-after": "1"})
 
     def _take_pending(self) -> tuple:
         pending, self.pending = self.pending, {}
@@ -172,20 +210,21 @@ class Limiter:
         return keys, argv
 
     async def check(self, descs: list, keys: list, argv: list) -> Optional[dict]:
-        """Admit or raise 429. Returns the x-ratelimit-* headers (None if Redis is unavailable: fail open)."""
+        """Admit or raise 429. Returns the x-ratelimit-* headers. While Redis is unavailable: None (mode ``open``)
+        or a 503 ProxyError (mode ``closed``)."""
         flushing = self._flushing
         if flushing is not None and not flushing.done():
             await asyncio.shield(flushing)  # rare: keep "tokens used" ahead of the next check even across a reconnect
-        if self.pending:
-            pkeys, pargv = self._take_pending()
-            keys = keys + pkeys
-            argv = argv + pargv
-        else:
-            argv = argv + [0]
+        pkeys, pargv = self._take_pending() if self.pending else ([], [0])
         try:
-            res = await self._check(keys=keys, args=argv)
-        except Exception as exc:  # Redis down: fail open, never block traffic on a cache outage
-            log.warning("rate limit check skipped, Redis unavailable: %s", exc)
+            res = await self._check(keys=keys + pkeys, args=argv + pargv)
+        except Exception as exc:
+            if isinstance(exc, ConnectionError):
+                self._requeue(pkeys, pargv)  # connection refused or lost: carry the queued updates to a later call
+            if self.failure_mode == "closed":
+                self._warn("request refused, rate limits cannot be checked", exc)
+                raise self.unavailable(exc) from None
+            self._warn("rate limit check skipped", exc)
             return None
         if res[0] == 0:
             d = descs[int(res[1]) - 1]
@@ -242,4 +281,9 @@ class Limiter:
         try:
             await self._post(keys=keys, args=argv)
         except Exception as exc:
-            log.warning("rate limit update skipped, Redis unavailable: %s", exc)
+            if isinstance(exc, ConnectionError):
+                # Keep them (a lost release would hold a parallel slot until its counter expires); counters are clamped at 0.
+                self._requeue(keys, argv)
+                self._warn("rate limit update deferred", exc)
+            else:
+                self._warn("rate limit update skipped", exc)
