@@ -11,6 +11,7 @@ import asyncpg
 from aiohttp import web
 
 from litemaas_proxy import db, metrics
+from litemaas_proxy.api import body_too_large, max_request_size
 from litemaas_proxy.auth import MASTER, KeyCache, credential_from_headers, hash_token, is_master
 from litemaas_proxy.config import Settings
 from litemaas_proxy.errors import DetailError, ProxyError
@@ -212,26 +213,43 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except (ProxyError, DetailError) as exc:
         return exc.response()
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_error(request, exc).response()
     except asyncio.CancelledError:
         raise
+    except asyncpg.DataError as exc:
+        # A value PostgreSQL cannot store (NUL character, number out of range, ...): the request is at fault.
+        # The transaction around the write is rolled back, so nothing was stored.
+        return ProxyError(400, f"Invalid value in the request: {exc}", "bad_request_error", "None").response()
     except Exception as exc:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return ProxyError(500, f"Internal Server Error, {type(exc).__name__}: {exc}", "internal_server_error", "None").response()
 
 
-async def _not_found(request: web.Request):
-    raise ProxyError(404, f"Route not found: {request.method} {request.path}", "not_found_error", "None")
+def http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
+    """aiohttp's own errors (unknown route, wrong method, body too large, bad request line) in the LiteLLM error shape."""
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return body_too_large(request.client_max_size)
+    if exc.status == 404:
+        return ProxyError(404, f"Route not found: {request.method} {request.path}", "not_found_error", "None")
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        return ProxyError(405, f"Method Not Allowed: {request.method} {request.path}" + (f" (allowed: {allowed})" if allowed else ""),
+                          "invalid_request_error", "None", {"Allow": allowed} if allowed else None)
+    etype = "invalid_request_error" if exc.status < 500 else "internal_server_error"
+    return ProxyError(exc.status, exc.text or exc.reason, etype, "None")
 
 
 def create_app(settings: Settings) -> web.Application:
     from litemaas_proxy import guardrails, routing
-    from litemaas_proxy.api import data, management, passthrough
+    from litemaas_proxy.api import data, management, openapi, passthrough
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_request_size(settings))
     proxy = Proxy(settings)
     app["proxy"] = proxy
+    openapi.setup(app)
     routing.setup(proxy)
     guardrails.setup(app, proxy)
     data.setup(app, proxy)

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from litemaas_proxy import metrics
+from litemaas_proxy.api import read_body_bytes
 from litemaas_proxy.auth import MASTER, hash_token
 from litemaas_proxy.errors import ProxyError, json_response
 from litemaas_proxy.limits import build_args, descriptors_for
@@ -96,6 +97,87 @@ def check_key_state(proxy, entry, now: float) -> None:
         if spent > user["max_budget"]:
             raise ProxyError(400, f"ExceededBudget: User={user['user_id']} over budget. Spend={spent}, Budget={user['max_budget']}",
                              "budget_exceeded", None)
+
+
+def _invalid(name: str, expected: str, value) -> ProxyError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ProxyError(400, f"Invalid request: '{name}' must be {expected}. Received: {shown}", "invalid_request_error", name)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text_or_tokens(value) -> bool:
+    """A string, a non-empty list of strings, of token ids, or of lists of token ids (OpenAI's prompt/input)."""
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    return (all(isinstance(v, str) for v in value) or all(_is_int(v) for v in value)
+            or all(isinstance(v, list) and v and all(_is_int(t) for t in v) for v in value))
+
+
+# Optional request fields checked before anything reaches a model server: name -> (test, expected).
+_OPTIONAL_FIELDS = {
+    "stream": (lambda v: isinstance(v, bool), "true or false"),
+    "max_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "max_completion_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "seed": (_is_int, "an integer"),
+    # Ranges are the model server's to check (they differ between servers); the types are not.
+    "temperature": (_is_number, "a number"),
+    "top_p": (_is_number, "a number"),
+    "presence_penalty": (_is_number, "a number"),
+    "frequency_penalty": (_is_number, "a number"),
+    "stream_options": (lambda v: isinstance(v, dict), "an object"),
+    "stop": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v)), "a string or a list of strings"),
+    "user": (lambda v: isinstance(v, str), "a string"),
+    "metadata": (lambda v: isinstance(v, dict), "an object"),
+    "tools": (lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v), "a list of objects"),
+    "tool_choice": (lambda v: isinstance(v, (str, dict)), "a string or an object"),
+    "response_format": (lambda v: isinstance(v, dict), "an object"),
+    "dimensions": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "encoding_format": (lambda v: v in ("float", "base64"), "'float' or 'base64'"),
+}
+
+
+def validate_llm_body(body: dict, call_type: str) -> None:
+    """Refuse, with a 400 naming the field, a request no model server could answer (wrong types, missing fields)."""
+    if call_type == "acompletion":
+        messages = body.get("messages")
+        if messages is None:
+            raise ProxyError(400, "Invalid request: 'messages' is required", "invalid_request_error", "messages")
+        if not isinstance(messages, list) or not messages:
+            raise _invalid("messages", "a non-empty list of message objects", messages)
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise _invalid(f"messages[{i}]", "an object with 'role' and 'content'", message)
+            if not isinstance(message.get("role"), str) or not message["role"]:
+                raise _invalid(f"messages[{i}].role", "a string such as 'user'", message.get("role"))
+            content = message.get("content")
+            if content is not None and not isinstance(content, (str, list)):
+                raise _invalid(f"messages[{i}].content", "a string or a list of content parts", content)
+    elif call_type == "atext_completion":
+        if body.get("prompt") is None:
+            raise ProxyError(400, "Invalid request: 'prompt' is required", "invalid_request_error", "prompt")
+        if not _text_or_tokens(body["prompt"]):
+            raise _invalid("prompt", "a string, a non-empty list of strings or a list of token ids", body["prompt"])
+    elif call_type == "aembedding":
+        if body.get("input") is None:
+            raise ProxyError(400, "Invalid request: 'input' is required", "invalid_request_error", "input")
+        if not _text_or_tokens(body["input"]):
+            raise _invalid("input", "a string, a non-empty list of strings or a list of token ids", body["input"])
+    for name, (test, expected) in _OPTIONAL_FIELDS.items():
+        value = body.get(name)
+        if value is not None and not test(value):
+            raise _invalid(name, expected, value)
 
 
 def _event_end(buf: bytes) -> int:
@@ -184,16 +266,19 @@ def setup(app: web.Application, proxy) -> None:
         t0 = time.monotonic()
         start_dt = datetime.now(UTC)
         entry = await proxy.authenticate(request)
-        raw = await request.read()
+        raw = await read_body_bytes(request)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ProxyError(400, f"Invalid JSON payload: {exc}", "invalid_request_error", "None")
         if not isinstance(body, dict):
-            raise ProxyError(400, "Invalid JSON payload: expected an object", "invalid_request_error", "None")
+            raise ProxyError(400, f"Invalid JSON payload: expected an object, got {type(body).__name__}", "invalid_request_error", "None")
         model = body.get("model")
-        if not isinstance(model, str) or not model:
+        if model is None or model == "":
             raise ProxyError(400, "Invalid request: 'model' is required", "invalid_request_error", "model")
+        if not isinstance(model, str):
+            raise _invalid("model", "a string (a model name from /v1/models)", model)
+        validate_llm_body(body, call_type)
         now = time.time()
         check_key_state(proxy, entry, now)
         check_model_access(entry, model, router)

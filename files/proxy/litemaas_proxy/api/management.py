@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from litemaas_proxy import __version__, db
+from litemaas_proxy.api import read_body_bytes
 from litemaas_proxy.auth import MASTER, abbreviate, generate_key, hash_if_needed, hash_token, key_name
 from litemaas_proxy.config import DurationError, duration_after, next_budget_reset, parse_duration
 from litemaas_proxy.errors import DetailError, ProxyError, bad_request, json_response, not_found, validation_error
@@ -33,13 +34,18 @@ DICT_FIELDS = {"metadata", "aliases", "config", "permissions", "model_max_budget
 BOOL_FIELDS = {"blocked", "auto_rotate", "auto_create_key", "send_invite_email"}
 DURATION_FIELDS = {"budget_duration", "duration", "rotation_interval"}
 STR_FIELDS = {"key_alias", "user_id", "team_id", "user_email", "user_alias", "user_role", "team_alias", "budget_id", "organization_id"}
+STR_LIST_FIELDS = {"models", "allowed_cache_controls", "allowed_routes"}  # stored as TEXT[]
+INT_MAX = {"max_parallel_requests": 2**31 - 1}  # INTEGER column; the others are BIGINT
+BIGINT_MAX = 2**63 - 1
+MAX_PAGE = 1_000_000
+MAX_REPORT_DAYS = 3660  # about ten years of per-day rows
 METADATA_PROMOTED = ("model_rpm_limit", "model_tpm_limit", "tags", "guardrails", "prompts", "enforced_params", "rpm_limit_type", "tpm_limit_type")
 
 
 # ---------------------------------------------------------------------------- helpers
 
 async def read_body(request: web.Request) -> dict:
-    raw = await request.read()
+    raw = await read_body_bytes(request)
     if not raw.strip():
         return {}
     try:
@@ -78,10 +84,15 @@ def coerce(body: dict, name: str) -> Any:
             raise bad_request(f"{name} must be an integer. Received: {value!r}", name)
         if out < 0:
             raise bad_request(f"{name} cannot be negative. Received: {value}", name)
+        limit = INT_MAX.get(name, BIGINT_MAX)
+        if out > limit:
+            raise bad_request(f"{name} must be at most {limit}. Received: {value}", name)
         return out
     if name in LIST_FIELDS:
         if not isinstance(value, list):
             raise bad_request(f"{name} must be a list. Received: {value!r}", name)
+        if name in STR_LIST_FIELDS and not all(isinstance(v, str) and "\x00" not in v for v in value):
+            raise bad_request(f"{name} must be a list of strings. Received: {value!r}", name)
         return value
     if name in DICT_FIELDS:
         if not isinstance(value, dict):
@@ -96,11 +107,18 @@ def coerce(body: dict, name: str) -> Any:
             return "-1"
         try:
             parse_duration(value)
+            duration_after(value)
+            next_budget_reset(value)
         except DurationError as exc:
             raise bad_request(f"Invalid {name}: {exc}", name)
+        except (OverflowError, ValueError):
+            raise bad_request(f"Invalid {name} {value!r}: too long", name)
         return value
-    if name in STR_FIELDS and not isinstance(value, str):
-        raise bad_request(f"{name} must be a string. Received: {value!r}", name)
+    if name in STR_FIELDS:
+        if not isinstance(value, str):
+            raise bad_request(f"{name} must be a string. Received: {value!r}", name)
+        if "\x00" in value:
+            raise bad_request(f"{name} must not contain NUL characters", name)
     return value
 
 
@@ -142,9 +160,17 @@ def parse_date(value: Optional[str], name: str) -> Optional[date]:
     if not value:
         return None
     try:
-        return date.fromisoformat(value[:10])
+        out = date.fromisoformat(value[:10])
     except ValueError:
         raise bad_request(f"Invalid {name} {value!r}: expected YYYY-MM-DD", name)
+    if out >= date.max:
+        raise bad_request(f"Invalid {name} {value!r}: must be before {date.max.isoformat()}", name)
+    return out
+
+
+def check_range(start: Optional[date], end: Optional[date]) -> None:
+    if start and end and (end - start).days > MAX_REPORT_DAYS:
+        raise bad_request(f"Date range too long: {start} to {end}; at most {MAX_REPORT_DAYS} days per request", "end_date")
 
 
 def setup(app: web.Application, proxy) -> None:
@@ -353,7 +379,7 @@ def setup(app: web.Application, proxy) -> None:
 
     async def key_list(request):
         await proxy.require_admin(request)
-        page = int_query(request, "page", 1)
+        page = int_query(request, "page", 1, 1, MAX_PAGE)
         size = int_query(request, "size", 10, 1, 100)
         where, args = [], []
         for qname, col in (("user_id", "user_id"), ("team_id", "team_id"), ("key_alias", "key_alias"), ("organization_id", "organization_id"),
@@ -440,7 +466,10 @@ def setup(app: web.Application, proxy) -> None:
                 validate_models(val)
                 out["models"] = val
             elif name == "teams":
-                out["teams"] = [t["team_id"] if isinstance(t, dict) else str(t) for t in val]
+                teams = [t.get("team_id") if isinstance(t, dict) else t for t in val]
+                if not all(isinstance(t, str) and t and "\x00" not in t for t in teams):
+                    raise bad_request(f"teams must be a list of team ids (or objects with a team_id). Received: {val!r}", "teams")
+                out["teams"] = teams
             elif name in ("created_at", "updated_at", "budget_reset_at"):
                 continue
             else:
@@ -463,6 +492,8 @@ def setup(app: web.Application, proxy) -> None:
         user_id = body.get("user_id") or str(uuid.uuid4())
         if not isinstance(user_id, str):
             raise bad_request("user_id must be a string", "user_id")
+        if not isinstance(body.get("auto_create_key", True), bool):
+            raise bad_request(f"auto_create_key must be true or false. Received: {body['auto_create_key']!r}", "auto_create_key")
         values = user_values(body, updating=False)
         values["user_id"] = user_id
         values.setdefault("user_role", "internal_user")
@@ -496,7 +527,7 @@ def setup(app: web.Application, proxy) -> None:
         user_id = request.query.get("user_id")
         p = pool()
         if not user_id:
-            page = int_query(request, "page", 1)
+            page = int_query(request, "page", 1, 1, MAX_PAGE)
             size = int_query(request, "page_size", 25, 1, 1000)
             rows = await p.fetch(f"SELECT * FROM {db.USER_TABLE} ORDER BY created_at LIMIT {size} OFFSET {(page - 1) * size}")
             return json_response({"users": [strip_password(r) for r in rows]})
@@ -699,6 +730,19 @@ def setup(app: web.Application, proxy) -> None:
                     raise bad_request(f"litellm_params.{name} must be a number", "litellm_params")
                 if val < 0:
                     raise bad_request(f"litellm_params.{name} cannot be negative", "litellm_params")
+        for name in ("api_base", "api_key", "custom_llm_provider", "passthrough_prefix"):
+            val = merged_params.get(name)
+            if val is not None and (not isinstance(val, str) or any(ord(c) < 32 or ord(c) == 127 for c in val)):
+                raise bad_request(f"litellm_params.{name} must be a string without control characters", "litellm_params")
+        for name in ("mode", "base_model", "passthrough_prefix"):
+            val = merged_info.get(name)
+            if val is not None and not isinstance(val, str):
+                raise bad_request(f"model_info.{name} must be a string", "model_info")
+        groups = merged_info.get("access_groups")
+        if groups is not None and not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
+            raise bad_request("model_info.access_groups must be a list of strings", "model_info")
+        if "id" in merged_info and (not isinstance(merged_info["id"], str) or not merged_info["id"]):
+            raise bad_request("model_info.id must be a non-empty string", "model_info")
         for name in ("input_cost_per_token", "output_cost_per_token"):
             if name in merged_params:
                 merged_info[name] = merged_params[name]
@@ -826,6 +870,7 @@ def setup(app: web.Application, proxy) -> None:
                 where.append(f"{col} = ${len(args)}")
         start = parse_date(request.query.get("start_date"), "start_date")
         end = parse_date(request.query.get("end_date"), "end_date")
+        check_range(start, end)
         if start:
             args.append(datetime.combine(start, datetime.min.time(), UTC))
             where.append(f'"startTime" >= ${len(args)}')
@@ -874,7 +919,8 @@ def setup(app: web.Application, proxy) -> None:
         end = parse_date(request.query.get("end_date"), "end_date")
         if not start or not end:
             raise bad_request("Please provide start_date and end_date", "start_date")
-        page = int_query(request, "page", 1)
+        check_range(start, end)
+        page = int_query(request, "page", 1, 1, MAX_PAGE)
         page_size = int_query(request, "page_size", 50, 1, 1000)
         args: list = [datetime.combine(start, datetime.min.time(), UTC), datetime.combine(end + timedelta(days=1), datetime.min.time(), UTC)]
         where = ['s."startTime" >= $1', 's."startTime" < $2']
