@@ -15,7 +15,8 @@ with what PostgreSQL recorded:
   * ``"LiteLLM_VerificationToken".spend`` equal to prompt x input price + completion x output price within
     half the price of one token (that is: to the token).
 
-Prints requests/s, the error rate excluding 429, counts per status, and PASS/FAIL. Exit 0 on PASS, 1 on FAIL.
+Prints requests/s, the error rate excluding 429, counts per status, CPU use during the load (this run's processes vs
+the rest of the machine, 100% = one core), and PASS/FAIL. Exit 0 on PASS, 1 on FAIL.
 
 Run from the repo root: .venv/bin/python bench/load.py [--duration 60] [--concurrency 32] [--keys 200] [--proxies 2]
 """
@@ -65,6 +66,40 @@ def parse_args(argv=None):
     if args.duration <= 0 or args.concurrency < 1 or args.keys < 1 or args.proxies < 1:
         parser.error("--duration, --concurrency, --keys and --proxies must be positive")
     return args
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple:
+    """(busy ticks, total ticks) of the whole machine from /proc/stat."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+def tree_ticks(roots: list) -> int:
+    """CPU ticks (user + system) of the given processes and all their descendants still alive."""
+    parents, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    total, wanted = 0, set(roots)
+    for pid in ticks:
+        p = pid
+        while p > 1 and p not in wanted:
+            p = parents.get(p, 0)
+        if p in wanted:
+            total += ticks[pid]
+    return total
 
 
 def token_hash(key: str) -> str:
@@ -256,7 +291,13 @@ def run(args) -> dict:
             uvloop.install()
         except ImportError:
             pass
+        roots = [os.getpid()] + [t.proc.pid for t in started if getattr(t, "proc", None) is not None]
+        busy0, ours0 = machine_busy(), tree_ticks(roots)
         elapsed = asyncio.run(drive(proxies, keys, args, tally))
+        busy1, ours1 = machine_busy(), tree_ticks(roots)
+        cpus = os.cpu_count() or 1
+        machine_pct = 100.0 * cpus * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])  # 100% = one core
+        ours_pct = 100.0 * (ours1 - ours0) / TICKS / elapsed if elapsed else 0.0
 
         print("stopping the proxies with SIGTERM (spend is flushed) ...", flush=True)
         exit_codes = [p.terminate() for p in proxies]
@@ -284,6 +325,7 @@ def run(args) -> dict:
             "ok_rps": tally.status.get("200", 0) / elapsed if elapsed else 0.0, "error_rate_excluding_429": error_rate,
             "status_counts": dict(sorted(tally.status.items())), "error_examples": tally.examples, "failure_rows": failure_rows,
             "spend_equal": not mismatches, "mismatches": mismatches[:50], "totals": tot, "proxy_exit_codes": exit_codes,
+            "cpu": {"cores": cpus, "machine_pct": machine_pct, "ours_pct": ours_pct, "other_pct": max(0.0, machine_pct - ours_pct)},
         }
         return result
     finally:
@@ -300,6 +342,9 @@ def report(res: dict) -> None:
     tot = res["totals"]
     print()
     print(f"requests            {res['requests']} in {res['elapsed']:.1f} s  ->  {res['rps']:.1f} req/s ({res['ok_rps']:.1f} successful req/s)")
+    cpu = res["cpu"]
+    print(f"CPU during the load {cpu['machine_pct']:.0f}% of {cpu['cores'] * 100}% busy: this run {cpu['ours_pct']:.0f}%,"
+          f" other processes {cpu['other_pct']:.0f}% (high 'other' = measured on a busy machine)")
     print(f"status counts       {', '.join(f'{k}: {v}' for k, v in res['status_counts'].items())}")
     print(f"error rate (no 429) {res['error_rate_excluding_429']:.4%}")
     for status, text in res["error_examples"].items():
