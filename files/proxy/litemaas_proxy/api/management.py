@@ -207,8 +207,8 @@ def setup(app: web.Application, proxy) -> None:
             if name in ("key", "token", "new_key", "new_master_key"):
                 continue
             val = coerce(body, name) if name in body else None
-            if updating and val is None and name != "expires":
-                continue  # LiteLLM: null means "leave unchanged"
+            if val is None and (not updating or name != "expires"):
+                continue  # LiteLLM: null means "leave unchanged" (update) or "the default" (create)
             values[name] = val
         out: dict = {}
         now = datetime.now(UTC)
@@ -457,8 +457,8 @@ def setup(app: web.Application, proxy) -> None:
             if name not in db.USER_COLUMNS and name != "budget_duration":
                 continue
             val = coerce(body, name) if name in body else None
-            if updating and val is None:
-                continue
+            if val is None:
+                continue  # null: unchanged (update) or the default (create)
             if name == "budget_duration":
                 out["budget_duration"] = val
                 out["budget_reset_at"] = next_budget_reset(val, now) if val else None
@@ -579,6 +579,8 @@ def setup(app: web.Application, proxy) -> None:
         ids = body.get("user_ids")
         if not isinstance(ids, list) or not ids:
             raise validation_error(["body", "user_ids"], "Field required", body, "missing")
+        if not all(isinstance(i, str) for i in ids):
+            raise bad_request(f"user_ids must be a list of strings. Received: {ids!r}", "user_ids")
         async with pool().acquire() as conn:
             async with conn.transaction():
                 found = {r["user_id"] for r in await conn.fetch(f"SELECT user_id FROM {db.USER_TABLE} WHERE user_id = ANY($1::text[])", ids)}
@@ -608,8 +610,8 @@ def setup(app: web.Application, proxy) -> None:
             if name not in db.TEAM_COLUMNS and name not in ("budget_duration",):
                 continue
             val = coerce(body, name)
-            if updating and val is None:
-                continue
+            if val is None:
+                continue  # null: unchanged (update) or the default (create)
             if name == "budget_duration":
                 out["budget_duration"] = val
                 out["budget_reset_at"] = next_budget_reset(val, now) if val else None
@@ -680,6 +682,8 @@ def setup(app: web.Application, proxy) -> None:
         ids = body.get("team_ids")
         if not isinstance(ids, list) or not ids:
             raise validation_error(["body", "team_ids"], "Field required", body, "missing")
+        if not all(isinstance(i, str) for i in ids):
+            raise bad_request(f"team_ids must be a list of strings. Received: {ids!r}", "team_ids")
         async with pool().acquire() as conn:
             async with conn.transaction():
                 found = {r["team_id"] for r in await conn.fetch(f"SELECT team_id FROM {db.TEAM_TABLE} WHERE team_id = ANY($1::text[])", ids)}
@@ -701,6 +705,9 @@ def setup(app: web.Application, proxy) -> None:
         await proxy.require_admin(request)
         body = await read_body(request)
         team_id = body.get("team_id")
+        if not isinstance(team_id, str) or not team_id:
+            raise validation_error(["body", "team_id"], "Field required" if team_id is None else "Input should be a valid string", team_id,
+                                   "missing" if team_id is None else "string_type")
         async with pool().acquire() as conn:
             row = await db.update_row(conn, db.TEAM_TABLE, db.TEAM_COLUMNS, "team_id", team_id, {"blocked": blocked})
         if row is None:
@@ -787,6 +794,8 @@ def setup(app: web.Application, proxy) -> None:
         entry = await proxy.require_admin(request)
         if not model_id:
             raise bad_request("model_info.id is required", "model_info")
+        if not isinstance(model_id, str):
+            raise bad_request(f"model_info.id must be a string. Received: {model_id!r}", "model_info")
         if model_id in router.config_ids:
             raise bad_request("Can't edit model. Model in config. Store model in db via /model/new. to edit.", "model_info")
         async with pool().acquire() as conn:
@@ -818,6 +827,8 @@ def setup(app: web.Application, proxy) -> None:
         model_id = body.get("id")
         if not model_id:
             raise validation_error(["body", "id"], "Field required", body, "missing")
+        if not isinstance(model_id, str):
+            raise bad_request(f"id must be a string. Received: {model_id!r}", "id")
         if model_id in router.config_ids:
             raise bad_request(f"Model with id={model_id} is defined in the config file and cannot be deleted through the API", "id")
         status = await pool().execute(f"DELETE FROM {db.MODEL_TABLE} WHERE model_id = $1", str(model_id))
