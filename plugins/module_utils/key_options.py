@@ -96,8 +96,11 @@ def desired_key(alias, options, now=None):
                 opts["expires"] = None
                 want["never_expires"] = True
             else:
-                when = parse_timestamp(opts["expires"])
-                duration_until(when, now or utcnow())  # must lie in the future
+                try:
+                    when = parse_timestamp(opts["expires"])
+                    duration_until(when, now or utcnow())  # must lie in the future
+                except DurationError as exc:
+                    raise DurationError("Invalid expires: %s" % exc)
                 opts["expires"] = format_timestamp(when)
     except DurationError as exc:
         raise KeyOptionError("%s (key '%s')" % (exc, alias))
