@@ -91,6 +91,41 @@ def test_redis_stopped_mid_load(proxy_factory, own_redis, mode):
     assert_spend_matches(p.dsn, load.usage, limited)
 
 
+def test_parallel_slots_stay_exact_across_a_redis_outage(own_redis):
+    """The limiter against a real Redis that becomes unreachable: slot releases that could not be sent are applied
+    once it is back, and requests admitted unchecked (mode open) release nothing, so max_parallel_requests stays exact."""
+    import asyncio
+
+    from litemaas_proxy.errors import ProxyError
+    from litemaas_proxy.fastredis import FastRedis
+    from litemaas_proxy.limits import Descriptor, Limiter, build_args
+    from tests.support.services import free_port
+
+    async def scenario():
+        live, dead = FastRedis(own_redis.url), FastRedis(f"redis://127.0.0.1:{free_port()}/0")
+        limiter = Limiter(live, 60, failure_mode="open")
+        descs = [Descriptor("api_key", uid("par"), None, None, 2)]
+        keys, argv = build_args(descs, 60)
+        try:
+            assert await limiter.check(descs, keys, argv) is not None  # A1 takes a slot
+            assert await limiter.check(descs, keys, argv) is not None  # A2 takes the second slot
+            limiter.client = dead  # Redis unreachable from here on
+            assert await limiter.check(descs, keys, argv) is None  # B is admitted unchecked (fail open): no slot
+            limiter.post(descs, keys, 0, True)  # B ends
+            limiter.post(descs, keys, 0, True)  # A1 ends: its slot must be given back
+            await limiter.flush()
+            limiter.client = live  # Redis is back; A2 is still in flight
+            assert await limiter.check(descs, keys, argv) is not None  # one slot is free (A1's)
+            with pytest.raises(ProxyError) as err:
+                await limiter.check(descs, keys, argv)  # both slots taken (A2 and the new one)
+            assert err.value.status == 429 and "max_parallel_requests" in err.value.message
+        finally:
+            await live.close()
+            await dead.close()
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------- PostgreSQL restarted mid-load
 
 def test_postgres_restarted_mid_load_loses_no_spend_and_cached_keys_keep_working(proxy_factory, own_pg):

@@ -160,6 +160,9 @@ class Limiter:
         self.flush_delay = flush_delay
         self.failure_mode = redis_failure_mode(os.environ.get("LITEMAAS_REDIS_FAILURE_MODE") if failure_mode is None else failure_mode)
         self.pending: dict = {}
+        # Parallel counters of requests admitted unchecked (mode "open", Redis down): their slot was never taken,
+        # so their release must not be applied either. pkey -> count still to be skipped.
+        self.unchecked: dict = {}
         self._warned_at = float("-inf")
         self._unwarned = 0
         self._timer = None
@@ -225,6 +228,9 @@ class Limiter:
                 self._warn("request refused, rate limits cannot be checked", exc)
                 raise self.unavailable(exc) from None
             self._warn("rate limit check skipped", exc)
+            for i, d in enumerate(descs):
+                if d.par >= 0:
+                    self.unchecked[keys[2 * i + 1]] = self.unchecked.get(keys[2 * i + 1], 0) + 1
             return None
         if res[0] == 0:
             d = descs[int(res[1]) - 1]
@@ -257,6 +263,14 @@ class Limiter:
         for i, d in enumerate(descs):
             count = tokens if (d.tpm >= 0 and tokens > 0) else 0
             rel = 1 if (release and d.par >= 0) else 0
+            if rel and self.unchecked:
+                skip = self.unchecked.get(keys[2 * i + 1])
+                if skip:  # one of the requests admitted unchecked: it holds no slot
+                    rel = 0
+                    if skip > 1:
+                        self.unchecked[keys[2 * i + 1]] = skip - 1
+                    else:
+                        del self.unchecked[keys[2 * i + 1]]
             if count or rel:
                 k = (keys[2 * i], keys[2 * i + 1])
                 item = self.pending.get(k)
