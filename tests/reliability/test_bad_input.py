@@ -446,3 +446,25 @@ def test_unknown_route_and_wrong_method_are_json(bad_proxy, vkey):
     status, data, hdrs = bad_proxy.request("GET", "/key/generate", headers={"x-litellm-api-key": bad_proxy.master_key})
     assert_error(status, data, 405, "Method Not Allowed", "POST")
     assert "POST" in hdrs.get("Allow", "")
+
+
+def test_key_values_that_collide(bad_proxy):
+    """A chosen secret equal to another key's or to the master key is refused, and both keys stay as they were."""
+    a = "sk-collide-" + uuid.uuid4().hex
+    b = "sk-collide-" + uuid.uuid4().hex
+    for secret in (a, b):
+        status, data = bad_proxy.admin("POST", "/key/generate", {"key": secret, "max_budget": 1})
+        assert status == 200, data
+    before = rows(bad_proxy.dsn, f"SELECT * FROM {KEY_TABLE} WHERE token IN (%s, %s) ORDER BY token",
+                  hashlib.sha256(a.encode()).hexdigest(), hashlib.sha256(b.encode()).hexdigest())
+    assert len(before) == 2
+    status, data = bad_proxy.admin("POST", "/key/generate", {"key": a})
+    assert_error(status, data, 400, "already exists", param="key")
+    status, data = bad_proxy.admin("POST", "/key/regenerate", {"key": a, "new_key": b, "max_budget": 50})
+    assert_error(status, data, 400, "already exists", param="new_key")
+    status, data = bad_proxy.admin("POST", "/key/generate", {"key": bad_proxy.master_key})
+    assert_error(status, data, 400, "master key", param="key")
+    status, data = bad_proxy.admin("POST", "/key/regenerate", {"key": a, "new_key": bad_proxy.master_key})
+    assert_error(status, data, 400, "master key", param="new_key")
+    assert rows(bad_proxy.dsn, f"SELECT * FROM {KEY_TABLE} WHERE token IN (%s, %s) ORDER BY token",
+                hashlib.sha256(a.encode()).hexdigest(), hashlib.sha256(b.encode()).hexdigest()) == before

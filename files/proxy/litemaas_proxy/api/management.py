@@ -15,7 +15,7 @@ from aiohttp import web
 
 from litemaas_proxy import __version__, db
 from litemaas_proxy.api import read_body_bytes
-from litemaas_proxy.auth import MASTER, abbreviate, generate_key, hash_if_needed, hash_token, key_name
+from litemaas_proxy.auth import MASTER, abbreviate, generate_key, hash_if_needed, hash_token, is_master, key_name
 from litemaas_proxy.config import DurationError, duration_after, next_budget_reset, parse_duration
 from litemaas_proxy.errors import DetailError, ProxyError, bad_request, json_response, not_found, validation_error
 
@@ -259,6 +259,7 @@ def setup(app: web.Application, proxy) -> None:
         if plaintext is not None:
             if not isinstance(plaintext, str) or not plaintext.startswith("sk-"):
                 raise bad_request(f"Invalid key format. LiteLLM Virtual Key must start with 'sk-'. Received: {plaintext}", "key")
+            refuse_master_value(plaintext, "key")
         else:
             plaintext = generate_key()
         values = key_values(body, updating=False)
@@ -283,6 +284,10 @@ def setup(app: web.Application, proxy) -> None:
             if name in body:
                 resp[name] = body[name]
         return resp
+
+    def refuse_master_value(plaintext: str, param: str) -> None:
+        if proxy.settings.master_key and is_master(plaintext, proxy.settings.master_key):
+            raise bad_request("A virtual key cannot have the master key's value.", param)
 
     async def get_key_row(conn, value: str) -> Optional[dict]:
         return db.record(await conn.fetchrow(f"SELECT * FROM {db.KEY_TABLE} WHERE token = $1", hash_if_needed(value)))
@@ -426,6 +431,8 @@ def setup(app: web.Application, proxy) -> None:
         new_key = body.get("new_key")
         if new_key is not None and (not isinstance(new_key, str) or not new_key.startswith("sk-")):
             raise bad_request(f"Invalid key format. LiteLLM Virtual Key must start with 'sk-'. Received: {new_key}", "new_key")
+        if new_key is not None:
+            refuse_master_value(new_key, "new_key")
         plaintext = new_key or generate_key()
         old_token = hash_token(key) if "sk" in key else key
         new_token = hash_token(plaintext)
@@ -440,7 +447,12 @@ def setup(app: web.Application, proxy) -> None:
                     await check_alias(conn, values["key_alias"], old_token)
                 values.update(token=new_token, key_name=key_name(plaintext), updated_by=caller_id(request, entry),
                               rotation_count=(row.get("rotation_count") or 0) + 1, last_rotation_at=datetime.now(UTC))
-                row = await conn.fetchrow(f"UPDATE {db.KEY_TABLE} SET token = $2 WHERE token = $1 RETURNING token", old_token, new_token)
+                if new_token != old_token and await conn.fetchval(f"SELECT 1 FROM {db.KEY_TABLE} WHERE token = $1", new_token):
+                    raise bad_request("A key with this value already exists.", "new_key")
+                try:
+                    row = await conn.fetchrow(f"UPDATE {db.KEY_TABLE} SET token = $2 WHERE token = $1 RETURNING token", old_token, new_token)
+                except asyncpg.UniqueViolationError:
+                    raise bad_request("A key with this value already exists.", "new_key")
                 values.pop("token")
                 row = await db.update_row(conn, db.KEY_TABLE, db.KEY_COLUMNS, "token", new_token, values)
         await proxy.publish(f"key:{old_token}")
