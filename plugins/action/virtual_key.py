@@ -1,6 +1,5 @@
 # -*- coding: utf-8 -*-
 # Apache-2.0 (see LICENSE)
-# ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 """Runs the module of the same name and hides the task's displayed result when it carries a new secret.
 
 A module cannot mark its own result as ``no_log`` (Ansible strips ``_ansible_no_log`` from module returns),

@@ -1,6 +1,5 @@
 # -*- coding: utf-8 -*-
 # Apache-2.0 (see LICENSE)
-# ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 
 from __future__ import absolute_import, division, print_function
 

@@ -1,6 +1,5 @@
 # -*- coding: utf-8 -*-
 # Apache-2.0 (see LICENSE)
-# ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 """The options of one virtual key (``KEY_OPTIONS_ARGSPEC``, doc fragment ``rhpds.litemaas.key_options``)
 and the pure logic that turns them into a plan: create, update (only the changed fields), regenerate,
 or nothing. Shared by the ``virtual_key`` and ``virtual_keys`` modules.

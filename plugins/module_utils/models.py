@@ -1,6 +1,5 @@
 # -*- coding: utf-8 -*-
 # Apache-2.0 (see LICENSE)
-# ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 """Pure logic of the ``model`` module: find deployments by model name + api_base, plan create/update/delete."""
 
 from __future__ import absolute_import, division, print_function

@@ -1,6 +1,5 @@
 # -*- coding: utf-8 -*-
 # Apache-2.0 (see LICENSE)
-# ruff: noqa: E402, UP001, UP004, UP008, UP009, UP010, UP031
 """Client for the LiteMaaS portal (backend API and, where it has no API, its PostgreSQL database).
 
 API calls authenticate with an HS256 JWT minted here from the portal's ``JWT_SECRET`` (the portal takes the
