@@ -378,3 +378,73 @@ def test_secrets_live_only_in_secrets(renders, name):
             for source in container.get("envFrom") or []:
                 assert "configMapRef" not in source or not any(v in json.dumps(source) for v in secrets.values())
     assert env_checked >= 5
+
+
+@pytest.fixture
+def fake_portal():
+    """A stand-in for the portal's model sync endpoint (POST /api/v1/models/sync) that records the Authorization header."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = b'{"success": true, "totalModels": 2}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_day2_playbooks_print_no_secret_at_vvv(proxy, ansible_env, portal_db_password_url, tmp_path, stub_upstream, fake_portal):
+    """models.yml (model_api_key and litellm_params.api_key in a loop), key_sync.yml and portal_admins.yml with every
+    connection secret given as a variable (no cluster discovery)."""
+    dsn, portal_url, db_password = portal_db_password_url
+    t = tag()
+    sql(dsn, "INSERT INTO users (username, email, oauth_id, roles) VALUES (%s, %s, %s, %s)", (f"{t}-lead", f"{t}-lead@example.com", f"{t}-lead", ["user"]),
+        fetch=False)
+    secrets = {"master key": proxy.master_key, "portal database password": db_password, "model_api_key": "sk-up-a-" + uuid.uuid4().hex,
+               "litellm_params.api_key": "sk-up-b-" + uuid.uuid4().hex, "portal admin key": "ltm_admin_" + uuid.uuid4().hex,
+               "portal JWT secret": "jwt-" + uuid.uuid4().hex}
+    conn = {"litemaas_proxy_url": proxy.url, "litemaas_master_key": proxy.master_key, "litemaas_portal_db_url": portal_url,
+            "litemaas_portal_url": fake_portal[0], "litemaas_portal_admin_key": secrets["portal admin key"],
+            "litemaas_portal_jwt_secret": secrets["portal JWT secret"], "litemaas_discover": False}
+    models = {"litemaas_models": [
+        {"model_name": f"{t}-a", "model": "openai/stub-model", "api_base": stub_upstream.url, "model_api_key": secrets["model_api_key"]},
+        {"model_name": f"{t}-b", "litellm_params": {"model": "openai/stub-model", "api_base": stub_upstream.url, "api_key": secrets["litellm_params.api_key"]},
+         "update_api_key": True},
+    ], "litemaas_models_portal_sync": "always"}
+    runs = {
+        "models": ["rhpds.litemaas.models", "-e", private_vars(tmp_path / "models.json", {**conn, **models})],
+        "key_sync": ["rhpds.litemaas.key_sync", "-e", private_vars(tmp_path / "sync.json", {**conn, "litemaas_key_sync_import_keys": True,
+                                                                                           "litemaas_key_sync_alias_prefix": f"{t}-"})],
+        "portal_admins": ["rhpds.litemaas.portal_admins", "-e", private_vars(tmp_path / "admins.json", {
+            **conn, "litemaas_portal_admins": [{"username": f"{t}-lead"}]})],
+    }
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        futures = {name: pool.submit(run_playbook, ansible_env, args, tmp_path) for name, args in runs.items()}
+        results = {name: f.result() for name, f in futures.items()}
+    for name, (rc, output) in results.items():
+        assert rc == 0, f"{name}:\n{output[-4000:]}"
+        assert_no_secret(output, secrets)
+        assert portal_url not in output
+        assert not FULL_KEY.findall(output), (name, FULL_KEY.findall(output)[:5])
+    # The playbooks did their work with those secrets.
+    status, data = proxy.admin("GET", "/model/info")
+    assert {f"{t}-a", f"{t}-b"} <= {m["model_name"] for m in data["data"]}
+    assert sql(dsn, "SELECT roles FROM users WHERE username = %s", (f"{t}-lead",))[0]["roles"] == ["user", "admin"]
+    assert fake_portal[1] == [("/api/v1/models/sync", f"Bearer {secrets['portal admin key']}")]
