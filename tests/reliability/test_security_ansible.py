@@ -3,7 +3,8 @@
 - Every module (virtual_key create/regenerate/check, virtual_keys, virtual_key_info, model with model_api_key and with
   litellm_params.api_key, model_info, key_sync, portal_user, capacity_check, failing calls) runs in one playbook at -vvv
   against the live proxy and a portal database in the real PostgreSQL.
-- The workshop keys role (playbooks/workshop_keys.yml) and the capacity check playbook run at -vvv against the live proxy.
+- The workshop keys role (playbooks/workshop_keys.yml), the capacity check, models, key_sync and portal_admins playbooks run
+  at -vvv against the live proxy (and a stand-in for the portal's model sync endpoint); playbooks/local.yml runs at -vvv.
 - The deploy role and the monitoring role render (no cluster) at -vvv with every secret pinned to a known value, and
   once with generated secrets read back from the render; no non-Secret manifest holds a secret value, and every
   secret environment variable comes from a secretKeyRef. The one exception is OpenShift's OAuthClient (see below).
@@ -17,6 +18,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -448,3 +450,27 @@ def test_day2_playbooks_print_no_secret_at_vvv(proxy, ansible_env, portal_db_pas
     assert {f"{t}-a", f"{t}-b"} <= {m["model_name"] for m in data["data"]}
     assert sql(dsn, "SELECT roles FROM users WHERE username = %s", (f"{t}-lead",))[0]["roles"] == ["user", "admin"]
     assert fake_portal[1] == [("/api/v1/models/sync", f"Bearer {secrets['portal admin key']}")]
+
+
+def test_local_platform_prints_no_secret_at_vvv(ansible_env, work_dir, stub_upstream):
+    """playbooks/local.yml (PostgreSQL, Redis and the proxy as local processes, the model, three workshop keys and a
+    request with each) at -vvv: neither the generated master key nor any workshop key is shown."""
+    from tests.integration.local.test_local_platform import SUPERVISOR, Platform
+
+    data_dir = work_dir / "security-local" / "data"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    plat = Platform(ansible_env, data_dir, stub_upstream.url)
+    try:
+        vars_file = data_dir.parent / "vars.json"
+        rc, output = run_playbook(plat.env, [str(REPO / "playbooks" / "local.yml"), "-e", private_vars(vars_file, plat.vars)], REPO)
+        assert rc == 0, output[-4000:]
+        secrets = {f"workshop key {alias}": key for alias, key in plat.keys().items()}
+        assert len(secrets) == 3
+        for path in sorted((data_dir / "secrets").rglob("*")):
+            if path.is_file() and path.suffix != ".json":
+                secrets[f"secret file {path.name}"] = path.read_text().strip()
+        assert "secret file master_key" in secrets
+        assert_no_secret(output, secrets)
+        assert not FULL_KEY.findall(output), FULL_KEY.findall(output)[:5]
+    finally:
+        subprocess.run([sys.executable, str(SUPERVISOR), "down", "--state-dir", str(data_dir)], capture_output=True, check=False)
