@@ -130,7 +130,7 @@ def flushed(p, token: str, count: int) -> bool:
 # No plaintext secret at rest or in the log
 
 
-def test_no_plaintext_key_in_database_redis_or_log(sec, redis_server, stub_upstream):
+def test_no_plaintext_key_in_database_redis_or_log(sec, redis_server, pg_server, stub_upstream):
     secrets = {"master": MASTER_KEY}
     # Keys of every origin: generated, custom, regenerated (generated and custom new value), user/new's automatic key.
     gen = sec.admin("POST", "/key/generate", {"key_alias": uid("sec-gen"), "rpm_limit": 1000, "tpm_limit": 100000, "max_parallel_requests": 5})[1]
@@ -233,6 +233,11 @@ def test_no_plaintext_key_in_database_redis_or_log(sec, redis_server, stub_upstr
     assert "DEBUG" in log or "INFO" in log, "the proxy wrote no log at all"
     for name, value in secrets.items():
         assert value not in log, f"plaintext {name} secret in the proxy log"
+    # ... and the servers' own logs (PostgreSQL logs failed statements; the proxy sends keys only as bound hashes).
+    for server_log in (pg_server.data_dir / "postgres.log", redis_server.data_dir / "redis.log"):
+        text = server_log.read_text(errors="replace")
+        for name, value in secrets.items():
+            assert value not in text, f"plaintext {name} secret in {server_log.name}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
