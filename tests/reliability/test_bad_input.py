@@ -367,6 +367,7 @@ def test_team_new_refuses_and_creates_nothing(bad_proxy, field, value, message):
     ({"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": "a\r\nX-Injected: 1"}}, "api_key must be a string without control",
      "litellm_params"),
     ({"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": 8080}}, "api_base must be a string", "litellm_params"),
+    ({"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": "clé-été"}}, "api_key must be printable ASCII", "litellm_params"),
     ({"model_name": "m", "litellm_params": {"model": "openai/x"}, "model_info": {"access_groups": "team-a"}}, "access_groups must be a list",
      "model_info"),
     ({"model_name": "m", "litellm_params": {"model": "openai/x"}, "model_info": {"id": 42}}, "model_info.id must be a non-empty string",
@@ -468,3 +469,28 @@ def test_key_values_that_collide(bad_proxy):
     assert_error(status, data, 400, "master key", param="new_key")
     assert rows(bad_proxy.dsn, f"SELECT * FROM {KEY_TABLE} WHERE token IN (%s, %s) ORDER BY token",
                 hashlib.sha256(a.encode()).hexdigest(), hashlib.sha256(b.encode()).hexdigest()) == before
+
+
+def test_an_unusable_model_row_does_not_take_the_router_down(bad_proxy, vkey, stub_upstream):
+    """A row the API would refuse (written straight into the table) is skipped on reload; other models keep working."""
+    bad_id = uid("badrow")
+    conn = psycopg2.connect(bad_proxy.dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {MODEL_TABLE} (model_id, model_name, litellm_params, model_info) VALUES (%s, %s, %s::jsonb, %s::jsonb)",
+                        (bad_id, "bad-row-model", json.dumps({"model": "openai/x", "api_base": stub_upstream.url, "api_key": "\u00e9\u4e2d"}),
+                         json.dumps({"mode": "chat"})))
+        name = uid("good")
+        status, data = bad_proxy.admin("POST", "/model/new", {"model_name": name, "litellm_params": {"model": "openai/stub-model",
+                                                                                                    "api_base": stub_upstream.url}})
+        assert status == 200, data
+        status, data, dummy = chat(bad_proxy, vkey, model=name, max_tokens=2)
+        assert status == 200, data
+        status, data, dummy = chat(bad_proxy, vkey, model="stub-model", max_tokens=2)
+        assert status == 200, data
+        assert bad_proxy.admin("POST", "/model/delete", {"id": bad_id})[0] == 200
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {MODEL_TABLE} WHERE model_id = %s OR model_name LIKE 'good-%%'", (bad_id,))
+        conn.close()

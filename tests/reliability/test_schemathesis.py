@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "files" / "proxy" / "litemaas_proxy" / "openapi.yaml"
-MAX_EXAMPLES = 12  # generated requests per operation and mode, on top of the examples and coverage cases
+MAX_EXAMPLES = 40  # generated requests per operation and mode, on top of the examples and coverage cases
 STUB_MAX_TOKENS = 64  # the stub upstream builds a reply of max_tokens words: keep it small
 CALLS: collections.Counter = collections.Counter()
 STATUSES: collections.Counter = collections.Counter()

@@ -139,7 +139,12 @@ class Proxy:
                 except Exception as exc:
                     log.warning("could not load models from the database: %s", exc)
                     return
-            deps = [Deployment(r["model_id"], r["model_name"], r["litellm_params"], r["model_info"], True) for r in rows]
+            deps = []
+            for r in rows:
+                try:
+                    deps.append(Deployment(r["model_id"], r["model_name"], r["litellm_params"], r["model_info"], True))
+                except Exception as exc:  # one unusable row must not take the other models down
+                    log.warning("skipping database model %s (%s): %s: %s", r["model_id"], r["model_name"], type(exc).__name__, exc)
             self.router.set_deployments(self.config_deployments, deps)
 
     async def _poll_models(self) -> None:

@@ -753,6 +753,9 @@ def setup(app: web.Application, proxy) -> None:
             val = merged_params.get(name)
             if val is not None and (not isinstance(val, str) or any(ord(c) < 32 or ord(c) == 127 for c in val)):
                 raise bad_request(f"litellm_params.{name} must be a string without control characters", "litellm_params")
+        api_key = merged_params.get("api_key")
+        if api_key is not None and not all(32 <= ord(c) < 127 for c in api_key):
+            raise bad_request("litellm_params.api_key must be printable ASCII (it is sent in an HTTP header)", "litellm_params")
         for name in ("mode", "base_model", "passthrough_prefix"):
             val = merged_info.get(name)
             if val is not None and not isinstance(val, str):
