@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "files" / "proxy" / "litemaas_proxy" / "openapi.yaml"
-MAX_EXAMPLES = 40  # generated requests per operation and mode, on top of the examples and coverage cases
+# Generated requests per operation and mode, on top of the examples and coverage cases. A deeper search:
+# LITEMAAS_FUZZ_EXAMPLES=500 pytest tests/reliability/test_schemathesis.py
+MAX_EXAMPLES = int(os.environ.get("LITEMAAS_FUZZ_EXAMPLES", "40"))
 STUB_MAX_TOKENS = 64  # the stub upstream builds a reply of max_tokens words: keep it small
 CALLS: collections.Counter = collections.Counter()
 STATUSES: collections.Counter = collections.Counter()
