@@ -494,3 +494,24 @@ def test_an_unusable_model_row_does_not_take_the_router_down(bad_proxy, vkey, st
         with conn.cursor() as cur:
             cur.execute(f"DELETE FROM {MODEL_TABLE} WHERE model_id = %s OR model_name LIKE 'good-%%'", (bad_id,))
         conn.close()
+
+
+@pytest.mark.parametrize("header", ["Authorization", "x-litellm-api-key"])
+@pytest.mark.parametrize("value", [b"Bearer sk-\xff\xfe", b"sk-\xc3\xa9t\xc3\xa9", b"Bearer ", b"\xff"], ids=["latin1", "utf8", "empty", "byte"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/key/generate"])
+def test_undecodable_credentials_are_a_401(bad_proxy, header, value, path):
+    url = urlparse(bad_proxy.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        body = json.dumps({"model": "stub-model", "messages": [{"role": "user", "content": "x"}]}).encode()
+        conn.putrequest("POST", path)
+        conn.putheader(header, value)
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        status, data = resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+    assert status in (400, 401), (status, data)
+    assert_error(status, data, status)

@@ -70,6 +70,9 @@ class Proxy:
             if master_key is None:
                 return MASTER
             raise ProxyError(401, "Authentication Error, No api key passed in.", "auth_error", "None")
+        if master_key is not None and not presented.isascii():
+            # Header bytes that are not ASCII (aiohttp keeps undecodable ones as surrogates): no key looks like that.
+            raise ProxyError(401, "Authentication Error, the API key must be ASCII text.", "auth_error", "None")
         if master_key is None or (allow_master and is_master(presented, master_key)):
             return MASTER
         if not presented.startswith("sk-"):
