@@ -242,6 +242,36 @@ def test_no_plaintext_key_in_database_redis_or_log(sec, redis_server, pg_server,
             assert value not in text, f"plaintext {name} secret in {server_log.name}"
 
 
+def test_upstream_key_of_a_database_model_is_never_returned(sec, stub_upstream):
+    """A literal upstream key given to /model/new is stored with the model (the proxy must send it upstream; prefer
+    ``os.environ/NAME``, which keeps it out of the database, see above) but never comes back through the API or the log."""
+    upstream = "sk-literal-upstream-" + uuid.uuid4().hex
+    name = uid("sec-literal")
+    body = {"model_name": name, "litellm_params": {"model": "openai/stub-model", "api_base": stub_upstream.url, "api_key": upstream},
+            "model_info": {"mode": "chat"}}
+    status, created = sec.admin("POST", "/model/new", body)
+    assert status == 200
+    model_id = created["model_info"]["id"]
+    status, updated = sec.admin("POST", "/model/update", {"model_info": {"id": model_id}, "litellm_params": {"rpm": 1000}})
+    assert status == 200
+    status, patched, dummy = http_json("PATCH", sec.url + f"/model/{model_id}/update", {"litellm_params": {"tpm": 100000}}, bearer(MASTER_KEY))
+    assert status == 200
+    key = new_key(sec, models=[name])
+    status, data, dummy = http_json("POST", sec.url + "/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "hi"}]},
+                                    bearer(key))
+    assert status == 200
+    assert stub_upstream.stats()["recent"][-1]["headers"].get("authorization") == f"Bearer {upstream}"
+    seen = [created, updated, patched]
+    for path in ("/model/info", "/v1/model/info", "/model_group/info", "/v1/models", f"/model/info?litellm_model_id={model_id}"):
+        for cred in (MASTER_KEY, key):
+            status, data, dummy = http_json("GET", sec.url + path, headers=bearer(cred))
+            assert status == 200
+            seen.append(data)
+    text = repr(seen)
+    assert name in text and upstream not in text
+    assert upstream not in sec.log_path.read_text(errors="replace")
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Management API: virtual keys and wrong master keys are refused everywhere
 
