@@ -160,6 +160,29 @@ def test_postgres_restarted_mid_load_loses_no_spend_and_cached_keys_keep_working
     assert_spend_matches(dsn, load.usage, keys)
 
 
+def test_cached_keys_stop_authenticating_after_the_stale_bound(proxy_factory, own_pg):
+    # LITEMAAS_KEY_STALE_MAX bounds how long a cached key is trusted while the database cannot confirm it
+    # (a key revoked just before the outage must not work for the whole outage).
+    dsn = own_pg.create_database("litellm_db")
+    p = proxy_factory(dsn=dsn, env={"LITEMAAS_KEY_CACHE_TTL": "0.2", "LITEMAAS_KEY_STALE_MAX": "2"})
+    key = new_key(p, key_alias=uid("stale"))
+    assert chat(p, key, max_tokens=2)[0] == 200
+    own_pg.stop()
+    try:
+        def refused():
+            status, data, dummy = chat(p, key, max_tokens=2)
+            return (status, data) if status != 200 else None
+
+        # First served from the stale entry, then refused once the bound has passed: a clear 503, not a 401.
+        status, data = wait_for(refused, timeout=60, interval=0.2, message="the cached key to be refused after the stale bound")
+        assert status == 503 and is_error_shape(data) and data["error"]["type"] == "no_db_connection", data
+    finally:
+        own_pg.start()
+    wait_for(lambda: chat(p, key, max_tokens=2)[0] == 200, timeout=60, interval=0.2, message="the key to work again after PostgreSQL returned")
+    # After a successful reload the bound starts afresh.
+    assert chat(p, key, max_tokens=2)[0] == 200
+
+
 # ---------------------------------------------------------------- upstream down, failing, slow, timing out
 
 @pytest.fixture

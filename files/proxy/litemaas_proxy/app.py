@@ -39,7 +39,7 @@ class Proxy:
         self.models_lock = asyncio.Lock()
         self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
         self.spend.enabled = bool(settings.database_url)
-        self.cache = KeyCache(self._load_key, settings.key_cache_ttl)
+        self.cache = KeyCache(self._load_key, settings.key_cache_ttl, settings.key_stale_max)
         self.limiter: Optional[Limiter] = None
         self.fast_redis: Optional[FastRedis] = None
         self.config_deployments: list = []
@@ -184,7 +184,7 @@ class Proxy:
         if self.settings.redis_url:
             self.fast_redis = FastRedis(self.settings.redis_url)
             self.redis = self.fast_redis  # publish, readiness ping
-            self.limiter = Limiter(self.fast_redis, self.settings.rate_limit_window)
+            self.limiter = Limiter(self.fast_redis, self.settings.rate_limit_window, failure_mode=self.settings.redis_failure_mode)
             self.tasks.append(asyncio.get_running_loop().create_task(self._listen()))
         if self.settings.database_url:
             connect = asyncio.get_running_loop().create_task(self._connect_db())

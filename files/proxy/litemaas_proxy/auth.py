@@ -71,7 +71,7 @@ def credential_from_headers(headers) -> Optional[str]:
 class AuthEntry:
     """A resolved key with its user and team rows, as cached in-process."""
 
-    __slots__ = ("token", "key", "user", "team", "loaded_at", "expires_ts", "spend_marks", "is_admin", "descriptors", "limit_args")
+    __slots__ = ("token", "key", "user", "team", "loaded_at", "expires_ts", "spend_marks", "is_admin", "descriptors", "limit_args", "stale_since")
 
     def __init__(self, token: str, key: dict, user: Optional[dict], team: Optional[dict], loaded_at: float):
         self.token = token
@@ -84,6 +84,7 @@ class AuthEntry:
         self.is_admin = bool(user and user.get("user_role") in ADMIN_ROLES)
         self.descriptors = None
         self.limit_args = None
+        self.stale_since: Optional[float] = None  # first failed reload while the database was unreachable
 
 
 class MasterEntry:
@@ -102,9 +103,10 @@ MASTER = MasterEntry()
 class KeyCache:
     """token -> AuthEntry with a short TTL; misses are loaded once even under concurrency."""
 
-    def __init__(self, loader: Callable[[str], Awaitable[Optional[tuple]]], ttl: float = 10.0):
+    def __init__(self, loader: Callable[[str], Awaitable[Optional[tuple]]], ttl: float = 10.0, max_stale: float = 300.0):
         self.loader = loader
         self.ttl = ttl
+        self.max_stale = max_stale  # how long a cached key is served while the database cannot confirm it
         self.entries: dict = {}
         self.missing: dict = {}
         self.inflight: dict = {}
@@ -154,8 +156,12 @@ class KeyCache:
             except Exception:
                 if entry is None:
                     raise
-                # Stale-if-error: the database is unreachable; keep serving the last known state for a while
-                # (spend is buffered meanwhile) and retry the load in STALE_RETRY seconds.
+                # Stale-if-error: the database is unreachable; keep serving the last known state for at most
+                # max_stale seconds (spend is buffered meanwhile) and retry the load every STALE_RETRY seconds.
+                if entry.stale_since is None:
+                    entry.stale_since = now
+                if now - entry.stale_since >= self.max_stale:
+                    raise
                 entry.loaded_at = time.monotonic() - self.ttl + STALE_RETRY
                 fut.set_result(entry)
                 return entry

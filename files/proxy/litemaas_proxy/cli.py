@@ -24,12 +24,28 @@ def _install_uvloop() -> None:
     uvloop.install()
 
 
+# SIGTERM/SIGINT that arrive before the server's own handlers exist (a worker still starting, the parent
+# between forks) are remembered here and replayed once the server handles them, so a stop is always graceful.
+_early_signals: list = []
+
+
+def _remember_signal(signum, _frame) -> None:
+    _early_signals.append(signum)
+
+
+async def _replay_early_signals(_app) -> None:
+    # aiohttp installs its signal handlers before the startup hooks run: re-sending reaches them.
+    for signum in _early_signals:
+        os.kill(os.getpid(), signum)
+
+
 def _serve(args, sock: socket.socket) -> None:
     _install_uvloop()
     settings = load_settings(args.config)
     if not settings.master_key:
         logging.getLogger("litemaas_proxy").warning("LITELLM_MASTER_KEY is not set: every request is accepted as proxy admin")
     app = create_app(settings)
+    app.on_startup.insert(0, _replay_early_signals)
     web.run_app(app, sock=sock, access_log=None, print=None, shutdown_timeout=15.0, handle_signals=True)
 
 
@@ -57,6 +73,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     load_settings(args.config)  # fail fast on a broken config before forking
+    signal.signal(signal.SIGTERM, _remember_signal)
+    signal.signal(signal.SIGINT, _remember_signal)
     sock = _bind(args.host, args.port, reuse_port=False)
     if args.workers <= 1:
         _serve(args, sock)
@@ -81,6 +99,8 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for signum in _early_signals:
+        forward(signum, None)
     status = 0
     for child in children:
         while True:

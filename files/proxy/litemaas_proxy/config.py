@@ -123,6 +123,7 @@ class Settings:
     allowed_fails: int = 3
     spend_flush_interval: float = 1.0
     key_cache_ttl: float = 10.0
+    key_stale_max: float = 300.0  # seconds a cached key keeps authenticating while the database is unreachable
     budget_reset_interval: float = 60.0
     model_reload_interval: float = 30.0
     rate_limit_window: int = 60
@@ -163,14 +164,12 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     s.allowed_fails = int(router.get("allowed_fails", 3))
     s.spend_flush_interval = _float_env(env, "LITEMAAS_SPEND_FLUSH_INTERVAL", float(general.get("proxy_batch_write_at", 1.0)))
     s.key_cache_ttl = _float_env(env, "LITEMAAS_KEY_CACHE_TTL", float(general.get("user_api_key_cache_ttl", 10.0)))
+    s.key_stale_max = _float_env(env, "LITEMAAS_KEY_STALE_MAX", 300.0)
     s.budget_reset_interval = _float_env(env, "LITEMAAS_BUDGET_RESET_INTERVAL", 60.0)
     s.model_reload_interval = _float_env(env, "LITEMAAS_MODEL_RELOAD_INTERVAL", 30.0)
     s.rate_limit_window = int(_float_env(env, "LITELLM_RATE_LIMIT_WINDOW_SIZE", 60))
     s.spill_dir = env.get("LITEMAAS_SPILL_DIR", "/tmp")
     s.shutdown_flush_timeout = _float_env(env, "LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT", 10.0)
     s.redis_failure_mode = redis_failure_mode(env.get("LITEMAAS_REDIS_FAILURE_MODE") or _env_value(general.get("redis_failure_mode")))
-    if env is os.environ and general.get("redis_failure_mode") is not None:
-        # The limiter reads the mode from the environment when it is not handed one: let the config file's value reach it too.
-        os.environ.setdefault("LITEMAAS_REDIS_FAILURE_MODE", s.redis_failure_mode)
     s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
     return s
