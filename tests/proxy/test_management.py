@@ -58,9 +58,10 @@ def test_auth_errors(proxy):
     status, data, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": proxy.master_key})
     assert status == 401
     assert_error(data, 401, "Malformed API Key")
-    status, data, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": "Bearer not-a-key"})
+    status, data, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": "Bearer not-a-key-pw0rd-4711"})
     assert status == 401
     assert_error(data, 401, "LiteLLM Virtual Key expected")
+    assert "pw0rd" not in json.dumps(data)  # whatever was sent by mistake is not repeated back
     status, data, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": "Bearer sk-unknown-key-123"})
     assert status == 401
     assert_error(data, 401, "Invalid proxy server token", "token_not_found_in_db")

@@ -74,6 +74,13 @@ def test_redis_stopped_mid_load(proxy_factory, own_redis, mode):
             status, data, headers = chat(p, limited[0])
             assert status == 503 and is_error_shape(data) and data["error"]["code"] == "503", data
             assert "Redis" in data["error"]["message"] and headers.get("retry-after") == "1"
+            # The 503s count as failed requests, not as rate-limit rejections (the rejection alert must not fire).
+            import urllib.request
+
+            with urllib.request.urlopen(p.url + "/metrics", timeout=30) as resp:
+                exposition = resp.read().decode()
+            assert 'status_code="503"' in exposition
+            assert not [line for line in exposition.splitlines() if line.startswith("litemaas_rate_limit_rejections_total{")], exposition
         assert chat(p, unlimited)[0] == 200  # keys without limits are not affected in either mode
         assert liveliness(p) == 200  # the proxy stays up
         own_redis.start()

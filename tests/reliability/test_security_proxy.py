@@ -487,9 +487,6 @@ def test_user_restriction_applies_to_keys_without_team(sec, stub_upstream):
     assert call(sec, "chat", key, "stub-model")[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason="listings check only the key's own model list: GET /v1/models/{id}, /model/info and /model_group/info "
-                   "ignore the team's models, and every listing ignores the user's models (requests to those models are refused); "
-                   "the fix belongs in api/data.py and api/management.py (one helper mirroring check_model_access)")
 def test_every_listing_matches_what_team_and_user_keys_may_use(sec):
     team = uid("sec-list-team")
     assert sec.admin("POST", "/team/new", {"team_id": team, "models": ["granite-3-8b"]})[0] == 200

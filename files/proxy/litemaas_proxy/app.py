@@ -76,7 +76,9 @@ class Proxy:
         if master_key is None or (allow_master and is_master(presented, master_key)):
             return MASTER
         if not presented.startswith("sk-"):
-            raise ProxyError(401, f"Authentication Error, LiteLLM Virtual Key expected. Received={presented}, expected to start with 'sk-'.",
+            # The value is not repeated: it may be some other secret sent by mistake, and error bodies end up in logs.
+            raise ProxyError(401, f"Authentication Error, LiteLLM Virtual Key expected. Received a value of {len(presented)} characters, "
+                             "expected to start with 'sk-'.",
                              "auth_error", "None")
         token = hash_token(presented)
         entry = await self.cache.get(token)

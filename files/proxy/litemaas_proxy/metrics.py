@@ -107,7 +107,12 @@ def first_token(model: str, seconds: float) -> None:
 
 
 def rate_limited(entry, model: str, route: str, exc) -> None:
-    """A 429 from the limiter: counted as a failed request and as a rate-limit rejection (subject and limit type)."""
+    """A 429 from the limiter: counted as a failed request and as a rate-limit rejection (subject and limit type).
+    Anything else the limiter raises (503 while Redis is away in the closed failure mode) is only a failed request,
+    so the rate-limit alerts do not fire on a Redis outage."""
+    if exc.status != 429:
+        failure(entry, model, route, exc.status)
+        return
     headers = exc.headers or {}
     subject = "None"
     for name in headers:

@@ -38,6 +38,15 @@ def model_allowed(allowed: list, model: str, router) -> bool:
     return any(g in allowed for d in deps for g in d.access_groups)
 
 
+def may_use_model(entry, model: str, router) -> bool:
+    """Whether a request by this key for ``model`` passes check_model_access (the listings show exactly those)."""
+    try:
+        check_model_access(entry, model, router)
+    except ProxyError:
+        return False
+    return True
+
+
 def check_model_access(entry, model: str, router) -> None:
     if entry is MASTER:
         return
@@ -524,16 +533,13 @@ def setup(app: web.Application, proxy) -> None:
 
     async def list_models(request):
         entry = await proxy.authenticate(request)
-        names = router.model_names()
-        if entry is not MASTER:
-            names = [n for n in names if model_allowed(entry.key.get("models") or [], n, router)
-                     and (not entry.team or model_allowed(entry.team.get("models") or [], n, router))]
+        names = [n for n in router.model_names() if may_use_model(entry, n, router)]
         return json_response({"data": [{"id": n, "object": "model", "created": 1677610602, "owned_by": "openai"} for n in names], "object": "list"})
 
     async def get_model(request):
         entry = await proxy.authenticate(request)
         name = request.match_info["model_id"]
-        if name not in router.groups or (entry is not MASTER and not model_allowed(entry.key.get("models") or [], name, router)):
+        if name not in router.groups or not may_use_model(entry, name, router):
             raise ProxyError(404, f"The model `{name}` does not exist", "not_found_error", "model")
         return json_response({"id": name, "object": "model", "created": 1677610602, "owned_by": "openai"})
 

@@ -853,13 +853,13 @@ def setup(app: web.Application, proxy) -> None:
         return json_response({"message": f"Model: {model_id} deleted successfully"})
 
     async def model_info(request):
-        from litemaas_proxy.api.data import model_allowed
+        from litemaas_proxy.api.data import may_use_model
 
         entry = await proxy.authenticate(request)
         wanted = request.query.get("litellm_model_id")
         out = []
         for name, deps in router.groups.items():
-            if entry is not MASTER and not model_allowed(entry.key.get("models") or [], name, router):
+            if not may_use_model(entry, name, router):
                 continue
             for dep in deps:
                 if wanted and dep.id != wanted:
@@ -870,12 +870,12 @@ def setup(app: web.Application, proxy) -> None:
         return json_response({"data": out})
 
     async def model_group_info(request):
-        from litemaas_proxy.api.data import model_allowed
+        from litemaas_proxy.api.data import may_use_model
 
         entry = await proxy.authenticate(request)
         out = []
         for name, deps in router.groups.items():
-            if entry is not MASTER and not model_allowed(entry.key.get("models") or [], name, router):
+            if not may_use_model(entry, name, router):
                 continue
             out.append({"model_group": name, "providers": sorted({d.provider for d in deps}), "mode": deps[0].mode,
                         "input_cost_per_token": deps[0].input_cost, "output_cost_per_token": deps[0].output_cost,
