@@ -49,7 +49,7 @@ def playbook_bulk(count: int, parallelism: int, out: Path) -> list:
                 "count": count, "alias_pattern": "bench-a-user{n}", "user_id_pattern": "user{n}@example.com", "models": ["stub-model"],
                 "max_budget": 10, "duration": "2d", "parallelism": parallelism, "metadata": {"guid": "bench"}}, "register": "keys"},
             {"name": "Save counts", "ansible.builtin.copy": {"content": "{{ {'changed': keys.changed, 'counts': keys.counts} | to_json }}",
-                                                            "dest": str(out), "mode": "0600"}},
+                                                             "dest": str(out), "mode": "0600"}},
         ],
     }]
 

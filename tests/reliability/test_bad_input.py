@@ -483,7 +483,7 @@ def test_an_unusable_model_row_does_not_take_the_router_down(bad_proxy, vkey, st
                          json.dumps({"mode": "chat"})))
         name = uid("good")
         status, data = bad_proxy.admin("POST", "/model/new", {"model_name": name, "litellm_params": {"model": "openai/stub-model",
-                                                                                                    "api_base": stub_upstream.url}})
+                                                                                                     "api_base": stub_upstream.url}})
         assert status == 200, data
         status, data, dummy = chat(bad_proxy, vkey, model=name, max_tokens=2)
         assert status == 200, data

@@ -181,7 +181,7 @@ def runs(mod_proxy, portal_dsn, ansible_env, tmp_path_factory):
     d = tmp_path_factory.mktemp("module-bad-input")
     out_file = d / "results.json"
     tasks.append({"name": "Save the results", "ansible.builtin.copy": {"content": "{{ [" + names + "] | to_json }}", "dest": str(out_file),
-                                                                      "mode": "0600"}, "no_log": True})
+                                                                       "mode": "0600"}, "no_log": True})
     playbook = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "vars": {"portal_dsn": portal_dsn}, "tasks": tasks}]
     (d / "play.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
     env = dict(ansible_env, LITEMAAS_PROXY_URL=mod_proxy.url, LITEMAAS_MASTER_KEY=mod_proxy.master_key)

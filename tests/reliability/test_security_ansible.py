@@ -103,9 +103,9 @@ def test_modules_print_no_secret_at_vvv(proxy, ansible_env, portal_db_password_u
         {"rhpds.litemaas.model": {**conn, "model_name": f"{t}-ma", "litellm_params": {"model": "openai/stub-model", "api_base": stub_upstream.url},
                                   "model_api_key": "{{ upstream_a }}"}, "diff": True},
         {"rhpds.litemaas.model": {**conn, "model_name": f"{t}-mb", "litellm_params": {"model": "openai/stub-model", "api_base": stub_upstream.url,
-                                                                                       "api_key": "{{ upstream_b }}"}}, "diff": True},
+                                                                                      "api_key": "{{ upstream_b }}"}}, "diff": True},
         {"rhpds.litemaas.model": {**conn, "model_name": f"{t}-mb", "litellm_params": {"model": "openai/stub-model", "api_base": stub_upstream.url,
-                                                                                       "api_key": "{{ upstream_b }}"}, "update_api_key": True},
+                                                                                      "api_key": "{{ upstream_b }}"}, "update_api_key": True},
          "diff": True},
         {"rhpds.litemaas.model_info": conn},
         {"rhpds.litemaas.key_sync": {**conn, "portal_db_url": "{{ portal_url }}", "import_keys": True, "alias_prefix": f"{t}-"},
@@ -129,12 +129,12 @@ def test_modules_print_no_secret_at_vvv(proxy, ansible_env, portal_db_password_u
         names.append(f"r{i}")
     results = tmp_path / "results.json"
     body.append({"name": "Save the results", "ansible.builtin.copy": {"content": "{{ [" + ", ".join(names) + "] | to_json }}", "dest": str(results),
-                                                                       "mode": "0600"}, "no_log": True})
+                                                                      "mode": "0600"}, "no_log": True})
     play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": body}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     extra = private_vars(tmp_path / "vars.json", {"master_key": proxy.master_key, "upstream_a": secrets["model_api_key"],
-                                                 "upstream_b": secrets["litellm_params.api_key"], "portal_url": portal_url,
-                                                 "jwt": secrets["portal JWT secret"], "wrong": secrets["wrong master key"]})
+                                                  "upstream_b": secrets["litellm_params.api_key"], "portal_url": portal_url,
+                                                  "jwt": secrets["portal JWT secret"], "wrong": secrets["wrong master key"]})
     env = dict(ansible_env)
     for name in ("LITEMAAS_PROXY_URL", "LITEMAAS_MASTER_KEY", "LITELLM_MASTER_KEY"):
         env.pop(name, None)
@@ -433,7 +433,7 @@ def test_day2_playbooks_print_no_secret_at_vvv(proxy, ansible_env, portal_db_pas
     runs = {
         "models": ["rhpds.litemaas.models", "-e", private_vars(tmp_path / "models.json", {**conn, **models})],
         "key_sync": ["rhpds.litemaas.key_sync", "-e", private_vars(tmp_path / "sync.json", {**conn, "litemaas_key_sync_import_keys": True,
-                                                                                           "litemaas_key_sync_alias_prefix": f"{t}-"})],
+                                                                                            "litemaas_key_sync_alias_prefix": f"{t}-"})],
         "portal_admins": ["rhpds.litemaas.portal_admins", "-e", private_vars(tmp_path / "admins.json", {
             **conn, "litemaas_portal_admins": [{"username": f"{t}-lead"}]})],
     }

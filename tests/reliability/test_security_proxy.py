@@ -316,7 +316,7 @@ def victims(sec):
     assert sec.admin("POST", "/user/new", {"user_id": user, "auto_create_key": False})[0] == 200
     key = new_key(sec, key_alias=uid("victim-key"), user_id=user)
     status, model = sec.admin("POST", "/model/new", {"model_name": uid("victim-model"), "litellm_params": {"model": "openai/stub-model",
-                                                                                                       "api_base": "http://127.0.0.1:9/v1"}})
+                                                                                                           "api_base": "http://127.0.0.1:9/v1"}})
     assert status == 200
     return {"team": team, "user": user, "key": key, "model": model["model_info"]["id"]}
 
