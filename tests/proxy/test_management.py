@@ -460,3 +460,35 @@ def test_portal_call_sequence(proxy):
                     "total_pages"} <= set(data["metadata"])
             assert isinstance(data["results"], list)
     assert state["user_key"] and state["rotated_key"] and state["model_id"]
+
+
+def test_model_params_are_sealed_in_the_database(proxy, stub_upstream):
+    # String values of litellm_params (the upstream key above all) are stored sealed; the API, the router and the
+    # upstream call see the plain values; a later update keeps them; a row stored in plain text still loads.
+    upstream_key = "sk-upstream-" + uuid.uuid4().hex
+    name = uid("sealed")
+    body = {"model_name": name, "litellm_params": {"model": "openai/stub-model", "api_base": stub_upstream.url, "api_key": upstream_key, "rpm": 100},
+            "model_info": {"mode": "chat"}}
+    status, created = proxy.admin("POST", "/model/new", body)
+    assert status == 200, created
+    model_id = created["model_info"]["id"]
+    assert created["litellm_params"]["api_base"] == stub_upstream.url and "api_key" not in created["litellm_params"]
+    status, updated = proxy.admin("POST", "/model/update", {"model_info": {"id": model_id}, "litellm_params": {"rpm": 200}})
+    assert status == 200 and updated["litellm_params"]["model"] == "openai/stub-model", updated
+    conn = psycopg2.connect(proxy.dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute('SELECT litellm_params::text FROM "LiteLLM_ProxyModelTable" WHERE model_id = %s', (model_id,))
+            stored = cur.fetchone()[0]
+    finally:
+        conn.close()
+    assert upstream_key not in stored and stub_upstream.url not in stored and "openai/stub-model" not in stored
+    assert json.loads(stored)["rpm"] == 200
+    entry = next(m for m in proxy.admin("GET", "/model/info")[1]["data"] if m["model_name"] == name)
+    assert entry["litellm_params"]["api_base"] == stub_upstream.url and entry["litellm_params"]["rpm"] == 200
+    key = gen(proxy, models=[name])["key"]
+    status, data, dummy = http_json("POST", proxy.url + "/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "hi"}]},
+                                    {"Authorization": f"Bearer {key}"})
+    assert status == 200, data
+    assert stub_upstream.stats()["recent"][-1]["headers"].get("authorization") == f"Bearer {upstream_key}"
+    proxy.admin("POST", "/model/delete", {"id": model_id})

@@ -123,3 +123,27 @@ def test_sse_event_boundaries():
     assert _event_end(b"data: a\r\n\r\ndata: b") == 11
     assert _event_end(b"data: a\r\n") == -1
     assert _event_end(b"data: a\r\n\r\n") == 11
+
+
+def test_sealed_model_params_round_trip_and_format():
+    import base64
+    import hashlib
+
+    import nacl.bindings
+
+    from litemaas_proxy.sealed import ParamSealer
+
+    sealer = ParamSealer("salt-key-1")
+    params = {"model": "openai/m", "api_key": "sk-upstream-secret", "rpm": 10, "api_base": "http://vllm:8000/v1"}
+    sealed = sealer.seal(params)
+    assert sealed["rpm"] == 10 and all(sealed[k] != params[k] for k in ("model", "api_key", "api_base"))
+    assert "sk-upstream-secret" not in repr(sealed)
+    assert sealer.open(sealed) == params
+    assert sealer.seal(sealed) == sealed  # sealing twice changes nothing
+    assert sealer.open(params) == params  # rows written before sealing are used as they are
+    assert ParamSealer("another-key").open(sealed) == sealed  # a wrong key opens nothing
+    assert ParamSealer(None).seal(params) == params  # without any key nothing is sealed
+    # The stored form: base64(nonce + secretbox) under SHA-256 of the key, built here with libsodium directly.
+    nonce = bytes(range(24))
+    box = nacl.bindings.crypto_secretbox(b"http://upstream:8080/v1", nonce, hashlib.sha256(b"salt-key-1").digest())
+    assert sealer.open_value(base64.b64encode(nonce + box).decode()) == "http://upstream:8080/v1"

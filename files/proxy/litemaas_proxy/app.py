@@ -18,6 +18,7 @@ from litemaas_proxy.errors import DetailError, ProxyError
 from litemaas_proxy.fastredis import FastRedis
 from litemaas_proxy.limits import Limiter
 from litemaas_proxy.routing import Deployment, Router, config_model_id
+from litemaas_proxy.sealed import ParamSealer
 from litemaas_proxy.spend import SpendWriter, reset_budgets
 from litemaas_proxy.upstream import UpstreamClient
 
@@ -39,6 +40,7 @@ class Proxy:
         self.models_lock = asyncio.Lock()
         self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
         self.spend.enabled = bool(settings.database_url)
+        self.sealer = ParamSealer(settings.salt_key or settings.master_key)
         self.cache = KeyCache(self._load_key, settings.key_cache_ttl, settings.key_stale_max)
         self.limiter: Optional[Limiter] = None
         self.fast_redis: Optional[FastRedis] = None
@@ -147,7 +149,7 @@ class Proxy:
             deps = []
             for r in rows:
                 try:
-                    deps.append(Deployment(r["model_id"], r["model_name"], r["litellm_params"], r["model_info"], True))
+                    deps.append(Deployment(r["model_id"], r["model_name"], self.sealer.open(r["litellm_params"]), r["model_info"], True))
                 except Exception as exc:  # one unusable row must not take the other models down
                     log.warning("skipping database model %s (%s): %s: %s", r["model_id"], r["model_name"], type(exc).__name__, exc)
             self.router.set_deployments(self.config_deployments, deps)

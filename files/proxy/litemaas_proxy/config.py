@@ -123,6 +123,7 @@ class Settings:
     allowed_fails: int = 3
     spend_flush_interval: float = 1.0
     key_cache_ttl: float = 10.0
+    salt_key: Optional[str] = None  # seals model parameters in the database (LITELLM_SALT_KEY; the master key when unset)
     key_stale_max: float = 300.0  # seconds a cached key keeps authenticating while the database is unreachable
     budget_reset_interval: float = 60.0
     model_reload_interval: float = 30.0
@@ -152,6 +153,7 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     s.raw_config = cfg
     s.database_url = _env_value(general.get("database_url")) or env.get("DATABASE_URL")
     s.master_key = _env_value(general.get("master_key")) or env.get("LITELLM_MASTER_KEY")
+    s.salt_key = env.get("LITELLM_SALT_KEY") or None
     s.redis_url = redis_url_from_env(env)
     if not s.redis_url and router.get("redis_host"):
         s.redis_url = redis_url_from_env(

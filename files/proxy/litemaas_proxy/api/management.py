@@ -735,7 +735,7 @@ def setup(app: web.Application, proxy) -> None:
             raise bad_request("litellm_params must be an object", "litellm_params")
         if info is not None and not isinstance(info, dict):
             raise bad_request("model_info must be an object", "model_info")
-        merged_params = dict((existing or {}).get("litellm_params") or {})
+        merged_params = proxy.sealer.open((existing or {}).get("litellm_params") or {})
         merged_params.update({k: v for k, v in (params or {}).items() if v is not None})
         merged_info = dict((existing or {}).get("model_info") or {})
         merged_info.update({k: v for k, v in (info or {}).items() if v is not None})
@@ -773,7 +773,7 @@ def setup(app: web.Application, proxy) -> None:
 
     def model_row_out(row: dict) -> dict:
         out = dict(row)
-        out["litellm_params"] = {k: v for k, v in (row.get("litellm_params") or {}).items() if k != "api_key"}
+        out["litellm_params"] = {k: v for k, v in proxy.sealer.open(row.get("litellm_params") or {}).items() if k != "api_key"}
         info = dict(row.get("model_info") or {})
         info["id"] = row["model_id"]
         out["model_info"] = info
@@ -798,7 +798,7 @@ def setup(app: web.Application, proxy) -> None:
         async with pool().acquire() as conn:
             try:
                 row = await db.insert_row(conn, db.MODEL_TABLE, db.MODEL_COLUMNS,
-                                          {"model_id": model_id, "model_name": name, "litellm_params": params, "model_info": info,
+                                          {"model_id": model_id, "model_name": name, "litellm_params": proxy.sealer.seal(params), "model_info": info,
                                            "created_by": me, "updated_by": me})
             except asyncpg.UniqueViolationError:
                 raise bad_request(f"Model with id={model_id} already exists", "model_info")
@@ -820,7 +820,7 @@ def setup(app: web.Application, proxy) -> None:
                     raise not_found(f"Model not found, passed model_id={model_id}", "model_id")
                 params, info = normalise_model(body, dict(existing))
                 info["id"] = model_id
-                values = {"litellm_params": params, "model_info": info, "updated_by": caller_id(request, entry)}
+                values = {"litellm_params": proxy.sealer.seal(params), "model_info": info, "updated_by": caller_id(request, entry)}
                 if body.get("model_name"):
                     values["model_name"] = str(body["model_name"])
                 row = await db.update_row(conn, db.MODEL_TABLE, db.MODEL_COLUMNS, "model_id", model_id, values)

@@ -1,0 +1,51 @@
+"""Model parameters at rest: string values of ``litellm_params`` are sealed in the database.
+
+The format is LiteLLM's, so a database can move between this proxy and LiteLLM in either direction: each
+string value is ``base64(nonce + XSalsa20-Poly1305 box)`` under the SHA-256 of ``LITELLM_SALT_KEY`` (or, when
+that is unset, of the master key). Values that do not open with the key (rows written before sealing, or
+by a proxy without a key) are used as they are. Without any key nothing is sealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+from typing import Optional
+
+import nacl.exceptions
+import nacl.secret
+
+log = logging.getLogger(__name__)
+
+
+class ParamSealer:
+    def __init__(self, secret: Optional[str]):
+        self.box = nacl.secret.SecretBox(hashlib.sha256(secret.encode()).digest()) if secret else None
+
+    def seal_value(self, value: str) -> str:
+        return base64.b64encode(self.box.encrypt(value.encode())).decode()
+
+    def open_value(self, value: str) -> Optional[str]:
+        """The plain value, or None when ``value`` is not sealed with this key."""
+        if self.box is None or len(value) < 56:  # nonce (24) + MAC (16) bytes take 56 base64 characters at least
+            return None
+        try:
+            return self.box.decrypt(base64.b64decode(value, validate=True)).decode()
+        except (binascii.Error, ValueError, nacl.exceptions.CryptoError, UnicodeDecodeError):
+            return None
+
+    def seal(self, params: dict) -> dict:
+        """A copy of ``params`` with every string value sealed (values already sealed with this key are kept)."""
+        if self.box is None:
+            return dict(params)
+        return {k: (v if self.open_value(v) is not None else self.seal_value(v)) if isinstance(v, str) else v for k, v in params.items()}
+
+    def open(self, params: dict) -> dict:
+        """A copy of ``params`` with every sealed string value opened; other values as they are."""
+        out = {}
+        for k, v in (params or {}).items():
+            plain = self.open_value(v) if isinstance(v, str) else None
+            out[k] = v if plain is None else plain
+        return out
