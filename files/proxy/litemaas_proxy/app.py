@@ -177,8 +177,30 @@ class Proxy:
         self.pool = pool
         self.spend.pool = pool
         self.spend.load_spills()
+        await self.seal_plain_models()
         await self.reload_models()
         self.db_ready.set()
+
+    async def seal_plain_models(self) -> None:
+        """Seal model parameters stored in plain text (rows written before sealing, or by a proxy without a key).
+        Each update applies only if the row is unchanged, so replicas starting together do it once."""
+        if self.sealer.box is None:
+            return
+        try:
+            rows = await self.pool.fetch(f"SELECT model_id, litellm_params FROM {db.MODEL_TABLE}")
+            sealed = 0
+            for r in rows:
+                params = r["litellm_params"] or {}
+                plain = self.sealer.plain_values(params) if isinstance(params, dict) else []
+                if not plain:
+                    continue
+                status = await self.pool.execute(f"UPDATE {db.MODEL_TABLE} SET litellm_params = $2 WHERE model_id = $1 AND litellm_params = $3",
+                                                 r["model_id"], self.sealer.seal(params, only=plain), params)
+                sealed += status.endswith(" 1")
+            if sealed:
+                log.info("sealed the parameters of %d model(s) stored in plain text", sealed)
+        except Exception as exc:  # never keep the proxy from starting; the rows still load as they are
+            log.warning("could not seal model parameters stored in plain text: %s", exc)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:

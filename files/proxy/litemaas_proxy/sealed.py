@@ -36,11 +36,30 @@ class ParamSealer:
         except (binascii.Error, ValueError, nacl.exceptions.CryptoError, UnicodeDecodeError):
             return None
 
-    def seal(self, params: dict) -> dict:
-        """A copy of ``params`` with every string value sealed (values already sealed with this key are kept)."""
+    @staticmethod
+    def looks_sealed(value: str) -> bool:
+        """Whether ``value`` has the shape of a sealed value (under any key): base64 of at least nonce + MAC."""
+        if len(value) < 56 or len(value) % 4:
+            return False
+        try:
+            return len(base64.b64decode(value, validate=True)) >= 40
+        except (binascii.Error, ValueError):
+            return False
+
+    def plain_values(self, params: dict) -> list:
+        """Names of the string values of ``params`` stored in plain text (neither sealed with this key nor shaped like
+        a value sealed with another one, which is left alone rather than wrapped twice)."""
+        if self.box is None:
+            return []
+        return [k for k, v in (params or {}).items() if isinstance(v, str) and self.open_value(v) is None and not self.looks_sealed(v)]
+
+    def seal(self, params: dict, only=None) -> dict:
+        """A copy of ``params`` with every string value (or only those named in ``only``) sealed; values already
+        sealed with this key are kept."""
         if self.box is None:
             return dict(params)
-        return {k: (v if self.open_value(v) is not None else self.seal_value(v)) if isinstance(v, str) else v for k, v in params.items()}
+        return {k: self.seal_value(v) if isinstance(v, str) and (only is None or k in only) and self.open_value(v) is None else v
+                for k, v in params.items()}
 
     def open(self, params: dict) -> dict:
         """A copy of ``params`` with every sealed string value opened; other values as they are."""
