@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from datetime import datetime, timezone
 from typing import Optional
@@ -154,11 +153,11 @@ def _reset_text(reset_epoch: float) -> str:
 class Limiter:
     """``client`` has ``async run_script(script, keys, args)`` (litemaas_proxy.fastredis.FastRedis)."""
 
-    def __init__(self, client, window: int = 60, flush_delay: float = 0.02, failure_mode: Optional[str] = None):
+    def __init__(self, client, window: int = 60, flush_delay: float = 0.02, failure_mode: str = "open"):
         self.client = client
         self.window = window
         self.flush_delay = flush_delay
-        self.failure_mode = redis_failure_mode(os.environ.get("LITEMAAS_REDIS_FAILURE_MODE") if failure_mode is None else failure_mode)
+        self.failure_mode = redis_failure_mode(failure_mode)  # Settings.redis_failure_mode
         self.pending: dict = {}
         # Parallel counters of requests admitted unchecked (mode "open", Redis down): their slot was never taken,
         # so their release must not be applied either. pkey -> count still to be skipped.

@@ -11,13 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import logging
 from typing import Optional
 
 import nacl.exceptions
 import nacl.secret
-
-log = logging.getLogger(__name__)
 
 
 class ParamSealer:
@@ -29,16 +26,17 @@ class ParamSealer:
 
     def open_value(self, value: str) -> Optional[str]:
         """The plain value, or None when ``value`` is not sealed with this key."""
-        if self.box is None or len(value) < 56:  # nonce (24) + MAC (16) bytes take 56 base64 characters at least
+        if self.box is None or not self.looks_sealed(value):
             return None
         try:
             return self.box.decrypt(base64.b64decode(value, validate=True)).decode()
-        except (binascii.Error, ValueError, nacl.exceptions.CryptoError, UnicodeDecodeError):
+        except (nacl.exceptions.CryptoError, UnicodeDecodeError):
             return None
 
     @staticmethod
     def looks_sealed(value: str) -> bool:
-        """Whether ``value`` has the shape of a sealed value (under any key): base64 of at least nonce + MAC."""
+        """Whether ``value`` has the shape of a sealed value (under any key): base64 of at least nonce (24 bytes)
+        + MAC (16 bytes), that is 56 characters or more."""
         if len(value) < 56 or len(value) % 4:
             return False
         try:
@@ -51,7 +49,7 @@ class ParamSealer:
         a value sealed with another one, which is left alone rather than wrapped twice)."""
         if self.box is None:
             return []
-        return [k for k, v in (params or {}).items() if isinstance(v, str) and self.open_value(v) is None and not self.looks_sealed(v)]
+        return [k for k, v in (params or {}).items() if isinstance(v, str) and not self.looks_sealed(v)]
 
     def seal(self, params: dict, only=None) -> dict:
         """A copy of ``params`` with every string value (or only those named in ``only``) sealed; values already
