@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from tests.proxy.conftest import db_value
 from tests.support.proxy import http_json
 
 PORTAL_CALLS = Path("/work/shared/reference/portal-calls-to-proxy.jsonl")
@@ -475,13 +476,7 @@ def test_model_params_are_sealed_in_the_database(proxy, stub_upstream):
     assert created["litellm_params"]["api_base"] == stub_upstream.url and "api_key" not in created["litellm_params"]
     status, updated = proxy.admin("POST", "/model/update", {"model_info": {"id": model_id}, "litellm_params": {"rpm": 200}})
     assert status == 200 and updated["litellm_params"]["model"] == "openai/stub-model", updated
-    conn = psycopg2.connect(proxy.dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute('SELECT litellm_params::text FROM "LiteLLM_ProxyModelTable" WHERE model_id = %s', (model_id,))
-            stored = cur.fetchone()[0]
-    finally:
-        conn.close()
+    stored = db_value(proxy.dsn, 'SELECT litellm_params::text FROM "LiteLLM_ProxyModelTable" WHERE model_id = %s', model_id)
     assert upstream_key not in stored and stub_upstream.url not in stored and "openai/stub-model" not in stored
     assert json.loads(stored)["rpm"] == 200
     entry = next(m for m in proxy.admin("GET", "/model/info")[1]["data"] if m["model_name"] == name)
@@ -506,12 +501,10 @@ def test_plain_model_rows_are_sealed_at_start(proxy_factory, stub_upstream):
             cur.execute('INSERT INTO "LiteLLM_ProxyModelTable" (model_id, model_name, litellm_params, model_info) VALUES (%s, %s, %s::jsonb, %s::jsonb)',
                         (model_id, name, json.dumps({"model": "openai/stub-model", "api_base": stub_upstream.url, "api_key": upstream_key, "rpm": 50,
                                                      "extra_sealed_elsewhere": foreign}), json.dumps({"mode": "chat"})))
-        second = proxy_factory(dsn=first.dsn)
-        with conn.cursor() as cur:
-            cur.execute('SELECT litellm_params FROM "LiteLLM_ProxyModelTable" WHERE model_id = %s', (model_id,))
-            stored = cur.fetchone()[0]
     finally:
         conn.close()
+    second = proxy_factory(dsn=first.dsn)
+    stored = db_value(first.dsn, 'SELECT litellm_params FROM "LiteLLM_ProxyModelTable" WHERE model_id = %s', model_id)
     assert upstream_key not in json.dumps(stored) and stub_upstream.url not in json.dumps(stored)
     assert stored["rpm"] == 50 and stored["extra_sealed_elsewhere"] == foreign
     entry = next(m for m in second.admin("GET", "/model/info")[1]["data"] if m["model_name"] == name)

@@ -270,13 +270,7 @@ def test_upstream_key_of_a_database_model_is_never_returned(sec, stub_upstream):
     text = repr(seen)
     assert name in text and upstream not in text
     assert upstream not in sec.log_path.read_text(errors="replace")
-    conn = psycopg2.connect(sec.dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute('SELECT litellm_params::text FROM "LiteLLM_ProxyModelTable" WHERE model_id = %s', (model_id,))
-            assert upstream not in cur.fetchone()[0]
-    finally:
-        conn.close()
+    assert upstream not in db_value(sec.dsn, 'SELECT litellm_params::text FROM "LiteLLM_ProxyModelTable" WHERE model_id = %s', model_id)
 
 
 # --------------------------------------------------------------------------------------------------------------------
