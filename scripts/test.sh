@@ -35,6 +35,10 @@ log "pytest"
 python -m pytest "$@"
 
 log "molecule (deploy role, render scenario with idempotence)"
+# Molecule keeps its state in ~/.ansible/tmp under a name derived from the checkout's directory name only, so a
+# state left by another checkout of the same name would make it skip `prepare`. Keep it here, fresh for each run.
+export MOLECULE_EPHEMERAL_DIRECTORY="$WORK/molecule-state"
+rm -rf "$MOLECULE_EPHEMERAL_DIRECTORY"
 molecule test -s render
 
 log "all checks passed in $(( $(date +%s) - start ))s"
