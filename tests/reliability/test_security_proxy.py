@@ -411,6 +411,22 @@ def test_management_refuses_virtual_keys_and_wrong_master_keys(sec, victims):
     assert after == before
 
 
+def test_management_checks_the_caller_before_reading_the_body(sec, victims):
+    # Without a valid master key, a body that is not JSON still gets 401: the body is never looked at first.
+    checked = 0
+    for method, path, dummy in management_routes():
+        if method not in ("POST", "PATCH", "PUT", "DELETE"):
+            continue
+        url_path, dummy = request_for(method, path, victims)
+        for headers in ({}, {"Authorization": "Bearer sk-" + uuid.uuid4().hex}):
+            resp = requests.request(method, sec.url + url_path, data=b"{not json", timeout=30,
+                                    headers={"Content-Type": "application/json", **headers})
+            assert resp.status_code == 401, f"{method} {path} with {headers or 'no credential'}: {resp.status_code} {resp.text}"
+            assert_litellm_error(resp.json(), 401)
+            checked += 1
+    assert checked >= 30
+
+
 def test_self_service_routes_show_only_what_the_key_owns(sec, victims):
     mine = new_key(sec, models=["stub-model"])
     status, data, dummy = http_json("GET", sec.url + f"/key/info?key={victims['key']}", headers=bearer(mine))

@@ -805,8 +805,7 @@ def setup(app: web.Application, proxy) -> None:
         await model_changed()
         return json_response(model_row_out(row))
 
-    async def model_update_common(request, model_id: Optional[str], body: dict):
-        entry = await proxy.require_admin(request)
+    async def model_update_common(request, entry, model_id: Optional[str], body: dict):
         if not model_id:
             raise bad_request("model_info.id is required", "model_info")
         if not isinstance(model_id, str):
@@ -828,13 +827,15 @@ def setup(app: web.Application, proxy) -> None:
         return json_response(model_row_out(row))
 
     async def model_patch(request):
+        entry = await proxy.require_admin(request)
         body = await read_body(request)
-        return await model_update_common(request, request.match_info["model_id"], body)
+        return await model_update_common(request, entry, request.match_info["model_id"], body)
 
     async def model_update(request):
+        entry = await proxy.require_admin(request)
         body = await read_body(request)
         info = body.get("model_info") or {}
-        return await model_update_common(request, info.get("id") if isinstance(info, dict) else None, body)
+        return await model_update_common(request, entry, info.get("id") if isinstance(info, dict) else None, body)
 
     async def model_delete(request):
         await proxy.require_admin(request)
