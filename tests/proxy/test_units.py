@@ -147,3 +147,35 @@ def test_sealed_model_params_round_trip_and_format():
     nonce = bytes(range(24))
     box = nacl.bindings.crypto_secretbox(b"http://upstream:8080/v1", nonce, hashlib.sha256(b"salt-key-1").digest())
     assert sealer.open_value(base64.b64encode(nonce + box).decode()) == "http://upstream:8080/v1"
+
+
+@pytest.mark.parametrize("path,expected", [
+    ("/key/sk-0123456789abcdef/regenerate", "/key/sk-...cdef/regenerate"),
+    ("/key/sk-short/regenerate", "/key/sk-.../regenerate"),
+    ("/key/sk-a/regenerate/sk-0123456789abcdefXYZ", "/key/sk-.../regenerate/sk-...fXYZ"),
+    ("/v1/chat/completions", "/v1/chat/completions"),
+])
+def test_access_log_masks_keys_in_paths(path, expected):
+    from litemaas_proxy.accesslog import mask_path
+
+    assert mask_path(path) == expected
+
+
+def test_access_log_names_the_caller_without_its_key():
+    from litemaas_proxy.accesslog import caller_label
+
+    token = "ab" * 32
+    assert caller_label(None) == "-"
+    assert caller_label(auth.MASTER) == "master"
+    assert caller_label(auth.AuthEntry(token, {"key_alias": "ws-user1"}, None, None, 0.0)) == "ws-user1"
+    assert caller_label(auth.AuthEntry(token, {"key_alias": None}, None, None, 0.0)) == "token:" + token[:12]
+
+
+def test_access_log_setting(tmp_path):
+    assert config.load_settings(env={}).access_log is False
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("general_settings:\n  access_log: true\n")
+    assert config.load_settings(str(cfg), env={}).access_log is True
+    assert config.load_settings(str(cfg), env={"LITEMAAS_ACCESS_LOG": "no"}).access_log is False
+    assert config.load_settings(env={"LITEMAAS_ACCESS_LOG": "true"}).access_log is True
+    assert config.load_settings(env={"LITEMAAS_ACCESS_LOG": "0"}).access_log is False

@@ -38,14 +38,14 @@ def sha(value: str) -> str:
 
 @pytest.fixture(scope="module")
 def sec(proxy_factory, stub_upstream):
-    """A proxy of its own (own database, debug logging, its own master key) with chat, embedding and pass-through models."""
+    """A proxy of its own (own database, debug logging and access log, its own master key) with chat, embedding and pass-through models."""
     models = stub_models(stub_upstream.url) + [
         {"model_name": "Docling", "litellm_params": {"model": "openai/docling-serve", "custom_llm_provider": "docling",
                                                      "api_base": stub_upstream.base_url, "api_key": "sk-docling-upstream"},
          "model_info": {"mode": "chat", "id": "sec-docling-1"}},
     ]
     return proxy_factory(database="security_proxy", models=models, master_key=MASTER_KEY,
-                         env={"LITELLM_LOG": "DEBUG", "SEC_UPSTREAM_SECRET": "upstream-secret-" + uuid.uuid4().hex})
+                         env={"LITELLM_LOG": "DEBUG", "LITEMAAS_ACCESS_LOG": "1", "SEC_UPSTREAM_SECRET": "upstream-secret-" + uuid.uuid4().hex})
 
 
 def bearer(key: str) -> dict:
@@ -233,6 +233,12 @@ def test_no_plaintext_key_in_database_redis_or_log(sec, redis_server, pg_server,
     # ---- The proxy's log, at debug level
     log = sec.log_path.read_text(errors="replace")
     assert "DEBUG" in log or "INFO" in log, "the proxy wrote no log at all"
+    # The access log names every request, by key alias and path only: no query string, a key in the path masked.
+    assert f"POST /key/sk-...{secrets['regenerated'][-4:]}/regenerate 200 " in log
+    assert re.search(r"GET /key/info 200 \d+B [\d.]+ms key=master ", log)
+    assert re.search(rf"POST /v1/chat/completions 200 \d+B [\d.]+ms key={re.escape(gen['key_alias'])} user=- model=stub-model", log)
+    assert re.search(r"POST /docling/v1/convert/source 200 .* model=Docling", log)
+    assert "?key=" not in log and "api_key=" not in log
     for name, value in secrets.items():
         assert value not in log, f"plaintext {name} secret in the proxy log"
     # ... and the servers' own logs (PostgreSQL logs failed statements; the proxy sends keys only as bound hashes).

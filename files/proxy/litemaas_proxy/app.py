@@ -66,6 +66,11 @@ class Proxy:
         return key, user, team, marks
 
     async def authenticate(self, request: web.Request, allow_master: bool = True):
+        entry = await self._caller(request, allow_master)
+        request["litemaas_caller"] = entry  # for the access log
+        return entry
+
+    async def _caller(self, request: web.Request, allow_master: bool):
         presented = credential_from_headers(request.headers)
         master_key = self.settings.master_key
         if presented is None:

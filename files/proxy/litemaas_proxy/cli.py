@@ -12,6 +12,7 @@ import sys
 from aiohttp import web
 
 from litemaas_proxy import __version__
+from litemaas_proxy.accesslog import AccessLogger
 from litemaas_proxy.app import create_app
 from litemaas_proxy.config import load_settings
 
@@ -46,7 +47,10 @@ def _serve(args, sock: socket.socket) -> None:
         logging.getLogger("litemaas_proxy").warning("LITELLM_MASTER_KEY is not set: every request is accepted as proxy admin")
     app = create_app(settings)
     app.on_startup.insert(0, _replay_early_signals)
-    web.run_app(app, sock=sock, access_log=None, print=None, shutdown_timeout=15.0, handle_signals=True)
+    access = {"access_log": None}
+    if settings.access_log:
+        access = {"access_log": logging.getLogger("litemaas_proxy.access"), "access_log_class": AccessLogger}
+    web.run_app(app, sock=sock, print=None, shutdown_timeout=15.0, handle_signals=True, **access)
 
 
 def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:

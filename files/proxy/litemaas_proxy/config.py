@@ -110,6 +110,12 @@ def _float_env(env, name: str, default: float) -> float:
         return default
 
 
+def _flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 @dataclass
 class Settings:
     database_url: Optional[str] = None
@@ -132,6 +138,7 @@ class Settings:
     shutdown_flush_timeout: float = 10.0
     db_pool_size: int = 10
     upstream_connections: int = 1000
+    access_log: bool = False  # one line per request (LITEMAAS_ACCESS_LOG or general_settings.access_log)
     redis_failure_mode: str = "open"  # what rate-limited requests get while Redis is unreachable: "open" (admitted) or "closed" (503)
     raw_config: dict = field(default_factory=dict)  # the whole config file, for routing, guardrails, pass-through and metrics
 
@@ -173,5 +180,6 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     s.spill_dir = env.get("LITEMAAS_SPILL_DIR", "/tmp")
     s.shutdown_flush_timeout = _float_env(env, "LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT", 10.0)
     s.redis_failure_mode = redis_failure_mode(env.get("LITEMAAS_REDIS_FAILURE_MODE") or _env_value(general.get("redis_failure_mode")))
+    s.access_log = _flag(env.get("LITEMAAS_ACCESS_LOG", general.get("access_log")))
     s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
     return s

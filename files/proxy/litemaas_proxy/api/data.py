@@ -287,6 +287,7 @@ def setup(app: web.Application, proxy) -> None:
             raise ProxyError(400, "Invalid request: 'model' is required", "invalid_request_error", "model")
         if not isinstance(model, str):
             raise _invalid("model", "a string (a model name from /v1/models)", model)
+        request["litemaas_model"] = model
         validate_llm_body(body, call_type)
         now = time.time()
         check_key_state(proxy, entry, now)

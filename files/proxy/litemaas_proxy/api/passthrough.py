@@ -133,6 +133,7 @@ def setup(app: web.Application, proxy) -> None:
         entry = await proxy.authenticate(request)
         check_key_state(proxy, entry, time.time())
         model = pick_model(entry, prefix, request)
+        request["litemaas_model"] = model
         deps = router.candidates(model)
         if not deps:
             raise ProxyError(404, f"No deployment for model={model}", "not_found_error", "model")
