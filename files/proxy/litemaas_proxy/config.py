@@ -110,10 +110,9 @@ def _float_env(env, name: str, default: float) -> float:
         return default
 
 
-def _flag(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+def flag(value) -> bool:
+    """An on/off setting from the environment or the config file: ``1``, ``true``, ``yes``, ``on`` (or YAML true)."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass
@@ -180,6 +179,6 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     s.spill_dir = env.get("LITEMAAS_SPILL_DIR", "/tmp")
     s.shutdown_flush_timeout = _float_env(env, "LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT", 10.0)
     s.redis_failure_mode = redis_failure_mode(env.get("LITEMAAS_REDIS_FAILURE_MODE") or _env_value(general.get("redis_failure_mode")))
-    s.access_log = _flag(env.get("LITEMAAS_ACCESS_LOG", general.get("access_log")))
+    s.access_log = flag(env.get("LITEMAAS_ACCESS_LOG", general.get("access_log")))
     s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
     return s

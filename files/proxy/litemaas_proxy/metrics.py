@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from litemaas_proxy.auth import MASTER
+from litemaas_proxy.config import flag
 
 REGISTRY = CollectorRegistry(auto_describe=False)
 
@@ -242,7 +243,7 @@ def key_alias_enabled(settings) -> bool:
     value = os.environ.get("LITEMAAS_METRICS_KEY_ALIAS")
     if value is None:
         value = (raw.get("litellm_settings") or {}).get("metrics_key_alias", False)
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    return flag(value)
 
 
 def setup(app: web.Application, proxy) -> None:
