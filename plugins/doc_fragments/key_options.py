@@ -23,8 +23,11 @@ options:
     type: float
   budget_duration:
     description:
-      - Period after which the key's spend is reset, for example C(1d), C(7d), C(1mo).
-      - C(daily), C(weekly), C(monthly) and C(yearly) are accepted and stored as C(1d), C(7d), C(1mo) and C(12mo).
+      - Period after which the key's spend is reset, as C(<number><unit>) with unit C(s), C(m), C(h), C(d), C(w) or C(mo)
+        (for example C(1d), C(7d), C(1mo)), or one of the portal's periods C(daily), C(weekly), C(monthly), C(yearly).
+      - Sent and stored as given. Resets are calendar-aligned in the proxy's budget time zone (UTC by default)
+        at midnight, on Monday, on the 1st of the month or on 1 January.
+      - Compared by meaning, so C(monthly) and C(1mo) are the same period and do not cause a change.
     type: str
   tpm_limit:
     description:
@@ -40,7 +43,8 @@ options:
     type: int
   duration:
     description:
-      - Lifetime of a new key, as C(<number><unit>) with unit C(s), C(m), C(h), C(d), C(w) or C(mo) (for example C(30d)).
+      - Lifetime of a new key, as C(<number><unit>) with unit C(s), C(m), C(h), C(d), C(w) or C(mo) (for example C(30d)),
+        or C(daily), C(weekly), C(monthly), C(yearly) (one day, week, calendar month or calendar year).
       - Applied only when the key is created. The proxy counts a duration from the time of the call, so sending it
         on every run would push the expiry out each time; to change the expiry of an existing key use O(expires).
       - Mutually exclusive with O(expires).

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Apache-2.0 (see LICENSE)
-"""Durations (LiteLLM syntax ``<int><unit>``, units s m h d w mo) and timestamps."""
+"""Durations (LiteLLM syntax ``<int><unit>``, units s m h d w mo, and the portal's daily/weekly/monthly/yearly) and timestamps."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -9,10 +9,14 @@ __metaclass__ = type
 import datetime
 import re
 
-DURATION_RE = re.compile(r"^\s*(\d+)\s*(mo|s|m|h|d|w)\s*$")
+# The grammar the proxy accepts too (both are checked against tests/data/durations.yaml): LiteLLM's <N><unit>
+# with N a positive whole number and unit s, m, h, d, w or mo, or one of the portal's budget periods, any letter
+# case; whitespace around the value is ignored, inside it is not.
+DURATION_RE = re.compile(r"^(\d{1,9})(mo|s|m|h|d|w)$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-# Named budget periods the portal also uses.
-NAMED_PERIODS = {"daily": "1d", "weekly": "7d", "monthly": "1mo", "yearly": "12mo"}
+# Named budget periods the portal sends: word -> (count, unit); "y" is a calendar year (no <N><unit> spelling).
+NAMED_PERIODS = {"daily": (1, "d"), "weekly": (1, "w"), "monthly": (1, "mo"), "yearly": (1, "y")}
+ACCEPTED = "a positive whole number followed by s, m, h, d, w or mo (for example 30d or 12h), or daily, weekly, monthly or yearly"
 NEVER = ("never", "-1")
 # Two expiry times closer than this are the same for idempotency purposes.
 EXPIRY_TOLERANCE_SECONDS = 120
@@ -25,27 +29,38 @@ class DurationError(ValueError):
 
 
 def parse_duration(value, option="duration"):
-    """Return ``(count, unit)`` for a LiteLLM duration string, or raise ``DurationError`` with a clear message."""
+    """Return the meaning ``(count, unit)`` of a duration, or raise ``DurationError`` naming the option and value."""
     text = "" if value is None else str(value)
-    match = DURATION_RE.match(text)
+    stripped = text.strip()
+    if stripped.lower() in NAMED_PERIODS:
+        return NAMED_PERIODS[stripped.lower()]
+    match = DURATION_RE.match(stripped)
     if not match or int(match.group(1)) <= 0:
-        raise DurationError(
-            "Invalid %s %r: expected a positive whole number followed by a unit (s, m, h, d, w or mo), for example 30d or 12h" % (option, text)
-        )
+        raise DurationError("Invalid %s %r: expected %s" % (option, text, ACCEPTED))
     return int(match.group(1)), match.group(2)
 
 
-def normalize_duration(value, option="duration", allow_named=False):
-    """Canonical string for a duration (``" 30d"`` -> ``"30d"``); named periods map when allowed."""
-    if allow_named and str(value).strip().lower() in NAMED_PERIODS:
-        return NAMED_PERIODS[str(value).strip().lower()]
-    count, unit = parse_duration(value, option)
-    return "%d%s" % (count, unit)
+def normalize_duration(value, option="duration"):
+    """The duration as it will be sent (surrounding whitespace removed), after checking it; the proxy keeps it as given."""
+    parse_duration(value, option)
+    return str(value).strip()
+
+
+def same_duration(a, b):
+    """True when two durations (or None) mean the same period: ``monthly`` and ``1mo``, ``weekly`` and ``1w``."""
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return parse_duration(a) == parse_duration(b)
+    except DurationError:
+        return str(a).strip() == str(b).strip()
 
 
 def add_duration(start, value):
-    """``start`` plus a duration, months by calendar (as LiteLLM does)."""
+    """``start`` plus a duration, months and years by calendar (as LiteLLM does)."""
     count, unit = parse_duration(value)
+    if unit == "y":
+        count, unit = 12 * count, "mo"
     if unit != "mo":
         return start + datetime.timedelta(seconds=count * UNIT_SECONDS[unit])
     month_index = start.month - 1 + count

@@ -20,6 +20,7 @@ from ansible_collections.rhpds.litemaas.plugins.module_utils.durations import (
     format_timestamp,
     normalize_duration,
     parse_timestamp,
+    same_duration,
     same_instant,
     utcnow,
 )
@@ -40,7 +41,7 @@ KEY_OPTIONS_ARGSPEC = dict(
 )
 
 KEY_OPTION_NAMES = tuple(KEY_OPTIONS_ARGSPEC)
-# Fields compared as they are (after normalisation).
+# Fields compared as they are (after normalisation); budget_duration by meaning ("monthly" is "1mo").
 PLAIN_FIELDS = ("models", "max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests", "user_id", "team_id", "blocked")
 # What a module returns about a key: never the secret.
 PUBLIC_FIELDS = (
@@ -87,7 +88,7 @@ def desired_key(alias, options, now=None):
         raise KeyOptionError("duration and expires are mutually exclusive for key '%s'" % alias)
     try:
         if "budget_duration" in opts:
-            opts["budget_duration"] = normalize_duration(opts["budget_duration"], "budget_duration", allow_named=True)
+            opts["budget_duration"] = normalize_duration(opts["budget_duration"], "budget_duration")
         if "duration" in opts:
             opts["duration"] = normalize_duration(opts["duration"], "duration")
         if "expires" in opts:
@@ -138,7 +139,10 @@ def update_changes(want, current, now=None):
     """The /key/update fields needed to bring ``current`` to ``want`` (empty dict = nothing to do)."""
     changes = {}
     for name in PLAIN_FIELDS:
-        if name in want and values_differ(want[name], current.get(name)):
+        if name == "budget_duration":
+            if name in want and not same_duration(want[name], current.get(name)):
+                changes[name] = want[name]
+        elif name in want and values_differ(want[name], current.get(name)):
             changes[name] = want[name]
     if "metadata" in want and values_differ(want["metadata"], current.get("metadata") or {}):
         merged = dict(current.get("metadata") or {})

@@ -441,8 +441,22 @@ def run(module, client, executor):
     exit_with_secrets(module, has_secret, **result)
 
 
+class VirtualKeysModule(AnsibleModule):
+    """ansible-core reports a list of dicts that is not one ("keys: a,b") with a first message that does not name the
+    option; this puts the option's name and the expected shape in front."""
+
+    def fail_json(self, msg=None, **kwargs):
+        result = getattr(self, "validation_result", None)
+        messages = list(result.errors.messages) if result is not None else []
+        if messages and msg == messages[0] and msg.startswith("dictionary requested"):
+            named = [m for m in messages if "option 'keys'" in m]
+            if named:
+                msg = "keys must be a list of dicts, one per key, each with at least key_alias (for example keys: [{key_alias: user1}]). %s" % named[0]
+        super(VirtualKeysModule, self).fail_json(msg=msg, **kwargs)
+
+
 def main():
-    module = AnsibleModule(
+    module = VirtualKeysModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
         mutually_exclusive=[("keys", "count"), ("duration", "expires")],

@@ -14,7 +14,8 @@ import pytest
 from tests.proxy.conftest import db_value
 from tests.support.proxy import http_json
 
-PORTAL_CALLS = Path("/work/shared/reference/portal-calls-to-proxy.jsonl")
+# shared/ lies beside the checkout (CI lays a copy there too).
+PORTAL_CALLS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "portal-calls-to-proxy.jsonl"
 
 
 def uid(prefix: str = "t") -> str:

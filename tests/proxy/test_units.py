@@ -35,7 +35,7 @@ def test_duration_after():
     assert config.duration_after("30s", NOW) == datetime(2026, 11, 26, 23, 40, 40, tzinfo=UTC)
     assert config.duration_after("1mo", NOW) == datetime(2026, 12, 26, 23, 40, 10, tzinfo=UTC)
     assert config.duration_after("1w", NOW) == datetime(2026, 12, 3, 23, 40, 10, tzinfo=UTC)
-    assert config.add_months(datetime(2026, 1, 31, tzinfo=UTC), 1) == datetime(2026, 2, 28, tzinfo=UTC)
+    assert config.duration_after("1mo", datetime(2026, 1, 31, tzinfo=UTC)) == datetime(2026, 2, 28, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("value,expected", [

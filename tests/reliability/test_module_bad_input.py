@@ -77,8 +77,9 @@ CASES = [
     ("vks-unknown-model", VKS, {"count": 2, "alias_pattern": f"{P}-um-{{n}}", "models": ["no-such-model"]}, ["Unknown model(s)", "no-such-model"]),
     ("vks-state-choice", VKS, {"count": 1, "alias_pattern": f"{P}-sc-{{n}}", "state": "deleted"}, ["state", "deleted"]),
     ("vks-wrong-master-key", VKS, {"count": 2, "alias_pattern": f"{P}-wk-{{n}}", "api_key": WRONG_KEY}, ["HTTP 401"]),
-    # ansible-core's own message for a list of dicts that is not one (it does not name the option).
-    ("vks-keys-type", VKS, {"keys": "a,b"}, ["dictionary requested"]),
+    # A list of dicts that is not one: the message names the option and the expected shape.
+    ("vks-keys-type", VKS, {"keys": "a,b"}, ["keys must be a list of dicts", "option 'keys'", "key_alias"]),
+    ("vks-keys-strings", VKS, {"keys": ["user1", "user2"]}, ["keys must be a list of dicts", "option 'keys'"]),
     # ---------------------------------------------------------------- virtual_key_info
     ("vki-page-size", VKI, {"page_size": 0}, ["page_size must be between 1 and 100"]),
     ("vki-page-size-type", VKI, {"page_size": "big"}, ["page_size", "int"]),

@@ -399,6 +399,10 @@ def test_backend_environment(renders):
     assert env["LITELLM_API_KEY"] == {"secretKeyRef": {"name": "litellm-secret", "key": "LITELLM_MASTER_KEY"}}
     assert env["OAUTH_CLIENT_SECRET"] == {"secretKeyRef": {"name": "backend-secret", "key": "OAUTH_CLIENT_SECRET"}}
     assert "REDIS_HOST" not in env  # the portal would FLUSHALL the proxy's Redis
+    # No portal backend version reads DEFAULT_USER_BUDGET_DURATION: the proxy applies the budget period of new users.
+    assert "DEFAULT_USER_BUDGET_DURATION" not in env
+    proxy_env = env_of(run.one("Deployment", "litellm")["spec"]["template"]["spec"]["containers"][0])
+    assert proxy_env["LITEMAAS_DEFAULT_USER_BUDGET_DURATION"] == "monthly"
     frontend = run.one("Deployment", "litellm-frontend")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(frontend) == {"BACKEND_URL": "http://litellm-backend:8080"}
     assert frontend["image"] == "quay.io/rh-aiservices-bu/litemaas-frontend:0.4.0"

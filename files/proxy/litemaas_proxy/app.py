@@ -170,7 +170,7 @@ class Proxy:
             if self.pool is None:
                 continue
             try:
-                if await reset_budgets(self.pool):
+                if await reset_budgets(self.pool, self.settings.budget_timezone):
                     await self.publish("all:")
             except Exception as exc:
                 log.warning("budget reset failed: %s", exc)

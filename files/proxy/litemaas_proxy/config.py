@@ -1,24 +1,18 @@
-"""Settings from the environment and an optional LiteLLM-style config.yaml; duration strings."""
+"""Settings from the environment and an optional LiteLLM-style config.yaml (durations: see durations.py)."""
 
 from __future__ import annotations
 
-import calendar
 import os
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import tzinfo
 from typing import Any, Optional
 from urllib.parse import quote
 
 import yaml
 
-UTC = timezone.utc
-_DURATION_RE = re.compile(r"^(\d+)(mo|[smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+from litemaas_proxy.durations import UTC, DurationError, check_duration, duration_after, next_budget_reset, parse_duration, parse_timezone
 
-
-class DurationError(ValueError):
-    pass
+__all__ = ["UTC", "DurationError", "Settings", "duration_after", "flag", "load_settings", "next_budget_reset", "parse_duration"]
 
 
 REDIS_FAILURE_MODES = ("open", "closed")
@@ -33,54 +27,6 @@ def redis_failure_mode(value: Any) -> str:
         raise ValueError(f"Invalid redis failure mode {value!r}: expected 'open' or 'closed' "
                          "(LITEMAAS_REDIS_FAILURE_MODE, general_settings.redis_failure_mode)")
     return mode
-
-
-def parse_duration(value: Any) -> tuple[int, str]:
-    """Parse ``30s``, ``12h``, ``30d``, ``1w``, ``1mo`` into (count, unit). Raise DurationError otherwise."""
-    if not isinstance(value, str):
-        raise DurationError(f"Invalid duration {value!r}: expected a string like '30s', '12h', '30d', '1w' or '1mo'")
-    match = _DURATION_RE.match(value.strip())
-    if not match:
-        raise DurationError(f"Invalid duration {value!r}: expected <number><unit> with unit one of s, m, h, d, w, mo (e.g. '30d')")
-    return int(match.group(1)), match.group(2)
-
-
-def add_months(moment: datetime, months: int) -> datetime:
-    month0 = moment.month - 1 + months
-    year = moment.year + month0 // 12
-    month = month0 % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
-
-
-def duration_after(value: str, now: Optional[datetime] = None) -> datetime:
-    """``now + duration`` (exact, not aligned): key expiry."""
-    now = now or datetime.now(UTC)
-    count, unit = parse_duration(value)
-    if unit == "mo":
-        return add_months(now, count)
-    return now + timedelta(seconds=count * _UNITS[unit])
-
-
-def next_budget_reset(value: str, now: Optional[datetime] = None) -> datetime:
-    """Next budget reset time, aligned like LiteLLM: 1d -> next midnight UTC, 7d/1w -> next Monday,
-    30d/1mo -> first of next month, Nd -> today 00:00 + N days, Nh/Nm/Ns aligned to multiples."""
-    now = now or datetime.now(UTC)
-    count, unit = parse_duration(value)
-    count = max(count, 1)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if unit == "mo" or (unit == "d" and count == 30):
-        months = count if unit == "mo" else 1
-        return add_months(midnight.replace(day=1), months)
-    if (unit == "d" and count == 7) or (unit == "w" and count == 1):
-        return midnight + timedelta(days=7 - midnight.weekday())
-    if unit == "w":
-        return midnight + timedelta(days=7 * count)
-    if unit == "d":
-        return midnight + timedelta(days=count)
-    step = count * _UNITS[unit]
-    epoch = int(now.timestamp())
-    return datetime.fromtimestamp((epoch // step + 1) * step, UTC)
 
 
 def _env_value(value: Any) -> Any:
@@ -101,6 +47,18 @@ def redis_url_from_env(env) -> Optional[str]:
     auth = f":{quote(password, safe='')}@" if password else ""
     scheme = "rediss" if str(env.get("REDIS_SSL", "")).lower() in ("1", "true", "yes") else "redis"
     return f"{scheme}://{auth}{host}:{port}/0"
+
+
+def _duration_setting(value: Any, setting: str) -> Optional[str]:
+    """A duration from the config file, checked against the grammar at start-up (None when unset)."""
+    value = _env_value(value)
+    if value in (None, ""):
+        return None
+    try:
+        check_duration(value if isinstance(value, str) else str(value))
+    except DurationError as exc:
+        raise ValueError(f"{setting}: {exc}") from None
+    return str(value)
 
 
 def _float_env(env, name: str, default: float) -> float:
@@ -139,6 +97,10 @@ class Settings:
     upstream_connections: int = 1000
     access_log: bool = False  # one line per request (LITEMAAS_ACCESS_LOG or general_settings.access_log)
     redis_failure_mode: str = "open"  # what rate-limited requests get while Redis is unreachable: "open" (admitted) or "closed" (503)
+    budget_timezone: tzinfo = UTC  # budget resets align to midnight, Monday, the 1st, 1 January here (LITEMAAS_BUDGET_TIMEZONE, litellm_settings.timezone)
+    default_user_budget_duration: Optional[str] = None  # budget_duration of users created without one (LITEMAAS_DEFAULT_USER_BUDGET_DURATION)
+    # duration / budget_duration of keys generated without one (litellm_settings.default_key_generate_params)
+    default_key_params: dict = field(default_factory=dict)
     raw_config: dict = field(default_factory=dict)  # the whole config file, for routing, guardrails, pass-through and metrics
 
 
@@ -180,5 +142,17 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     s.shutdown_flush_timeout = _float_env(env, "LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT", 10.0)
     s.redis_failure_mode = redis_failure_mode(env.get("LITEMAAS_REDIS_FAILURE_MODE") or _env_value(general.get("redis_failure_mode")))
     s.access_log = flag(env.get("LITEMAAS_ACCESS_LOG", general.get("access_log")))
+    s.budget_timezone = parse_timezone(env.get("LITEMAAS_BUDGET_TIMEZONE") or _env_value(litellm_settings.get("timezone")),
+                                       "LITEMAAS_BUDGET_TIMEZONE / litellm_settings.timezone")
+    s.default_user_budget_duration = _duration_setting(
+        env.get("LITEMAAS_DEFAULT_USER_BUDGET_DURATION") or litellm_settings.get("internal_user_budget_duration"),
+        "LITEMAAS_DEFAULT_USER_BUDGET_DURATION / litellm_settings.internal_user_budget_duration")
+    key_defaults = litellm_settings.get("default_key_generate_params") or {}
+    if not isinstance(key_defaults, dict):
+        raise ValueError(f"Invalid litellm_settings.default_key_generate_params {key_defaults!r}: expected a mapping")
+    for name in ("duration", "budget_duration"):
+        value = _duration_setting(key_defaults.get(name), f"litellm_settings.default_key_generate_params.{name}")
+        if value is not None:
+            s.default_key_params[name] = value
     s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
     return s

@@ -21,7 +21,7 @@ from typing import Optional
 import orjson
 
 from litemaas_proxy import db
-from litemaas_proxy.config import next_budget_reset
+from litemaas_proxy.durations import next_budget_reset
 
 log = logging.getLogger("litemaas_proxy.spend")
 UTC = timezone.utc
@@ -216,8 +216,9 @@ def make_record(request_id: str, call_type: str, token: Optional[str], cost: flo
             orjson.dumps(metadata).decode(), status, end_user)
 
 
-async def reset_budgets(pool) -> int:
-    """Zero the spend of keys, users and teams whose budget_reset_at has passed and schedule the next reset."""
+async def reset_budgets(pool, zone=timezone.utc) -> int:
+    """Zero the spend of keys, users and teams whose budget_reset_at has passed and schedule the next reset
+    (aligned in ``zone``, the budget time zone)."""
     changed = 0
     now = datetime.now(UTC)
     for table, pk in ((db.KEY_TABLE, "token"), (db.USER_TABLE, "user_id"), (db.TEAM_TABLE, "team_id")):
@@ -227,7 +228,7 @@ async def reset_budgets(pool) -> int:
                     f"SELECT {pk} AS id, budget_duration FROM {table} WHERE budget_reset_at <= now() AND budget_duration IS NOT NULL FOR UPDATE SKIP LOCKED")
                 for row in rows:
                     try:
-                        nxt = next_budget_reset(row["budget_duration"], now)
+                        nxt = next_budget_reset(row["budget_duration"], now, zone)
                     except ValueError:
                         nxt = None
                     await conn.execute(f"UPDATE {table} SET spend = 0, budget_reset_at = $2 WHERE {pk} = $1", row["id"], nxt)

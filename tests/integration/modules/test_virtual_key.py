@@ -69,6 +69,27 @@ def test_expires_is_compared_not_pushed_out(play, proxy, uid):
     assert proxy_key(proxy, alias)["expires"] is None
 
 
+def test_portal_budget_periods_are_kept_as_given_and_compared_by_meaning(play, proxy, uid):
+    """The portal's words go to the proxy as given; a key stored with "monthly" (as the portal creates it) is not
+    changed by budget_duration: 1mo, and "yearly" (a calendar year) is a real change."""
+    alias = f"{uid}-period"
+    status, data = proxy.admin("POST", "/key/generate", {"key_alias": f"{alias}-portal", "budget_duration": "monthly"})
+    assert status == 200, data
+    run = play([{VK: {"key_alias": f"{alias}-portal", "budget_duration": "1mo"}},
+                {VK: {"key_alias": f"{alias}-portal", "budget_duration": "Monthly"}},
+                {VK: {"key_alias": f"{alias}-portal", "budget_duration": "yearly"}, "diff": True},
+                {VK: {"key_alias": f"{alias}-portal", "budget_duration": "yearly"}},
+                {VK: {"key_alias": f"{alias}-new", "budget_duration": "weekly", "duration": "daily"}},
+                {VK: {"key_alias": f"{alias}-new", "budget_duration": "1w"}}])
+    assert [r["changed"] for r in run.results] == [False, False, True, False, True, False], run.results
+    assert run[2]["diff"]["before"]["budget_duration"] == "monthly" and run[2]["diff"]["after"]["budget_duration"] == "yearly"
+    assert proxy_key(proxy, f"{alias}-portal")["budget_duration"] == "yearly"
+    created = proxy_key(proxy, f"{alias}-new")
+    assert created["budget_duration"] == "weekly"
+    lifetime = datetime.fromisoformat(created["expires"].replace("Z", "+00:00")) - datetime.now(timezone.utc)
+    assert timedelta(hours=23) < lifetime <= timedelta(days=1)
+
+
 def test_regenerate_rotates_the_secret(play, proxy, uid):
     alias = f"{uid}-rot"
     run = play([{VK: {"key_alias": alias}}, {VK: {"key_alias": alias, "regenerate": True}}])
@@ -105,8 +126,8 @@ def test_bad_input_messages(play, proxy, uid):
     assert all(r["failed"] for r in run.results), run.results
     assert msgs[0] == f"Unknown model(s) for key '{alias}': no-such-model. Check the model names served by the proxy (model_info)."
     assert msgs[1] == f"max_budget cannot be negative for key '{alias}'. Received: -1.0"
-    assert msgs[2] == ("Invalid duration '30': expected a positive whole number followed by a unit (s, m, h, d, w or mo), "
-                       f"for example 30d or 12h (key '{alias}')")
+    assert msgs[2] == ("Invalid duration '30': expected a positive whole number followed by s, m, h, d, w or mo (for example 30d or 12h), "
+                       f"or daily, weekly, monthly or yearly (key '{alias}')")
     assert msgs[3].startswith("Invalid budget_duration 'monthly-ish'")
     assert msgs[4].startswith(f"GET /key/list?key_alias={alias}&page=1&return_full_object=true&size=100 failed with HTTP 401: Authentication Error"), msgs[4]
     assert msgs[5] == (f"GET /key/list?key_alias={alias}&page=1&return_full_object=true&size=100 failed: "

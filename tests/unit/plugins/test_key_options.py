@@ -18,7 +18,19 @@ def want(**opts):
 
 def test_desired_key_keeps_only_given_fields_and_normalises():
     w = want(models=["a"], max_budget=5, budget_duration="monthly", duration=" 30d", user_id=None)
-    assert w == {"key_alias": "k1", "models": ["a"], "max_budget": 5, "budget_duration": "1mo", "duration": "30d"}
+    assert w == {"key_alias": "k1", "models": ["a"], "max_budget": 5, "budget_duration": "monthly", "duration": "30d"}
+
+
+@pytest.mark.parametrize("stored,wanted,changes", [
+    ("monthly", "1mo", {}),            # same period, another spelling: no change
+    ("1mo", "Monthly", {}),
+    ("weekly", "1w", {}),
+    ("monthly", "yearly", {"budget_duration": "yearly"}),
+    (None, "daily", {"budget_duration": "daily"}),
+])
+def test_budget_duration_compares_by_meaning(stored, wanted, changes):
+    current = dict(CURRENT, budget_duration=stored)
+    assert ko.update_changes(want(budget_duration=wanted), current, now=NOW) == changes
 
 
 @pytest.mark.parametrize("opts,message", [

@@ -16,7 +16,7 @@ from aiohttp import web
 from litemaas_proxy import __version__, db
 from litemaas_proxy.api import read_body_bytes
 from litemaas_proxy.auth import MASTER, abbreviate, generate_key, hash_if_needed, hash_token, is_master, key_name
-from litemaas_proxy.config import DurationError, duration_after, next_budget_reset, parse_duration
+from litemaas_proxy.durations import DurationError, check_duration, duration_after, next_budget_reset
 from litemaas_proxy.errors import DetailError, ProxyError, bad_request, json_response, not_found, validation_error
 
 log = logging.getLogger("litemaas_proxy.management")
@@ -97,6 +97,8 @@ def coerce(body: dict, name: str) -> Any:
     if name in DICT_FIELDS:
         if not isinstance(value, dict):
             raise bad_request(f"{name} must be an object. Received: {value!r}", name)
+        if name == "model_max_budget":
+            check_model_max_budget(value)
         return value
     if name in BOOL_FIELDS:
         if not isinstance(value, bool):
@@ -106,13 +108,9 @@ def coerce(body: dict, name: str) -> Any:
         if name == "duration" and str(value) == "-1":
             return "-1"
         try:
-            parse_duration(value)
-            duration_after(value)
-            next_budget_reset(value)
+            check_duration(value)
         except DurationError as exc:
             raise bad_request(f"Invalid {name}: {exc}", name)
-        except (OverflowError, ValueError):
-            raise bad_request(f"Invalid {name} {value!r}: too long", name)
         return value
     if name in STR_FIELDS:
         if not isinstance(value, str):
@@ -120,6 +118,23 @@ def coerce(body: dict, name: str) -> Any:
         if "\x00" in value:
             raise bad_request(f"{name} must not contain NUL characters", name)
     return value
+
+
+def check_model_max_budget(value: dict) -> None:
+    """``{model: {budget_limit: number >= 0, time_period: duration}}``, as LiteLLM and the portal send it."""
+    for model, spec in value.items():
+        where = f"model_max_budget.{model}"
+        if not isinstance(spec, dict):
+            raise bad_request(f"{where} must be an object with budget_limit and time_period. Received: {spec!r}", "model_max_budget")
+        limit = spec.get("budget_limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit < 0):
+            raise bad_request(f"{where}.budget_limit must be a number that is not negative. Received: {limit!r}", "model_max_budget")
+        period = spec.get("time_period")
+        if period is not None:
+            try:
+                check_duration(period)
+            except DurationError as exc:
+                raise bad_request(f"Invalid {where}.time_period: {exc}", "model_max_budget")
 
 
 def caller_id(request: web.Request, entry) -> str:
@@ -230,7 +245,7 @@ def setup(app: web.Application, proxy) -> None:
                     out["expires"] = exp if exp.tzinfo else exp.replace(tzinfo=UTC)
             elif name == "budget_duration":
                 out["budget_duration"] = val
-                out["budget_reset_at"] = next_budget_reset(val, now) if val else None
+                out["budget_reset_at"] = next_budget_reset(val, now, proxy.settings.budget_timezone) if val else None
             elif name in METADATA_PROMOTED:
                 continue
             elif name == "models":
@@ -255,6 +270,9 @@ def setup(app: web.Application, proxy) -> None:
             raise bad_request(f"Key with alias '{alias}' already exists. Unique key aliases across all keys are required.", "key_alias")
 
     async def create_key(conn, body: dict, created_by: str) -> dict:
+        defaults = {k: v for k, v in proxy.settings.default_key_params.items() if body.get(k) is None}
+        if defaults:
+            body = {**body, **defaults}
         plaintext = body.get("key")
         if plaintext is not None:
             if not isinstance(plaintext, str) or not plaintext.startswith("sk-"):
@@ -473,7 +491,7 @@ def setup(app: web.Application, proxy) -> None:
                 continue  # null: unchanged (update) or the default (create)
             if name == "budget_duration":
                 out["budget_duration"] = val
-                out["budget_reset_at"] = next_budget_reset(val, now) if val else None
+                out["budget_reset_at"] = next_budget_reset(val, now, proxy.settings.budget_timezone) if val else None
             elif name == "models":
                 validate_models(val)
                 out["models"] = val
@@ -509,6 +527,10 @@ def setup(app: web.Application, proxy) -> None:
         values = user_values(body, updating=False)
         values["user_id"] = user_id
         values.setdefault("user_role", "internal_user")
+        default_period = proxy.settings.default_user_budget_duration
+        if default_period and "budget_duration" not in values:
+            values["budget_duration"] = default_period
+            values["budget_reset_at"] = next_budget_reset(default_period, None, proxy.settings.budget_timezone)
         async with pool().acquire() as conn:
             async with conn.transaction():
                 if await conn.fetchval(f"SELECT 1 FROM {db.USER_TABLE} WHERE user_id = $1", user_id):
@@ -626,7 +648,7 @@ def setup(app: web.Application, proxy) -> None:
                 continue  # null: unchanged (update) or the default (create)
             if name == "budget_duration":
                 out["budget_duration"] = val
-                out["budget_reset_at"] = next_budget_reset(val, now) if val else None
+                out["budget_reset_at"] = next_budget_reset(val, now, proxy.settings.budget_timezone) if val else None
             elif name == "models":
                 validate_models(val)
                 out["models"] = val
