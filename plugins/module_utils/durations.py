@@ -12,7 +12,8 @@ import re
 # The grammar the proxy accepts too (both are checked against tests/data/durations.yaml): LiteLLM's <N><unit>
 # with N a positive whole number and unit s, m, h, d, w or mo, or one of the portal's budget periods, any letter
 # case; whitespace around the value is ignored, inside it is not.
-DURATION_RE = re.compile(r"^(\d{1,9})(mo|s|m|h|d|w)$")
+DURATION_RE = re.compile(r"^(\d+)(mo|s|m|h|d|w)$")
+MAX_COUNT = 999999999
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # Named budget periods the portal sends: word -> (count, unit); "y" is a calendar year (no <N><unit> spelling).
 NAMED_PERIODS = {"daily": (1, "d"), "weekly": (1, "w"), "monthly": (1, "mo"), "yearly": (1, "y")}
@@ -37,6 +38,8 @@ def parse_duration(value, option="duration"):
     match = DURATION_RE.match(stripped)
     if not match or int(match.group(1)) <= 0:
         raise DurationError("Invalid %s %r: expected %s" % (option, text, ACCEPTED))
+    if int(match.group(1)) > MAX_COUNT:
+        raise DurationError("Invalid %s %r: too long (at most %d of a unit); expected %s" % (option, text, MAX_COUNT, ACCEPTED))
     return int(match.group(1)), match.group(2)
 
 

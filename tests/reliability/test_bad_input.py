@@ -240,8 +240,10 @@ KEY_BAD = [
     ("model", "duration", 30, "Invalid duration"),
     ("model", "duration", "abc", "Invalid duration"),
     ("model", "duration", "99999999999999999d", "too long"),
+    ("model", "duration", "999999999mo", "too long"),
     ("model", "budget_duration", "30x", "Invalid budget_duration"),
-    ("model", "budget_duration", "monthly", "Invalid budget_duration"),
+    ("model", "budget_duration", "monthly-ish", "Invalid budget_duration"),  # the portal's words are accepted, not their variants
+    ("model", "budget_duration", "30 d", "Invalid budget_duration"),
     ("model", "budget_duration", 7, "Invalid budget_duration"),
     ("model", "metadata", "owner=ops", "metadata must be an object"),
     ("model", "metadata", [1], "metadata must be an object"),

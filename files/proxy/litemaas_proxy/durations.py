@@ -17,7 +17,8 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any, NamedTuple, Optional
 
 UTC = timezone.utc
-_GRAMMAR = re.compile(r"^(\d{1,9})(mo|[smhdw])$")
+_GRAMMAR = re.compile(r"^(\d+)(mo|[smhdw])$")
+MAX_COUNT = 999_999_999
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # Portal word -> (count, unit). "y" is a calendar year; it has no <N><unit> spelling (LiteLLM has none).
 NAMED = {"daily": (1, "d"), "weekly": (1, "w"), "monthly": (1, "mo"), "yearly": (1, "y")}
@@ -44,6 +45,8 @@ def parse_duration(value: Any) -> Duration:
     match = _GRAMMAR.match(text)
     if not match or int(match.group(1)) == 0:
         raise DurationError(f"Invalid duration {value!r}: expected {ACCEPTED}")
+    if int(match.group(1)) > MAX_COUNT:
+        raise DurationError(f"Invalid duration {value!r}: too long (at most {MAX_COUNT} of a unit); expected {ACCEPTED}")
     return Duration(int(match.group(1)), match.group(2))
 
 
@@ -63,7 +66,7 @@ def _checked(fn, value):
     except (OverflowError, ValueError) as exc:
         if isinstance(exc, DurationError):
             raise
-        raise DurationError(f"Invalid duration {value!r}: too long") from None
+        raise DurationError(f"Invalid duration {value!r}: too long; expected {ACCEPTED}") from None
 
 
 def duration_after(value: Any, now: Optional[datetime] = None) -> datetime:

@@ -99,3 +99,13 @@ def test_monthly_and_yearly_resets_in_another_time_zone():
 def test_unknown_time_zone_names_the_setting():
     with pytest.raises(proxy_durations.DurationError, match="Invalid LITEMAAS_BUDGET_TIMEZONE 'Mars/Olympus'"):
         proxy_durations.parse_timezone("Mars/Olympus", "LITEMAAS_BUDGET_TIMEZONE")
+
+
+def test_the_openapi_document_describes_the_same_grammar():
+    """/openapi.json's Duration pattern (what the fuzzing generates from) agrees with the table."""
+    import re
+
+    document = yaml.safe_load((REPO / "files" / "proxy" / "litemaas_proxy" / "openapi.yaml").read_text())
+    pattern = re.compile(document["components"]["schemas"]["Duration"]["pattern"])
+    assert [row["input"] for row in ACCEPTED if not pattern.search(row["input"])] == []
+    assert [value for value in REJECTED if pattern.search(value)] == []
