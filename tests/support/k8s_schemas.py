@@ -460,7 +460,7 @@ def _metadata_problems(obj: dict) -> list:
         if not pattern.fullmatch(name) or len(name) > limit:
             out.append(("metadata.name", f"{name!r} is not {what} (lowercase letters, digits, '-'; at most {limit})"))
     for key, value in (metadata.get("labels") or {}).items():
-        prefix, _, label = str(key).rpartition("/")
+        prefix, dummy, label = str(key).rpartition("/")
         if (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix))) or len(label) > 63 or not _LABEL_NAME.fullmatch(label):
             out.append((_json_path(["metadata", "labels", key]), f"invalid label key {key!r}"))
         if not isinstance(value, str) or len(value) > 63 or (value and not _LABEL_NAME.fullmatch(value)):
