@@ -137,6 +137,7 @@ class Settings:
     shutdown_flush_timeout: float = 10.0
     db_pool_size: int = 10
     upstream_connections: int = 1000
+    listen_backlog: int = 4096  # connections the kernel queues before accept (LITEMAAS_LISTEN_BACKLOG; capped by net.core.somaxconn)
     access_log: bool = False  # one line per request (LITEMAAS_ACCESS_LOG or general_settings.access_log)
     redis_failure_mode: str = "open"  # what rate-limited requests get while Redis is unreachable: "open" (admitted) or "closed" (503)
     raw_config: dict = field(default_factory=dict)  # the whole config file, for routing, guardrails, pass-through and metrics
@@ -180,5 +181,9 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
     s.shutdown_flush_timeout = _float_env(env, "LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT", 10.0)
     s.redis_failure_mode = redis_failure_mode(env.get("LITEMAAS_REDIS_FAILURE_MODE") or _env_value(general.get("redis_failure_mode")))
     s.access_log = flag(env.get("LITEMAAS_ACCESS_LOG", general.get("access_log")))
+    backlog = str(env.get("LITEMAAS_LISTEN_BACKLOG") or "4096").strip()
+    if not backlog.isdigit() or int(backlog) < 1:
+        raise ValueError(f"Invalid LITEMAAS_LISTEN_BACKLOG {backlog!r}: expected a positive integer (default 4096)")
+    s.listen_backlog = int(backlog)
     s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
     return s
