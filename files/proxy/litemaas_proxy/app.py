@@ -12,7 +12,7 @@ from aiohttp import web
 
 from litemaas_proxy import db, metrics
 from litemaas_proxy.api import body_too_large, max_request_size
-from litemaas_proxy.auth import MASTER, KeyCache, credential_from_headers, hash_token, is_master
+from litemaas_proxy.auth import MASTER, KeyCache, LookupBatcher, credential_from_headers, hash_token, is_master
 from litemaas_proxy.config import Settings
 from litemaas_proxy.errors import DetailError, ProxyError
 from litemaas_proxy.fastredis import FastRedis
@@ -41,7 +41,8 @@ class Proxy:
         self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
         self.spend.enabled = bool(settings.database_url)
         self.sealer = ParamSealer(settings.salt_key or settings.master_key)
-        self.cache = KeyCache(self._load_key, settings.key_cache_ttl, settings.key_stale_max)
+        self.lookups = LookupBatcher(self._load_keys)
+        self.cache = KeyCache(self.lookups.load, settings.key_cache_ttl, settings.key_stale_max)
         self.limiter: Optional[Limiter] = None
         self.fast_redis: Optional[FastRedis] = None
         self.config_deployments: list = []
@@ -51,19 +52,25 @@ class Proxy:
         self.started = time.time()
 
     # ------------------------------------------------------------ auth
-    async def _load_key(self, token: str):
+    async def _load_keys(self, tokens: list) -> dict:
+        """token -> (key, user, team, spend marks) for the keys found, in one query (LookupBatcher calls this)."""
         if self.pool is None:
             raise ProxyError(503, "Database not available yet, retry shortly.", "no_db_connection", "None")
-        marks = (self.spend.mark("k", token),)
+        marks = {token: self.spend.mark("k", token) for token in tokens}
         try:
-            row = await db.fetch_auth(self.pool, token)
+            if len(tokens) == 1:
+                token = tokens[0]
+                row = await db.fetch_auth(self.pool, token)
+                rows = {} if row is None else {token: row}
+            else:
+                rows = await db.fetch_auth_many(self.pool, tokens)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ProxyError(503, f"Database unavailable, cannot verify the key: {type(exc).__name__}", "no_db_connection", "None")
-        if row is None:
-            return None
-        key, user, team = row
-        marks = {"k": marks[0], "u": self.spend.mark("u", key.get("user_id")), "t": self.spend.mark("t", key.get("team_id"))}
-        return key, user, team, marks
+        out = {}
+        for token, (key, user, team) in rows.items():
+            out[token] = (key, user, team, {"k": marks[token], "u": self.spend.mark("u", key.get("user_id")),
+                                            "t": self.spend.mark("t", key.get("team_id"))})
+        return out
 
     async def authenticate(self, request: web.Request, allow_master: bool = True):
         entry = await self._caller(request, allow_master)
