@@ -24,6 +24,7 @@ from litemaas_proxy.upstream import UpstreamClient
 
 log = logging.getLogger("litemaas_proxy")
 INVALIDATE_CHANNEL = "litemaas:invalidate"
+CLOSE_TIMEOUT = 2.0  # seconds for each shutdown step after the final spend flush
 
 
 class Proxy:
@@ -236,21 +237,36 @@ class Proxy:
         self.tasks.append(asyncio.get_running_loop().create_task(self._budget_resets()))
 
     async def stop(self) -> None:
+        """Shutdown within a fixed budget whatever PostgreSQL and Redis do: the final spend flush gets
+        ``shutdown_flush_timeout`` (the rest is spilled to disk), every later step CLOSE_TIMEOUT, and
+        connections that do not close in time are dropped."""
         self.stop_event.set()
         await self.spend.stop(timeout=self.settings.shutdown_flush_timeout)
-        for task in self.tasks:
+        tasks = self.tasks + list(self.lookups.tasks)
+        for task in tasks:
             task.cancel()
-        for task in self.tasks:
-            try:
-                await task
-            except BaseException:
-                pass
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
         if self.upstream is not None:
-            await self.upstream.close()
+            await _within(self.upstream.close(), "upstream connections")
         if self.fast_redis is not None:
-            await self.fast_redis.close()
-        if self.pool is not None:
-            await self.pool.close()
+            await _within(self.fast_redis.close(), "Redis connections")
+        if self.pool is not None and not await _within(self.pool.close(), "database connections"):
+            self.pool.terminate()
+
+
+async def _within(closing, what: str) -> bool:
+    """Run ``closing`` for at most CLOSE_TIMEOUT seconds; past that it is cancelled and not waited for."""
+    task = asyncio.ensure_future(closing)
+    done, dummy = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+    if not done:
+        task.cancel()
+        log.warning("%s did not close within %.0fs; dropping them", what, CLOSE_TIMEOUT)
+        return False
+    if task.exception() is not None:
+        log.warning("closing %s failed: %s", what, task.exception())
+        return False
+    return True
 
 
 @web.middleware
