@@ -77,68 +77,120 @@ def percentile(values: list, q: float):
     return ordered[min(len(ordered) - 1, max(0, int(round(q / 100.0 * len(ordered) + 0.5)) - 1))]
 
 
-async def _one(session, url: str, key: str, body: bytes, gate: asyncio.Event, chunks: int, out: list, errors: collections.Counter) -> None:
-    import aiohttp
+class _Stream(asyncio.Protocol):
+    """One streaming request on its own connection, read raw: the time of the first SSE event, the number of
+    events, and the end of the chunked body. Far cheaper per byte than a general HTTP client."""
 
+    def __init__(self, request: bytes, t0: float):
+        self.request = request
+        self.t0 = t0
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+        self.head = b""
+        self.status = None
+        self.ttft = None
+        self.events = 0
+        self.tail = b""
+        self.saw_done = False
+        self.body_start = b""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data):
+        if self.status is None:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.status = int(self.head[9:12])
+            data = self.head[end + 4:]
+            if self.status != 200:
+                self.body_start = data[:300]
+                self._finish()
+                return
+        if not data:
+            return
+        joined = self.tail + data
+        if self.ttft is None and b"data: " in joined:
+            self.ttft = self.loop.time() - self.t0
+        self.events += joined.count(b"data: ") - self.tail.count(b"data: ")
+        self.saw_done = self.saw_done or b"[DONE]" in joined
+        self.tail = joined[-16:]
+        if self.tail.endswith(b"\r\n0\r\n\r\n"):
+            self._finish()
+
+    def connection_lost(self, exc):
+        self._finish(exc)
+
+    def _finish(self, exc=None):
+        if not self.done.done():
+            self.done.set_result(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _one(host: str, port: int, request: bytes, gate: asyncio.Event, chunks: int, timeout: float, out: list,
+               errors: collections.Counter, samples: dict) -> None:
     await gate.wait()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    ttft = None
+    proto = None
     try:
-        async with session.post(url, data=body, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}) as resp:
-            if resp.status != 200:
-                await resp.read()
-                errors[f"http {resp.status}"] += 1
-                return
-            events = 0
-            tail = b""
-            while True:
-                data = await resp.content.readany()
-                if not data:
-                    break
-                if ttft is None:
-                    ttft = loop.time() - t0
-                events += data.count(b"data: ")
-                tail = (tail + data)[-64:]
-            total = loop.time() - t0
-        # role chunk + content chunks + finish chunk (+ usage) + [DONE]; fewer means the stream was cut.
-        if b"[DONE]" not in tail or events < chunks + 2:
-            errors["incomplete stream"] += 1
-            return
-        out.append((ttft, total))
-    except asyncio.TimeoutError:
-        errors["timeout (no first byte)" if ttft is None else "timeout (mid-stream)"] += 1
-    except aiohttp.ClientConnectorError as exc:
-        errors[f"connect: {getattr(exc.os_error, 'strerror', None) or type(exc.os_error).__name__}"] += 1
-    except aiohttp.ClientError as exc:
-        errors[f"{type(exc).__name__}"] += 1
+        async with asyncio.timeout(timeout):
+            dummy, proto = await loop.create_connection(lambda: _Stream(request, t0), host, port)
+            await proto.done
+    except TimeoutError:
+        errors["timeout (no first byte)" if proto is None or proto.ttft is None else "timeout (mid-stream)"] += 1
+        if proto is not None:
+            proto.transport.abort()
+        return
     except OSError as exc:
-        errors[f"OSError {exc.strerror or exc}"] += 1
+        errors[f"connect: {exc.strerror or type(exc).__name__}"] += 1
+        return
+    total = loop.time() - t0
+    if proto.status != 200:
+        kind = f"http {proto.status}"
+        errors[kind] += 1
+        samples.setdefault(kind, proto.body_start.decode("utf-8", "replace"))
+        return
+    # role chunk + content chunks + finish chunk (+ usage) + [DONE]; fewer means the stream was cut.
+    if proto.events < chunks + 2 or not proto.saw_done:
+        errors["incomplete stream"] += 1
+        return
+    out.append((proto.ttft, total))
 
 
 async def _client(url: str, keys: list, chunks: int, timeout: float) -> dict:
-    import aiohttp
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(url)
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "say something long"}], "stream": True,
                        "max_tokens": chunks}).encode()
     gate = asyncio.Event()
     out: list = []
     errors: collections.Counter = collections.Counter()
+    samples: dict = {}
+
+    def request(key: str) -> bytes:
+        return (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode() + body
+
     # Every request on its own new connection, as N separate attendees' clients would be.
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        tasks = [asyncio.ensure_future(_one(session, url, k, body, gate, chunks, out, errors)) for k in keys]
-        await asyncio.sleep(0.2)  # every task is parked at the gate
-        started = time.monotonic()
-        gate.set()
-        await asyncio.wait(tasks, timeout=timeout + 30)
-        for t in tasks:
-            t.cancel()
-        wall = time.monotonic() - started
+    tasks = [asyncio.ensure_future(_one(parts.hostname, parts.port, request(k), gate, chunks, timeout, out, errors, samples)) for k in keys]
+    await asyncio.sleep(0.2)  # every task is parked at the gate
+    started = time.monotonic()
+    gate.set()
+    await asyncio.wait(tasks, timeout=timeout + 30)
+    for t in tasks:
+        t.cancel()
+    wall = time.monotonic() - started
     ttfts = [t for t, dummy in out]
     totals = [t for dummy, t in out]
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"n": len(keys), "ok": len(out), "errors": dict(errors), "wall_s": wall,
+    return {"n": len(keys), "ok": len(out), "errors": dict(errors), "error_samples": samples, "wall_s": wall,
             "ttft_p50": percentile(ttfts, 50), "ttft_p99": percentile(ttfts, 99), "ttft_max": max(ttfts) if ttfts else None,
             "total_p50": percentile(totals, 50), "total_p99": percentile(totals, 99),
             "waited_1s": sum(1 for t in ttfts if t >= 1.0), "client_cpu_s": usage.ru_utime + usage.ru_stime}
@@ -232,6 +284,18 @@ def make_keys(proxy: ProxyProcess, count: int) -> list:
         return list(pool.map(one, range(count)))
 
 
+def key_lookups(proxy: ProxyProcess) -> tuple:
+    """(keys looked up, queries) from /metrics (one worker: with several, each answers for itself)."""
+    import re
+
+    dummy, text, dummy2 = http_json("GET", proxy.url + "/metrics")
+    found = {}
+    for name in ("litemaas_key_lookups_total", "litemaas_key_lookup_batches_total"):
+        match = re.search(rf"^{name} ([0-9.e+]+)$", text if isinstance(text, str) else "", re.M)
+        found[name] = float(match.group(1)) if match else float("nan")
+    return found["litemaas_key_lookups_total"], found["litemaas_key_lookup_batches_total"]
+
+
 def fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -246,6 +310,8 @@ def report(rows: list, notes: list) -> str:
         add50 = None if s is None or r["ttft_p50"] is None or s["ttft_p50"] is None else r["ttft_p50"] - s["ttft_p50"]
         add99 = None if s is None or r["ttft_p99"] is None or s["ttft_p99"] is None else r["ttft_p99"] - s["ttft_p99"]
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "none"
+        for kind, sample in (r.get("error_samples") or {}).items():
+            notes.append(f"N={r['n']} {r['target']}, first {kind} body: {sample[:200]}")
         lines.append(f"{r['n']:>5} {r['target']:18} {str(r['ok']) + '/' + str(r['n']):>11} {fmt(r['ttft_p50']):>9} {fmt(r['ttft_p99']):>9} "
                      f"{fmt(add50):>7} {fmt(add99):>7} {fmt(r['total_p99']):>9} {r['waited_1s']:>5} {r['rss_peak_mb']:>7.0f} "
                      f"{r['rss_peak_one_mb']:>8.0f} {r['cpu_s']:>6.2f} {r['client_cpu_s']:>6.1f} {r['listen_overflows']:>5}  {errors}")
@@ -355,6 +421,9 @@ def main(argv=None) -> int:
                 label = f"ours {workers}w"
                 log(f"N={n}: {label} cold")
                 rows.append({**burst(run_mod, f"{label} cold", p.url + "/v1/chat/completions", p.pid, keys, args, work), "n": n})
+                if workers == 1:  # with several workers /metrics answers for one of them
+                    looked, queries = key_lookups(p)
+                    notes.append(f"N={n} {label} cold: {looked:.0f} keys looked up in {queries:.0f} database queries.")
                 time.sleep(2)
                 if not args.skip_warm:
                     log(f"N={n}: {label} warm")
@@ -365,7 +434,7 @@ def main(argv=None) -> int:
             if lite is not None and (args.litellm_n is None or n <= args.litellm_n):
                 log(f"N={n}: LiteLLM (master key)")
                 rows.append({**burst(run_mod, "LiteLLM 1.81.0", f"http://127.0.0.1:{lport}/v1/chat/completions", lite.pid,
-                                     [MASTER_KEY] * n, args, work), "n": n})
+                                     [run_mod.MASTER_KEY] * n, args, work), "n": n})
                 time.sleep(2)
             elif lite is not None:
                 notes.append(f"LiteLLM not run at N={n} (--litellm-n {args.litellm_n}).")

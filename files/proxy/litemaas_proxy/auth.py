@@ -230,7 +230,11 @@ class LookupBatcher:
         self.batches += 1
         try:
             rows = await self.fetch_many(list(batch))
-        except BaseException as exc:  # every waiter gets the error (or the cancellation at shutdown)
+        except asyncio.CancelledError:  # shutdown
+            for fut in batch.values():
+                fut.cancel()
+            raise
+        except Exception as exc:  # every waiter gets the error
             for fut in batch.values():
                 if not fut.done():
                     fut.set_exception(exc)
