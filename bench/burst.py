@@ -252,6 +252,9 @@ def burst(run_mod, target: str, url: str, pid: int, keys: list, args, work: Path
     keys_file = work / f"keys-{target}-{len(keys)}.json"
     keys_file.write_text(json.dumps(keys))
     cpu0 = run_mod.cpu_seconds(pid)
+    mine0, box0 = run_mod.cpu_seconds(os.getpid()), run_mod.box_busy_seconds()
+    reaped0 = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
+    window0 = time.monotonic()
     net0 = listen_counters()
     sampler = RssSampler(run_mod, pid, CLIENT_TIMEOUT + 60)
     sampler.start()
@@ -262,9 +265,16 @@ def burst(run_mod, target: str, url: str, pid: int, keys: list, args, work: Path
     sampler.join(5)
     net1 = listen_counters()
     cpu1 = run_mod.cpu_seconds(pid)
+    # The client has exited: its CPU is in this process's children times, not in the live tree.
+    reaped1 = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
+    window = time.monotonic() - window0
+    mine1, box1 = run_mod.cpu_seconds(os.getpid()), run_mod.box_busy_seconds()
     if res.returncode != 0:
         raise RuntimeError(f"client failed for {target}: {res.stderr[-2000:]}")
     row = json.loads(res.stdout.strip().splitlines()[-1])
+    # CPU the rest of the machine (other users' jobs) used during the burst: all busy time minus this run's processes.
+    others = max(0.0, (box1 - box0) - (mine1 - mine0) - (reaped1 - reaped0))
+    row["others_cpu_pct"] = 100.0 * others / (window * (os.cpu_count() or 1))
     row.update(target=target, cpu_s=cpu1 - cpu0, rss_peak_mb=sampler.peak_tree, rss_peak_one_mb=sampler.peak_one,
                listen_overflows=net1["ListenOverflows"] - net0["ListenOverflows"], listen_drops=net1["ListenDrops"] - net0["ListenDrops"])
     return row
@@ -302,7 +312,7 @@ def fmt(value, spec: str = ".3f") -> str:
 
 def report(rows: list, notes: list) -> str:
     hdr = (f"{'N':>5} {'target':18} {'ok/N':>11} {'TTFT p50':>9} {'TTFT p99':>9} {'+p50':>7} {'+p99':>7} {'total p99':>9} "
-           f"{'>=1s':>5} {'RSS MB':>7} {'max/proc':>8} {'CPU s':>6} {'client':>6} {'ovfl':>5}  errors")
+           f"{'>=1s':>5} {'RSS MB':>7} {'max/proc':>8} {'CPU s':>6} {'client':>6} {'others':>6} {'wall':>5} {'ovfl':>5}  errors")
     lines = [hdr, "-" * len(hdr)]
     stub = {r["n"]: r for r in rows if r["target"] == "stub alone"}
     for r in rows:
@@ -314,12 +324,14 @@ def report(rows: list, notes: list) -> str:
             notes.append(f"N={r['n']} {r['target']}, first {kind} body: {sample[:200]}")
         lines.append(f"{r['n']:>5} {r['target']:18} {str(r['ok']) + '/' + str(r['n']):>11} {fmt(r['ttft_p50']):>9} {fmt(r['ttft_p99']):>9} "
                      f"{fmt(add50):>7} {fmt(add99):>7} {fmt(r['total_p99']):>9} {r['waited_1s']:>5} {r['rss_peak_mb']:>7.0f} "
-                     f"{r['rss_peak_one_mb']:>8.0f} {r['cpu_s']:>6.2f} {r['client_cpu_s']:>6.1f} {r['listen_overflows']:>5}  {errors}")
+                     f"{r['rss_peak_one_mb']:>8.0f} {r['cpu_s']:>6.2f} {r['client_cpu_s']:>6.1f} {r['others_cpu_pct']:>5.0f}% {r['wall_s']:>5.1f} "
+                     f"{r['listen_overflows']:>5}  {errors}")
     lines.append("")
     lines.append("Seconds. +p50/+p99: TTFT added over the stub alone at the same N. >=1s: streams whose first byte took 1 s or more.")
     lines.append("RSS MB: peak of the whole process tree (workers + parent); max/proc: the largest single process. CPU s: the target's")
     lines.append("processes during the burst (ours: not PostgreSQL/Redis). client: the load client's own CPU seconds. ovfl: kernel")
-    lines.append("TcpExt ListenOverflows during the burst (whole network namespace). All processes share this machine's cores.")
+    lines.append("TcpExt ListenOverflows during the burst (whole network namespace). others: share of the machine's CPU used during")
+    lines.append("the burst by processes outside this run (other users' jobs); wall: seconds the burst took. All share this machine's cores.")
     lines.extend(notes)
     return "\n".join(lines)
 

@@ -247,6 +247,9 @@ class Proxy:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: ended with an error while stopping, nothing to report
         if self.upstream is not None:
             await _within(self.upstream.close(), "upstream connections")
         if self.fast_redis is not None:
