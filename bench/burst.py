@@ -347,6 +347,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-warm", action="store_true", help="no warm-cache rows")
     p.add_argument("--litellm-venv", default=str(REPO / ".work/bench/litellm-venv"))
     p.add_argument("--out", default=str(REPO / ".work/bench/burst.json"))
+    p.add_argument("--keep", action="store_true", help="keep the work directory (service and proxy logs) after the run")
     # client mode (internal)
     p.add_argument("--client", help=argparse.SUPPRESS)
     p.add_argument("--keys-file", help=argparse.SUPPRESS)
@@ -467,7 +468,10 @@ def main(argv=None) -> int:
                 proc.stop()
             except Exception as exc:  # keep stopping the others
                 log(f"stopping {proc}: {exc}")
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
