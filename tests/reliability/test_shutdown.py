@@ -1,8 +1,8 @@
 """Shutdown always ends: SIGTERM under load with PostgreSQL (and Redis) gone exits within the shutdown budget,
 the spend the database did not get is in the spill directory, and the next start replays it.
 
-"Gone" two ways: stopped (connections refused at once) and frozen (SIGSTOP: connections open but nothing answers,
-as when the database's node stops responding). The exit-time check is a generous deadline derived from the
+"Gone" three ways: stopped with Redis (connections refused at once), frozen (SIGSTOP: connections open but nothing
+answers, as when the database's node stops responding), and frozen together with Redis. The exit-time check is a generous deadline derived from the
 documented budget, not a speed measurement.
 """
 
@@ -63,7 +63,7 @@ def spill_records(spill_dir) -> int:
     return count
 
 
-@pytest.mark.parametrize("how", ["stopped", "frozen"])
+@pytest.mark.parametrize("how", ["stopped", "frozen", "frozen with Redis"])
 def test_sigterm_with_the_database_gone_exits_within_the_budget_and_spills(proxy_factory, own_pg, own_redis, stub_upstream, how):
     dsn = own_pg.create_database("litellm_db")
     slow = {"model_name": "slow-model", "litellm_params": {"model": "openai/stub-model-delay-1000ms", "api_base": stub_upstream.url,
@@ -74,7 +74,10 @@ def test_sigterm_with_the_database_gone_exits_within_the_budget_and_spills(proxy
     # exactly what the database could not take.
     env = {"LITEMAAS_KEY_CACHE_TTL": "600", "LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT": str(FLUSH_TIMEOUT), "LITEMAAS_SPEND_FLUSH_INTERVAL": "0.2"}
     p = proxy_factory(dsn=dsn, redis_url=own_redis.url, models=stub_models(stub_upstream.url) + [slow], env=env)
-    keys = [new_key(p, key_alias=uid("down"), rpm_limit=1_000_000) for dummy in range(2)]
+    # With Redis frozen too, the load uses keys without limits: those never wait for Redis (limited ones would wait
+    # for its timeout on every request); the proxy's own Redis connections (pub/sub) still have to be closed.
+    limits = {} if "Redis" in how else {"rpm_limit": 1_000_000}
+    keys = [new_key(p, key_alias=uid("down"), **limits) for dummy in range(2)]
     slow_key = new_key(p, key_alias=uid("slow"))
     fast = Load(p.url, keys, threads=2).start()
     slow_load = Load(p.url, [slow_key], model="slow-model", threads=3, pause=0).start()
@@ -87,6 +90,8 @@ def test_sigterm_with_the_database_gone_exits_within_the_budget_and_spills(proxy
             own_redis.stop()
         else:
             frozen = process_tree(own_pg.proc.pid)  # the postmaster and every backend
+            if "Redis" in how:
+                frozen += process_tree(own_redis.proc.pid)
             signal_tree(frozen, signal.SIGSTOP)
         fast.wait_more(20, "load while the database is gone", status="200")
         proc = p.proc
