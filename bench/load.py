@@ -4,7 +4,7 @@
 Starts (all on 127.0.0.1, free ports, stopped again on exit or error; data under .work/load-<pid>/):
   * a fresh PostgreSQL cluster and a Redis server (tests/support/services.py),
   * the stub upstream (tests/support/stub_upstream.py): deterministic usage, no delay,
-  * ``--proxies`` litemaas-proxy processes (one worker each) sharing that database and Redis.
+  * ``--proxies`` litemaas-proxy processes (``--workers`` worker processes each) sharing that database and Redis.
 Creates ``--keys`` virtual keys through the management API (every ``--limited-every``-th key gets a low RPM
 limit so that 429s happen and are checked not to be charged), then drives ``/v1/chat/completions`` for
 ``--duration`` seconds from ``--concurrency`` keep-alive clients spread over all proxies and keys (every
@@ -18,7 +18,7 @@ with what PostgreSQL recorded:
 Prints requests/s, the error rate excluding 429, counts per status, CPU use during the load (this run's processes vs
 the rest of the machine, 100% = one core), and PASS/FAIL. Exit 0 on PASS, 1 on FAIL.
 
-Run from the repo root: .venv/bin/python bench/load.py [--duration 60] [--concurrency 32] [--keys 200] [--proxies 2]
+Run from the repo root: .venv/bin/python bench/load.py [--duration 60] [--concurrency 32] [--keys 200] [--proxies 2] [--workers 1]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent keep-alive clients (default 32)")
     parser.add_argument("--keys", type=int, default=200, help="virtual keys to create and use (default 200)")
     parser.add_argument("--proxies", type=int, default=2, help="proxy processes sharing the database and Redis (default 2)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of each proxy, sharing its port (--workers; default 1)")
     parser.add_argument("--stream-every", type=int, default=5, help="every N-th request streams (0 = never; default 5)")
     parser.add_argument("--limited-every", type=int, default=10, help="every N-th key gets --limited-rpm (0 = none; default 10)")
     parser.add_argument("--limited-rpm", type=int, default=20, help="RPM limit of the limited keys (default 20)")
@@ -63,8 +64,8 @@ def parse_args(argv=None):
     parser.add_argument("--work-dir", help="where the services keep data and logs (default .work/load-<pid>, removed unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.concurrency < 1 or args.keys < 1 or args.proxies < 1:
-        parser.error("--duration, --concurrency, --keys and --proxies must be positive")
+    if args.duration <= 0 or args.concurrency < 1 or args.keys < 1 or args.proxies < 1 or args.workers < 1:
+        parser.error("--duration, --concurrency, --keys, --proxies and --workers must be positive")
     return args
 
 
@@ -255,7 +256,7 @@ def run(args) -> dict:
     started = []
     result: dict = {"passed": False}
     try:
-        print(f"starting PostgreSQL, Redis, the stub upstream and {args.proxies} proxies (work dir {work}) ...", flush=True)
+        print(f"starting PostgreSQL, Redis, the stub upstream and {args.proxies} proxies of {args.workers} worker(s) (work dir {work}) ...", flush=True)
         pg = PostgresServer(work / "pg").start()
         started.append(pg)
         redis = RedisServer(work / "redis").start()
@@ -266,7 +267,7 @@ def run(args) -> dict:
         proxies = []
         for i in range(args.proxies):
             p = ProxyProcess(dsn, redis.url, stub_models(stub.url), master_key=MASTER_KEY, work_dir=work / f"proxy-{i + 1}",
-                             env={"LITEMAAS_SPEND_FLUSH_INTERVAL": "1"})
+                             env={"LITEMAAS_SPEND_FLUSH_INTERVAL": "1"}, workers=args.workers)
             started.append(p)
             proxies.append(p.start())
 
@@ -321,7 +322,7 @@ def run(args) -> dict:
             reasons.append(f"proxy exit codes {exit_codes}")
         result = {
             "passed": not reasons, "reasons": reasons, "duration": args.duration, "elapsed": elapsed, "concurrency": args.concurrency,
-            "keys": len(keys), "proxies": len(proxies), "requests": total, "rps": total / elapsed if elapsed else 0.0,
+            "keys": len(keys), "proxies": len(proxies), "workers": args.workers, "requests": total, "rps": total / elapsed if elapsed else 0.0,
             "ok_rps": tally.status.get("200", 0) / elapsed if elapsed else 0.0, "error_rate_excluding_429": error_rate,
             "status_counts": dict(sorted(tally.status.items())), "error_examples": tally.examples, "failure_rows": failure_rows,
             "spend_equal": not mismatches, "mismatches": mismatches[:50], "totals": tot, "proxy_exit_codes": exit_codes,

@@ -27,6 +27,22 @@ def test_load_script_reports_spend_equal_to_client_usage(tmp_path):
     assert data["proxy_exit_codes"] == [0, 0]
 
 
+def test_load_script_spend_is_exact_across_workers_of_one_proxy(tmp_path):
+    """Two worker processes share one port: limits (Redis) and spend (each worker's own buffer) stay exact."""
+    out = tmp_path / "load.json"
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--duration", "5", "--concurrency", "8", "--keys", "20",
+                          "--proxies", "1", "--workers", "2", "--json", str(out)], cwd=str(REPO), capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["passed"] and data["spend_equal"] and data["proxies"] == 1 and data["workers"] == 2
+    assert data["status_counts"].get("429", 0) > 0
+    tot = data["totals"]
+    assert tot["client_requests"] == tot["db_requests"] == data["status_counts"]["200"]
+    assert tot["client_prompt"] == tot["db_prompt"] and tot["client_completion"] == tot["db_completion"]
+    assert data["proxy_exit_codes"] == [0]
+
+
 def test_load_script_fails_on_bad_arguments():
     res = subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--keys", "0"], cwd=str(REPO), capture_output=True, text=True,
                          timeout=60, check=False)

@@ -674,7 +674,9 @@ def test_presented_keys_are_only_hashed_or_digest_compared():
     assert "self.cache.get(token)" in source and "token = hash_token(presented)" in source
     loader = (PKG / "db.py").read_text()
     assert re.search(r"async def fetch_auth\(pool[^,]*, token", loader) and "WHERE k.token = $1" in loader, "keys are loaded by token (the hash)"
-    assert "await db.fetch_auth(self.pool, token)" in (PKG / "app.py").read_text()
+    assert re.search(r"async def fetch_auth_many\(pool[^,]*, tokens", loader) and "WHERE k.token = ANY($1::text[])" in loader
+    app_src = (PKG / "app.py").read_text()
+    assert "await db.fetch_auth(self.pool, token)" in app_src and "await db.fetch_auth_many(self.pool, tokens)" in app_src
     # The cache key is the hash: KeyCache.get receives ``token`` and nothing else.
     auth_src = (PKG / "auth.py").read_text()
     assert "def hash_token(key: str) -> str:\n    return hashlib.sha256(key.encode()).hexdigest()" in auth_src

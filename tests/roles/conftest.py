@@ -25,12 +25,15 @@ PINNED_MASTER_KEY = "sk-pinned0123456789abcdefPINNED"
 
 VARSETS = {
     "defaults": {},
-    "ha_off": {"ocp4_workload_litemaas_ha_enabled": False},
+    "ha_off": {"ocp4_workload_litemaas_ha_enabled": False,
+               "ocp4_workload_litemaas_proxy_resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1500m", "memory": "1Gi"}}},
     "prebuilt_oauth_off": {
         "ocp4_workload_litemaas_proxy_image": "quay.io/example/litemaas-proxy:1.2.3",
         "ocp4_workload_litemaas_oauth_enabled": False,
         "ocp4_workload_litemaas_litellm_master_key": PINNED_MASTER_KEY,
         "ocp4_workload_litemaas_branding_enabled": False,
+        "ocp4_workload_litemaas_proxy_workers": 3,
+        "ocp4_workload_litemaas_proxy_listen_backlog": 1024,
         "ocp4_workload_litemaas_proxy_config": {
             "router_settings": {"routing_strategy": "least-busy", "cooldown_time": 30},
             "litellm_settings": {"metrics_key_alias": True},

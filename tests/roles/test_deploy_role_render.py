@@ -410,7 +410,8 @@ def test_proxy_built_in_cluster_from_the_collection_sources(renders):
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     tag = bc["spec"]["output"]["to"]["name"].split(":", 1)[1]
     assert container["image"] == f"image-registry.openshift-image-registry.svc:5000/litemaas/litemaas-proxy:{tag}"
-    assert container["command"] == ["litemaas-proxy", "--host", "0.0.0.0", "--port", "4000"]
+    # Workers from the CPU limit ("2"): one per whole CPU.
+    assert container["command"] == ["litemaas-proxy", "--host", "0.0.0.0", "--port", "4000", "--workers", "2"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/liveliness"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/readiness"
     env = env_of(container)
@@ -429,6 +430,23 @@ def test_proxy_built_in_cluster_from_the_collection_sources(renders):
     assert "tests/test_nothing.py" not in rebuilt and "litemaas_proxy/app.py" in rebuilt
     assert rebuilt == expected
     assert bc["spec"]["strategy"]["type"] == "Docker" and bc["spec"]["source"]["dockerfile"]
+
+
+def test_proxy_workers_and_listen_backlog(renders):
+    def proxy_container(name):
+        return renders[name].one("Deployment", "litellm")["spec"]["template"]["spec"]["containers"][0]
+
+    # Default: workers from the CPU limit; the backlog is the proxy's default, said explicitly.
+    assert env_of(proxy_container("defaults"))["LITEMAAS_LISTEN_BACKLOG"] == "4096"
+    # A CPU limit of 1500m gives one worker (whole CPUs only).
+    assert proxy_container("ha_off")["command"][5:7] == ["--workers", "1"]
+    # Given explicitly, both are used as they are.
+    container = proxy_container("prebuilt_oauth_off")
+    assert container["command"][5:7] == ["--workers", "3"]
+    assert env_of(container)["LITEMAAS_LISTEN_BACKLOG"] == "1024"
+    # The grace period covers the proxy's shutdown budget (drain 15 s + final flush 10 s + closing 8 s).
+    assert renders["defaults"].one("Deployment", "litellm")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
+    assert renders["upstream_serviceaccount"].one("Deployment", "litellm")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
 
 
 def test_prebuilt_proxy_image(renders):

@@ -625,7 +625,7 @@ class _Connection(asyncio.Protocol):
 async def serve(host: str, port: int, ready_line: bool = True) -> None:
     loop = asyncio.get_running_loop()
     server = StubServer()
-    srv = await loop.create_server(lambda: _Connection(server), host, port, reuse_address=True, backlog=1024)
+    srv = await loop.create_server(lambda: _Connection(server), host, port, reuse_address=True, backlog=4096)
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

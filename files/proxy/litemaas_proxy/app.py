@@ -12,7 +12,7 @@ from aiohttp import web
 
 from litemaas_proxy import db, metrics
 from litemaas_proxy.api import body_too_large, max_request_size
-from litemaas_proxy.auth import MASTER, KeyCache, credential_from_headers, hash_token, is_master
+from litemaas_proxy.auth import MASTER, KeyCache, LookupBatcher, credential_from_headers, hash_token, is_master
 from litemaas_proxy.config import Settings
 from litemaas_proxy.errors import DetailError, ProxyError
 from litemaas_proxy.fastredis import FastRedis
@@ -24,6 +24,7 @@ from litemaas_proxy.upstream import UpstreamClient
 
 log = logging.getLogger("litemaas_proxy")
 INVALIDATE_CHANNEL = "litemaas:invalidate"
+CLOSE_TIMEOUT = 2.0  # seconds for each shutdown step after the final spend flush
 
 
 class Proxy:
@@ -41,7 +42,8 @@ class Proxy:
         self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
         self.spend.enabled = bool(settings.database_url)
         self.sealer = ParamSealer(settings.salt_key or settings.master_key)
-        self.cache = KeyCache(self._load_key, settings.key_cache_ttl, settings.key_stale_max)
+        self.lookups = LookupBatcher(self._load_keys)
+        self.cache = KeyCache(self.lookups.load, settings.key_cache_ttl, settings.key_stale_max)
         self.limiter: Optional[Limiter] = None
         self.fast_redis: Optional[FastRedis] = None
         self.config_deployments: list = []
@@ -51,19 +53,25 @@ class Proxy:
         self.started = time.time()
 
     # ------------------------------------------------------------ auth
-    async def _load_key(self, token: str):
+    async def _load_keys(self, tokens: list) -> dict:
+        """token -> (key, user, team, spend marks) for the keys found, in one query (LookupBatcher calls this)."""
         if self.pool is None:
             raise ProxyError(503, "Database not available yet, retry shortly.", "no_db_connection", "None")
-        marks = (self.spend.mark("k", token),)
+        marks = {token: self.spend.mark("k", token) for token in tokens}
         try:
-            row = await db.fetch_auth(self.pool, token)
+            if len(tokens) == 1:
+                token = tokens[0]
+                row = await db.fetch_auth(self.pool, token)
+                rows = {} if row is None else {token: row}
+            else:
+                rows = await db.fetch_auth_many(self.pool, tokens)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ProxyError(503, f"Database unavailable, cannot verify the key: {type(exc).__name__}", "no_db_connection", "None")
-        if row is None:
-            return None
-        key, user, team = row
-        marks = {"k": marks[0], "u": self.spend.mark("u", key.get("user_id")), "t": self.spend.mark("t", key.get("team_id"))}
-        return key, user, team, marks
+        out = {}
+        for token, (key, user, team) in rows.items():
+            out[token] = (key, user, team, {"k": marks[token], "u": self.spend.mark("u", key.get("user_id")),
+                                            "t": self.spend.mark("t", key.get("team_id"))})
+        return out
 
     async def authenticate(self, request: web.Request, allow_master: bool = True):
         entry = await self._caller(request, allow_master)
@@ -229,21 +237,39 @@ class Proxy:
         self.tasks.append(asyncio.get_running_loop().create_task(self._budget_resets()))
 
     async def stop(self) -> None:
+        """Shutdown within a fixed budget whatever PostgreSQL and Redis do: the final spend flush gets
+        ``shutdown_flush_timeout`` (the rest is spilled to disk), every later step CLOSE_TIMEOUT, and
+        connections that do not close in time are dropped."""
         self.stop_event.set()
         await self.spend.stop(timeout=self.settings.shutdown_flush_timeout)
-        for task in self.tasks:
+        tasks = self.tasks + list(self.lookups.tasks)
+        for task in tasks:
             task.cancel()
-        for task in self.tasks:
-            try:
-                await task
-            except BaseException:
-                pass
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: ended with an error while stopping, nothing to report
         if self.upstream is not None:
-            await self.upstream.close()
+            await _within(self.upstream.close(), "upstream connections")
         if self.fast_redis is not None:
-            await self.fast_redis.close()
-        if self.pool is not None:
-            await self.pool.close()
+            await _within(self.fast_redis.close(), "Redis connections")
+        if self.pool is not None and not await _within(self.pool.close(), "database connections"):
+            self.pool.terminate()
+
+
+async def _within(closing, what: str) -> bool:
+    """Run ``closing`` for at most CLOSE_TIMEOUT seconds; past that it is cancelled and not waited for."""
+    task = asyncio.ensure_future(closing)
+    done, dummy = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+    if not done:
+        task.cancel()
+        log.warning("%s did not close within %.0fs; dropping them", what, CLOSE_TIMEOUT)
+        return False
+    if task.exception() is not None:
+        log.warning("closing %s failed: %s", what, task.exception())
+        return False
+    return True
 
 
 @web.middleware

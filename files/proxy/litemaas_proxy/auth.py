@@ -145,46 +145,104 @@ class KeyCache:
         miss = self.missing.get(token)
         if miss is not None and now - miss < NEGATIVE_TTL:
             return None
-        fut = self.inflight.get(token)
-        if fut is not None:
-            return await asyncio.shield(fut)
-        fut = asyncio.get_running_loop().create_future()
-        self.inflight[token] = fut
+        task = self.inflight.get(token)
+        if task is None:
+            # The load runs as its own task: a waiter that goes away (client disconnect) cancels neither
+            # the lookup nor the other requests waiting for the same key.
+            task = asyncio.get_running_loop().create_task(self._load(token, entry, now))
+            self.inflight[token] = task
+            task.add_done_callback(lambda done: self._loaded(token, done))
+        return await asyncio.shield(task)
+
+    def _loaded(self, token: str, task: asyncio.Task) -> None:
+        if self.inflight.get(token) is task:
+            del self.inflight[token]
+        if not task.cancelled():
+            task.exception()  # retrieved, even if every waiter went away
+
+    async def _load(self, token: str, entry: Optional[AuthEntry], now: float) -> Optional[AuthEntry]:
         try:
-            try:
-                row = await self.loader(token)
-            except Exception:
-                if entry is None:
-                    raise
-                # Stale-if-error: the database is unreachable; keep serving the last known state for at most
-                # max_stale seconds (spend is buffered meanwhile) and retry the load every STALE_RETRY seconds.
-                if entry.stale_since is None:
-                    entry.stale_since = now
-                if now - entry.stale_since >= self.max_stale:
-                    raise
-                entry.loaded_at = time.monotonic() - self.ttl + STALE_RETRY
-                fut.set_result(entry)
-                return entry
-            result = None
-            if row is None:
-                self.missing[token] = time.monotonic()
-                self.entries.pop(token, None)
-            else:
-                if len(self.entries) >= MAX_ENTRIES:
-                    self._prune()
-                result = AuthEntry(token, row[0], row[1], row[2], time.monotonic())
-                if len(row) > 3:
-                    result.spend_marks = row[3]
-                self.entries[token] = result
-                self.missing.pop(token, None)
-            fut.set_result(result)
-            return result
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved
+            row = await self.loader(token)
+        except Exception:
+            if entry is None:
+                raise
+            # Stale-if-error: the database is unreachable; keep serving the last known state for at most
+            # max_stale seconds (spend is buffered meanwhile) and retry the load every STALE_RETRY seconds.
+            if entry.stale_since is None:
+                entry.stale_since = now
+            if now - entry.stale_since >= self.max_stale:
+                raise
+            entry.loaded_at = time.monotonic() - self.ttl + STALE_RETRY
+            return entry
+        if row is None:
+            self.missing[token] = time.monotonic()
+            self.entries.pop(token, None)
+            return None
+        if len(self.entries) >= MAX_ENTRIES:
+            self._prune()
+        result = AuthEntry(token, row[0], row[1], row[2], time.monotonic())
+        if len(row) > 3:
+            result.spend_marks = row[3]
+        self.entries[token] = result
+        self.missing.pop(token, None)
+        return result
+
+
+class LookupBatcher:
+    """Key lookups that miss the cache in the same event-loop turn share one database query.
+
+    A burst of first requests with many different keys (a workshop starting) then costs a few
+    queries of up to ``max_batch`` keys each instead of one query per key; KeyCache already makes
+    concurrent misses of one key a single lookup. ``lookups`` and ``batches`` count what was asked.
+    """
+
+    def __init__(self, fetch_many: Callable[[list], Awaitable[dict]], max_batch: int = 256):
+        self.fetch_many = fetch_many
+        self.max_batch = max_batch
+        self.pending: dict = {}
+        self.scheduled = False
+        self.lookups = 0
+        self.batches = 0
+        self.tasks: set = set()
+
+    def load(self, token: str) -> asyncio.Future:
+        fut = self.pending.get(token)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = self.pending[token] = loop.create_future()
+            if not self.scheduled:
+                self.scheduled = True
+                loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        items = list(self.pending.items())
+        self.pending = {}
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(items), self.max_batch):
+            task = loop.create_task(self._run(dict(items[start:start + self.max_batch])))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, batch: dict) -> None:
+        self.lookups += len(batch)
+        self.batches += 1
+        try:
+            rows = await self.fetch_many(list(batch))
+        except asyncio.CancelledError:  # shutdown
+            for fut in batch.values():
+                fut.cancel()
             raise
-        finally:
-            self.inflight.pop(token, None)
+        except Exception as exc:  # every waiter gets the error
+            for fut in batch.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: a waiter that went away must not leave a warning behind
+            return
+        for token, fut in batch.items():
+            if not fut.done():
+                fut.set_result(rows.get(token))
 
 
 def is_master(presented: str, master_key: Optional[str]) -> bool:

@@ -25,6 +25,9 @@ def _install_uvloop() -> None:
     uvloop.install()
 
 
+# Seconds in-flight requests get to finish after SIGTERM (streams included) before they are cancelled.
+SHUTDOWN_DRAIN_TIMEOUT = 15.0
+
 # SIGTERM/SIGINT that arrive before the server's own handlers exist (a worker still starting, the parent
 # between forks) are remembered here and replayed once the server handles them, so a stop is always graceful.
 _early_signals: list = []
@@ -50,17 +53,19 @@ def _serve(args, sock: socket.socket) -> None:
     access = {"access_log": None}
     if settings.access_log:
         access = {"access_log": logging.getLogger("litemaas_proxy.access"), "access_log_class": AccessLogger}
-    web.run_app(app, sock=sock, print=None, shutdown_timeout=15.0, handle_signals=True, **access)
+    # aiohttp listens on the socket again with its own backlog (128 unless told): pass ours, or a burst of
+    # connections overflows the accept queue and every dropped SYN costs its client a 1-15 s retransmit.
+    web.run_app(app, sock=sock, print=None, shutdown_timeout=SHUTDOWN_DRAIN_TIMEOUT, handle_signals=True, backlog=settings.listen_backlog, **access)
 
 
-def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool, backlog: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port and hasattr(socket, "SO_REUSEPORT"):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(4096)
+    sock.listen(backlog)
     sock.setblocking(False)
     return sock
 
@@ -76,10 +81,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    load_settings(args.config)  # fail fast on a broken config before forking
+    settings = load_settings(args.config)  # fail fast on a broken config before forking
     signal.signal(signal.SIGTERM, _remember_signal)
     signal.signal(signal.SIGINT, _remember_signal)
-    sock = _bind(args.host, args.port, reuse_port=False)
+    sock = _bind(args.host, args.port, reuse_port=False, backlog=settings.listen_backlog)
     if args.workers <= 1:
         _serve(args, sock)
         return 0

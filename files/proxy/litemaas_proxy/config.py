@@ -95,6 +95,7 @@ class Settings:
     shutdown_flush_timeout: float = 10.0
     db_pool_size: int = 10
     upstream_connections: int = 1000
+    listen_backlog: int = 4096  # connections the kernel queues before accept (LITEMAAS_LISTEN_BACKLOG; capped by net.core.somaxconn)
     access_log: bool = False  # one line per request (LITEMAAS_ACCESS_LOG or general_settings.access_log)
     redis_failure_mode: str = "open"  # what rate-limited requests get while Redis is unreachable: "open" (admitted) or "closed" (503)
     budget_timezone: tzinfo = UTC  # budget resets align to midnight, Monday, the 1st, 1 January here (LITEMAAS_BUDGET_TIMEZONE, litellm_settings.timezone)
@@ -154,5 +155,9 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
         value = _duration_setting(key_defaults.get(name), f"litellm_settings.default_key_generate_params.{name}")
         if value is not None:
             s.default_key_params[name] = value
+    backlog = str(env.get("LITEMAAS_LISTEN_BACKLOG") or "4096").strip()
+    if not backlog.isdigit() or int(backlog) < 1:
+        raise ValueError(f"Invalid LITEMAAS_LISTEN_BACKLOG {backlog!r}: expected a positive integer (default 4096)")
+    s.listen_backlog = int(backlog)
     s.db_pool_size = int(_float_env(env, "LITEMAAS_DB_POOL_SIZE", float(general.get("database_connection_pool_limit", 10))))
     return s

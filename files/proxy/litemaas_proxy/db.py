@@ -255,6 +255,21 @@ async def fetch_auth(pool: asyncpg.Pool, token: str) -> Optional[tuple]:
     return row["key"], row["user"], row["team"]
 
 
+AUTH_MANY_QUERY = f"""
+SELECT k.token,
+       row_to_json(k.*)::jsonb AS key,
+       (SELECT row_to_json(u.*)::jsonb FROM {USER_TABLE} u WHERE u.user_id = k.user_id) AS "user",
+       (SELECT row_to_json(t.*)::jsonb FROM {TEAM_TABLE} t WHERE t.team_id = k.team_id) AS team
+FROM {KEY_TABLE} k WHERE k.token = ANY($1::text[])
+"""
+
+
+async def fetch_auth_many(pool: asyncpg.Pool, tokens: list) -> dict:
+    """Several keys in one query: token -> (key, user, team); tokens not found are absent."""
+    rows = await pool.fetch(AUTH_MANY_QUERY, tokens)
+    return {row["token"]: (row["key"], row["user"], row["team"]) for row in rows}
+
+
 # ---------------------------------------------------------------- generic helpers
 
 def _cast(column: str, columns: dict) -> str:

@@ -189,6 +189,12 @@ class _Collector:
         queue.add_metric([], len(_proxy.spend.buffer) if _proxy is not None else 0)
         yield queue
 
+        lookups = getattr(_proxy, "lookups", None)
+        yield CounterMetricFamily("litemaas_key_lookups", "Keys looked up in the database on a key-cache miss (concurrent misses of one key count once)",
+                                  value=lookups.lookups if lookups is not None else 0)
+        yield CounterMetricFamily("litemaas_key_lookup_batches", "Database queries made for those lookups (keys missed together share one)",
+                                  value=lookups.batches if lookups is not None else 0)
+
 
 def _histogram(name: str, doc: str, store: dict, buckets: tuple):
     fam = HistogramMetricFamily(name, doc, labels=["model"])

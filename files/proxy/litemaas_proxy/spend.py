@@ -151,16 +151,25 @@ class SpendWriter:
                 log.warning("spend flush failed (%d records buffered, retry in %.1fs): %s", len(self.buffer), delay, exc)
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Final flush (SIGTERM). What cannot be written within ``timeout`` is spilled to disk."""
+        """Final flush (SIGTERM). What cannot be written within ``timeout`` is spilled to disk.
+
+        The flush is abandoned, not awaited, when the deadline passes: with an unresponsive database even
+        cancelling a query can wait on the network, and shutdown must end within its budget regardless.
+        Records of an abandoned batch are spilled too; replaying them is harmless (rows are idempotent)."""
         self._stopping = True
         self._wake.set()
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.buffer and self.pool is not None and asyncio.get_running_loop().time() < deadline:
-            try:
-                await asyncio.wait_for(self.flush_all(), max(0.1, deadline - asyncio.get_running_loop().time()))
-            except Exception as exc:
-                log.warning("final spend flush failed: %s", exc)
-                await asyncio.sleep(0.5)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.buffer and self.pool is not None and deadline - loop.time() > 0:
+            flush = loop.create_task(self.flush_all())
+            done, dummy = await asyncio.wait({flush}, timeout=deadline - loop.time())
+            if not done:
+                flush.cancel()
+                log.warning("final spend flush did not finish within %.1fs", timeout)
+                break
+            if flush.exception() is not None:
+                log.warning("final spend flush failed: %s", flush.exception())
+                await asyncio.sleep(max(0.0, min(0.5, deadline - loop.time())))
         if self.buffer:
             self.spill()
         else:
