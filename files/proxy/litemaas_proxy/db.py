@@ -255,6 +255,11 @@ async def fetch_auth(pool: asyncpg.Pool, token: str) -> Optional[tuple]:
     return row["key"], row["user"], row["team"]
 
 
+async def ping(pool: asyncpg.Pool, timeout: float = 2.0) -> None:
+    """Raise unless PostgreSQL answers within ``timeout`` seconds (readiness)."""
+    await pool.fetchval("SELECT 1", timeout=timeout)
+
+
 # ---------------------------------------------------------------- generic helpers
 
 def _cast(column: str, columns: dict) -> str:

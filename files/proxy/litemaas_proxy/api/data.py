@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-import uuid
 from datetime import datetime, timezone
 
 import aiohttp
@@ -14,12 +13,14 @@ from aiohttp import web
 
 from litemaas_proxy import metrics
 from litemaas_proxy.api import read_body_bytes
+from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
+from litemaas_proxy.api.routes import KEY, Route
 from litemaas_proxy.auth import MASTER, hash_token
 from litemaas_proxy.errors import ProxyError, json_response
-from litemaas_proxy.limits import build_args, descriptors_for
 from litemaas_proxy.routing import attempt_headers
-from litemaas_proxy.spend import compute_cost, make_record
+from litemaas_proxy.spend import compute_cost
 from litemaas_proxy.upstream import UpstreamError, UpstreamTimeout
+from litemaas_proxy.values import epoch
 
 log = logging.getLogger("litemaas_proxy.data")
 UTC = timezone.utc
@@ -69,8 +70,7 @@ def check_model_access(entry, model: str, router) -> None:
 def _spend_of(proxy, row: dict, kind: str, ident, mark: float, now: float) -> float:
     reset = row.get("budget_reset_at")
     if reset is not None:
-        reset_ts = datetime.fromisoformat(reset).timestamp() if isinstance(reset, str) else reset.timestamp()
-        if reset_ts <= now:
+        if epoch(reset) <= now:
             return max(0.0, proxy.spend.pending(kind, ident, mark))
     return float(row.get("spend") or 0.0) + proxy.spend.pending(kind, ident, mark)
 
@@ -253,28 +253,20 @@ def _upstream_error(status: int, body: bytes, dep) -> ProxyError:
     return ProxyError(status, message, etype or "invalid_request_error", param)
 
 
-def setup(app: web.Application, proxy) -> None:
+def routes(proxy) -> list:
+    """The data-plane routes (any valid key), as handlers bound to this proxy."""
     router = proxy.router
     settings = proxy.settings
     master_token = hash_token(settings.master_key) if settings.master_key else ""
 
-    def record(entry, model, dep, start_dt, prompt, completion, cost, status, body, call_type):
-        if entry is MASTER:
-            token, user_id, team_id = master_token, "default_user_id", None
-        else:
-            token, user_id, team_id = entry.token, entry.key.get("user_id"), entry.key.get("team_id")
+    def record(ctx: RequestContext, dep, prompt: int, completion: int, cost: float, status: str) -> None:
+        body = ctx.body
         end_user = body.get("user") if isinstance(body.get("user"), str) else None
-        meta = {"status": status}
-        if entry is not MASTER and entry.key.get("key_alias"):
-            meta["user_api_key_alias"] = entry.key["key_alias"]
-        rec = make_record(uuid.uuid4().hex, call_type, token, cost, prompt, completion, start_dt,
-                          datetime.now(UTC), model, dep, user_id, team_id, meta, status, end_user)
-        proxy.spend.add(rec, token if entry is not MASTER else None, user_id if entry is not MASTER else None, team_id)
+        record_spend(proxy, ctx, master_token, dep, prompt, completion, cost, status, {"status": status}, end_user)
 
     async def llm(request: web.Request, upstream_path: str, call_type: str) -> web.StreamResponse:
-        t0 = time.monotonic()
-        start_dt = datetime.now(UTC)
-        entry = await proxy.authenticate(request)
+        ctx = RequestContext(request, call_type, upstream_path)
+        entry = ctx.caller
         raw = await read_body_bytes(request)
         try:
             body = orjson.loads(raw)
@@ -287,61 +279,44 @@ def setup(app: web.Application, proxy) -> None:
             raise ProxyError(400, "Invalid request: 'model' is required", "invalid_request_error", "model")
         if not isinstance(model, str):
             raise _invalid("model", "a string (a model name from /v1/models)", model)
-        request["litemaas_model"] = model
+        request["litemaas_model"] = ctx.model = model
+        ctx.body = body
         validate_llm_body(body, call_type)
-        now = time.time()
-        check_key_state(proxy, entry, now)
+        check_key_state(proxy, entry, time.time())
         check_model_access(entry, model, router)
         guard = proxy.guardrails.for_request(entry)
         if guard is not None:
             guard.pre_call(body, model, entry, request.path)
             if guard.post:
-                request["litemaas_guard"] = guard
+                ctx.guard = guard
         deps = router.candidates(model)
         if not deps:
             raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
                              "None", "model")
-        descs = None
-        limit_headers = None
-        if entry is not MASTER and proxy.limiter is not None:
-            if entry.descriptors is None:
-                entry.descriptors = descriptors_for(entry.key, entry.user, entry.team)
-                entry.limit_args = build_args(entry.descriptors, proxy.limiter.window) if entry.descriptors else None
-            descs = entry.descriptors
-            if descs:
-                keys, argv = entry.limit_args
-                try:
-                    limit_headers = await proxy.limiter.check(descs, keys, argv)
-                except ProxyError as exc:
-                    metrics.rate_limited(entry, model, request.path, exc)
-                    raise
-        stream = bool(body.get("stream"))
-        wants_usage = False
-        if stream:
+        await check_limits(proxy, ctx)
+        if body.get("stream"):
+            ctx.stream = True
             so = body.get("stream_options")
-            wants_usage = isinstance(so, dict) and bool(so.get("include_usage"))
+            ctx.wants_usage = isinstance(so, dict) and bool(so.get("include_usage"))
             body["stream_options"] = dict(so or {}, include_usage=True) if isinstance(so, dict) or so is None else {"include_usage": True}
-        tokens_used = 0
         try:
-            resp, tokens_used = await call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0,
-                                                    call_type)
-            return resp
+            return await call_upstream(ctx, deps)
         finally:
-            if descs:
-                proxy.limiter.post(descs, entry.limit_args[0], tokens_used, True)
+            release_limits(proxy, ctx)
 
-    async def call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0, call_type):
+    async def call_upstream(ctx: RequestContext, deps: list) -> web.StreamResponse:
+        """Try the deployments of the model in the router's order (retries, fallbacks) until one answers."""
+        model, body = ctx.model, ctx.body
         last_error = None
-        route = request.path
         tried = 0
         for dep in router.plan(model, deps, settings.num_retries):
             if tried:
-                limit_headers = attempt_headers(limit_headers, model, dep, tried)
+                ctx.limit_headers = attempt_headers(ctx.limit_headers, model, dep, tried)
             tried += 1
             body["model"] = dep.upstream_model
             payload = orjson.dumps(body)
             timeout = dep.timeout or settings.request_timeout
-            url = f"{dep.api_base}/{upstream_path}"
+            url = f"{dep.api_base}/{ctx.upstream_path}"
             router.acquire(dep)
             try:
                 upstream = await proxy.upstream.post(url, payload, dep.header_bytes, timeout)
@@ -367,9 +342,10 @@ def setup(app: web.Application, proxy) -> None:
                         continue
                     break
                 router.report_success(dep, model)
-                if stream:
-                    return await relay_stream(request, entry, body, model, dep, upstream, wants_usage, limit_headers, start_dt, t0, call_type)
-                return await relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type)
+                ctx.deployment = dep
+                if ctx.stream:
+                    return await relay_stream(ctx, upstream)
+                return await relay_json(ctx, upstream)
             except UpstreamTimeout:
                 router.report_failure(dep, "timeout")
                 last_error = ProxyError(504, f"Upstream model server timed out after {timeout}s: {dep.api_base} (model={model})", "timeout", "None")
@@ -380,14 +356,16 @@ def setup(app: web.Application, proxy) -> None:
                 break
             finally:
                 router.release(dep)
-        metrics.failure(entry, model, route, last_error.status)
+        metrics.failure(ctx.caller, model, ctx.route, last_error.status)
         if last_error.status >= 500:
-            record(entry, model, deps[0], start_dt, 0, 0, 0.0, "failure", body, call_type)
+            record(ctx, deps[0], 0, 0, 0.0, "failure")
         raise last_error
 
-    def common_headers(entry, dep, cost, limit_headers, t0):
+    def common_headers(ctx: RequestContext, cost: float) -> dict:
+        dep = ctx.deployment
         headers = {"x-litellm-model-id": dep.id, "x-litellm-model-group": dep.model_name, "x-litellm-response-cost": repr(cost),
-                   "x-litellm-response-duration-ms": f"{(time.monotonic() - t0) * 1000:.3f}"}
+                   "x-litellm-response-duration-ms": f"{ctx.elapsed() * 1000:.3f}"}
+        entry = ctx.caller
         if entry is not MASTER:
             key = entry.key
             headers["x-litellm-key-spend"] = str(key.get("spend") or 0.0)
@@ -397,11 +375,13 @@ def setup(app: web.Application, proxy) -> None:
                 headers["x-litellm-key-tpm-limit"] = str(key["tpm_limit"])
             if key.get("rpm_limit") is not None:
                 headers["x-litellm-key-rpm-limit"] = str(key["rpm_limit"])
-        if limit_headers:
-            headers.update(limit_headers)
+        if ctx.limit_headers:
+            headers.update(ctx.limit_headers)
         return headers
 
-    def account(entry, model, dep, usage, start_dt, t0, body, route, call_type):
+    def account(ctx: RequestContext, usage) -> float:
+        """Cost and spend record of a successful response; sets the tokens the limiter counts."""
+        dep = ctx.deployment
         prompt = completion = 0
         if isinstance(usage, dict):
             prompt = int(usage.get("prompt_tokens") or 0)
@@ -409,26 +389,28 @@ def setup(app: web.Application, proxy) -> None:
             if not prompt and not completion and usage.get("total_tokens"):
                 prompt = int(usage["total_tokens"])
         cost = compute_cost(dep, prompt, completion)
-        record(entry, model, dep, start_dt, prompt, completion, cost, "success", body, call_type)
-        metrics.success(entry, model, route, prompt, completion, cost, time.monotonic() - t0)
-        return cost, prompt + completion
+        record(ctx, dep, prompt, completion, cost, "success")
+        metrics.success(ctx.caller, ctx.model, ctx.route, prompt, completion, cost, ctx.elapsed())
+        ctx.tokens = prompt + completion
+        return cost
 
-    async def relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type):
+    async def relay_json(ctx: RequestContext, upstream) -> web.Response:
+        dep = ctx.deployment
         content = await upstream.read()
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise ProxyError(502, f"Upstream model server returned invalid JSON: {dep.api_base} (model={model})", "upstream_error", "None")
+            raise ProxyError(502, f"Upstream model server returned invalid JSON: {dep.api_base} (model={ctx.model})", "upstream_error", "None")
         usage = data.get("usage") if isinstance(data, dict) else None
-        guard = request.get("litemaas_guard") if proxy.guardrails.post_possible else None
+        guard = ctx.guard if proxy.guardrails.post_possible else None
         if guard is not None:
             content = guard.mask_json(data, content)
-        cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
-        resp = web.Response(body=content, content_type="application/json", headers=common_headers(entry, dep, cost, limit_headers, t0))
-        return resp, tokens
+        cost = account(ctx, usage)
+        return web.Response(body=content, content_type="application/json", headers=common_headers(ctx, cost))
 
-    async def relay_stream(request, entry, body, model, dep, upstream, wants_usage, limit_headers, start_dt, t0, call_type):
-        headers = common_headers(entry, dep, 0.0, limit_headers, t0)
+    async def relay_stream(ctx: RequestContext, upstream) -> web.StreamResponse:
+        request, dep, model, body, wants_usage = ctx.request, ctx.deployment, ctx.model, ctx.body, ctx.wants_usage
+        headers = common_headers(ctx, 0.0)
         headers.pop("x-litellm-response-cost", None)
         headers["Cache-Control"] = "no-cache"
         headers["Content-Type"] = "text/event-stream"
@@ -439,13 +421,13 @@ def setup(app: web.Application, proxy) -> None:
         buf = b""
         client_gone = False
         failure = None
-        guard = request.get("litemaas_guard") if proxy.guardrails.post_possible else None
+        guard = ctx.guard if proxy.guardrails.post_possible else None
         first = True
         try:
             async for chunk in upstream.iter_chunks():
                 if first:
                     first = False
-                    metrics.first_token(model, time.monotonic() - t0)
+                    metrics.first_token(model, ctx.elapsed())
                 buf += chunk
                 out = []
                 while True:
@@ -480,15 +462,15 @@ def setup(app: web.Application, proxy) -> None:
         if failure is not None:
             # Headers are sent already: report the error in-band, charge nothing for an incomplete stream.
             router.report_failure(dep, str(failure.status), failure.message)
-            metrics.failure(entry, model, request.path, failure.status)
-            record(entry, model, dep, start_dt, 0, 0, 0.0, "failure", body, call_type)
+            metrics.failure(ctx.caller, model, ctx.route, failure.status)
+            record(ctx, dep, 0, 0, 0.0, "failure")
             if not client_gone:
                 try:
                     await resp.write(b"data: " + failure.body() + b"\n\n")
                     await resp.write_eof()
                 except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                     pass
-            return resp, 0
+            return resp
         if buf and not client_gone:
             try:
                 await resp.write(buf)
@@ -498,13 +480,13 @@ def setup(app: web.Application, proxy) -> None:
             # The upstream sent no usage although asked: estimate (~4 characters per token) rather than charge nothing.
             usage = {"prompt_tokens": _estimate_prompt_tokens(body), "completion_tokens": (streamed_chars + 3) // 4}
             log.info("upstream %s sent no usage for a stream; estimated %s", dep.api_base, usage)
-        cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
+        account(ctx, usage)
         if not client_gone:
             try:
                 await resp.write_eof()
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 pass
-        return resp, tokens
+        return resp
 
     def _inspect_usage(event: bytes, wants_usage: bool):
         """Return (forward?, usage) for one SSE event that mentions usage."""
@@ -533,23 +515,25 @@ def setup(app: web.Application, proxy) -> None:
         return await llm(request, "embeddings", "aembedding")
 
     async def list_models(request):
-        entry = await proxy.authenticate(request)
+        entry = request["litemaas_caller"]
         names = [n for n in router.model_names() if may_use_model(entry, n, router)]
         return json_response({"data": [{"id": n, "object": "model", "created": 1677610602, "owned_by": "openai"} for n in names], "object": "list"})
 
     async def get_model(request):
-        entry = await proxy.authenticate(request)
+        entry = request["litemaas_caller"]
         name = request.match_info["model_id"]
         if name not in router.groups or not may_use_model(entry, name, router):
             raise ProxyError(404, f"The model `{name}` does not exist", "not_found_error", "model")
         return json_response({"id": name, "object": "model", "created": 1677610602, "owned_by": "openai"})
 
+    out = []
     for prefix in ("/v1", "", "/openai/deployments/{deployment}"):
-        app.router.add_post(prefix + "/chat/completions", chat)
-        app.router.add_post(prefix + "/completions", completions)
-        app.router.add_post(prefix + "/embeddings", embeddings)
-    app.router.add_post("/engines/{engine}/chat/completions", chat)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/models", list_models)
-    app.router.add_get("/v1/models/{model_id:.+}", get_model)
-    app.router.add_get("/models/{model_id:.+}", get_model)
+        out.append(Route("POST", prefix + "/chat/completions", chat, KEY))
+        out.append(Route("POST", prefix + "/completions", completions, KEY))
+        out.append(Route("POST", prefix + "/embeddings", embeddings, KEY))
+    out.append(Route("POST", "/engines/{engine}/chat/completions", chat, KEY))
+    out.append(Route("GET", "/v1/models", list_models, KEY))
+    out.append(Route("GET", "/models", list_models, KEY))
+    out.append(Route("GET", "/v1/models/{model_id:.+}", get_model, KEY))
+    out.append(Route("GET", "/models/{model_id:.+}", get_model, KEY))
+    return out
