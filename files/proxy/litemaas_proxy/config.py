@@ -96,7 +96,7 @@ def redis_failure_mode(value: Any, label: str = "LITEMAAS_REDIS_FAILURE_MODE, ge
 
 def a_list(value: Any, label: str) -> list:
     if not isinstance(value, list):
-        raise ValueError(f"Invalid {label}: expected a list, got {type(value).__name__}")
+        raise ValueError(f"Invalid {label} {value!r}: expected a list")
     return list(value)
 
 
@@ -320,3 +320,31 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
             default = spec.default
             setattr(s, spec.field, list(default) if isinstance(default, list) else dict(default) if isinstance(default, dict) else default)
     return s
+
+
+# ---------------------------------------------------------------------------- documentation
+
+KIND_NAMES = {positive: "number > 0", non_negative: "number ≥ 0", whole: "whole number ≥ 0", whole_positive: "whole number ≥ 1",
+              text: "string", on_off: "on/off", duration: "duration", timezone_name: "time zone", redis_failure_mode: "`open` or `closed`",
+              a_list: "list", a_mapping: "mapping", as_given: "as LiteLLM's"}
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return "empty"
+    return f"`{value}`"
+
+
+def settings_markdown() -> str:
+    """The settings table of files/proxy/README.md (a test checks the README holds exactly this)."""
+    rows = ["| setting | read from (the first that is set wins) | type | default | what |", "|---|---|---|---|---|"]
+    for spec in SETTINGS:
+        sources = ", ".join(f"`{s[4:]}`" if s.startswith("env:") else f"config `{s}`" for s in spec.sources)
+        rows.append(f"| {spec.field} | {sources} | {KIND_NAMES[spec.parse]} | {_default_text(spec.default)} | {spec.doc} |")
+    return "\n".join(rows) + "\n"

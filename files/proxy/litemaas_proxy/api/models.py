@@ -12,8 +12,8 @@ from typing import Optional
 import asyncpg
 from aiohttp import web
 
+from litemaas_proxy.api.checks import may_use_model
 from litemaas_proxy.api.common import caller, caller_id, pool, proxy_of, read_body
-from litemaas_proxy.api.data import may_use_model
 from litemaas_proxy.api.routes import ADMIN, KEY, Route
 from litemaas_proxy.errors import bad_request, json_response, not_found, validation_error
 from litemaas_proxy.queries import models as q

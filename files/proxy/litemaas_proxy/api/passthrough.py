@@ -25,8 +25,8 @@ import aiohttp
 from aiohttp import web
 
 from litemaas_proxy import metrics
+from litemaas_proxy.api.checks import check_key_state, check_model_access
 from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
-from litemaas_proxy.api.data import check_key_state, check_model_access
 from litemaas_proxy.api.routes import KEY, Route
 from litemaas_proxy.auth import hash_token
 from litemaas_proxy.errors import ProxyError
