@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any, Optional
 
 import orjson
 from aiohttp import web
 
 from litemaas_proxy.api import read_body_bytes
-from litemaas_proxy.durations import DurationError, check_duration
+from litemaas_proxy.durations import DurationError, check_duration, next_budget_reset
 from litemaas_proxy.errors import ProxyError, bad_request, validation_error
 
 log = logging.getLogger("litemaas_proxy.management")
@@ -206,6 +206,33 @@ def validate_models(router, models: list) -> None:
     unknown = [m for m in models if not isinstance(m, str) or (m not in known and m not in SPECIAL_MODELS and "*" not in m)]
     if unknown:
         raise bad_request(f"Unknown model(s) in models: {unknown}. Available models: {sorted(router.model_names())}", "models")
+
+
+def row_values(proxy, body: dict, columns: dict, checks: Optional[dict] = None) -> dict:
+    """A /user or /team request body -> column values: each field coerced (``coerce``), ``budget_duration`` with its
+    next reset, ``models`` checked against the router; ``checks`` maps a resource's own fields to a function that
+    checks and normalises the value. Server-set columns and fields that are not columns are left out."""
+    out: dict = {}
+    now = datetime.now(timezone.utc)
+    for name in list(body):
+        if name not in columns and name != "budget_duration":
+            continue
+        val = coerce(body, name)
+        if val is None:
+            continue  # null: unchanged (update) or the default (create)
+        if name == "budget_duration":
+            out["budget_duration"] = val
+            out["budget_reset_at"] = next_budget_reset(val, now, proxy.settings.budget_timezone) if val else None
+        elif name == "models":
+            validate_models(proxy.router, val)
+            out["models"] = val
+        elif name in ("created_at", "updated_at", "budget_reset_at"):
+            continue
+        elif checks and name in checks:
+            out[name] = checks[name](val)
+        else:
+            out[name] = val
+    return out
 
 
 async def flush_pending_spend(proxy) -> None:

@@ -3,51 +3,33 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
 
 import asyncpg
 from aiohttp import web
 
 from litemaas_proxy import db
-from litemaas_proxy.api.common import caller, caller_id, coerce, pool, proxy_of, public_key_row, read_body, validate_models
+from litemaas_proxy.api.common import caller, caller_id, pool, proxy_of, public_key_row, read_body, row_values
 from litemaas_proxy.api.routes import ADMIN, Route
-from litemaas_proxy.durations import next_budget_reset
 from litemaas_proxy.errors import bad_request, json_response, not_found, validation_error
 from litemaas_proxy.queries import keys as key_q
 from litemaas_proxy.queries import teams as q
 
 
-def team_values(proxy, body: dict, updating: bool) -> dict:
-    out: dict = {}
-    now = datetime.now(timezone.utc)
-    for name in list(body):
-        if name not in db.TEAM_COLUMNS and name not in ("budget_duration",):
-            continue
-        val = coerce(body, name)
-        if val is None:
-            continue  # null: unchanged (update) or the default (create)
-        if name == "budget_duration":
-            out["budget_duration"] = val
-            out["budget_reset_at"] = next_budget_reset(val, now, proxy.settings.budget_timezone) if val else None
-        elif name == "models":
-            validate_models(proxy.router, val)
-            out["models"] = val
-        elif name == "members_with_roles":
-            if not isinstance(val, list):
-                raise bad_request("members_with_roles must be a list", name)
-            out[name] = val
-        elif name in ("created_at", "updated_at", "budget_reset_at"):
-            continue
-        else:
-            out[name] = val
-    return out
+def members(val: list) -> list:
+    if not isinstance(val, list):
+        raise bad_request("members_with_roles must be a list", "members_with_roles")
+    return val
+
+
+def team_values(proxy, body: dict) -> dict:
+    return row_values(proxy, body, db.TEAM_COLUMNS, {"members_with_roles": members})
 
 
 async def team_new(request: web.Request) -> web.Response:
     proxy = proxy_of(request)
     body = await read_body(request)
     team_id = body.get("team_id") or str(uuid.uuid4())
-    values = team_values(proxy, body, updating=False)
+    values = team_values(proxy, body)
     values["team_id"] = team_id
     members = list(values.get("members_with_roles") or [])
     me = caller_id(request, caller(request))
@@ -84,7 +66,7 @@ async def team_update(request: web.Request) -> web.Response:
     team_id = body.get("team_id")
     if not team_id:
         raise validation_error(["body", "team_id"], "Field required", body, "missing")
-    values = team_values(proxy, body, updating=True)
+    values = team_values(proxy, body)
     values.pop("team_id", None)
     async with pool(proxy).acquire() as conn:
         row = await q.update(conn, team_id, values)

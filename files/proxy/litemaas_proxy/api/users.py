@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
 
 from aiohttp import web
 
@@ -12,15 +11,14 @@ from litemaas_proxy.api.common import (
     MAX_PAGE,
     caller,
     caller_id,
-    coerce,
     flush_pending_spend,
     int_query,
     pool,
     proxy_of,
     public_key_row,
     read_body,
+    row_values,
     strip_password,
-    validate_models,
 )
 from litemaas_proxy.api.keys import create_key
 from litemaas_proxy.api.routes import ADMIN, Route
@@ -29,36 +27,20 @@ from litemaas_proxy.errors import DetailError, ProxyError, bad_request, json_res
 from litemaas_proxy.queries import keys as key_q
 from litemaas_proxy.queries import users as q
 
-UTC = timezone.utc
 # Fields of a /user/new body that go to the key it creates (auto_create_key).
 KEY_FIELDS = ("models", "duration", "key_alias", "max_budget", "tpm_limit", "rpm_limit", "max_parallel_requests", "metadata", "budget_duration")
 
 
-def user_values(proxy, body: dict, updating: bool) -> dict:
-    out: dict = {}
-    now = datetime.now(UTC)
-    for name in list(body):
-        if name not in db.USER_COLUMNS and name != "budget_duration":
-            continue
-        val = coerce(body, name) if name in body else None
-        if val is None:
-            continue  # null: unchanged (update) or the default (create)
-        if name == "budget_duration":
-            out["budget_duration"] = val
-            out["budget_reset_at"] = next_budget_reset(val, now, proxy.settings.budget_timezone) if val else None
-        elif name == "models":
-            validate_models(proxy.router, val)
-            out["models"] = val
-        elif name == "teams":
-            teams = [t.get("team_id") if isinstance(t, dict) else t for t in val]
-            if not all(isinstance(t, str) and t and "\x00" not in t for t in teams):
-                raise bad_request(f"teams must be a list of team ids (or objects with a team_id). Received: {val!r}", "teams")
-            out["teams"] = teams
-        elif name in ("created_at", "updated_at", "budget_reset_at"):
-            continue
-        else:
-            out[name] = val
-    return out
+def team_ids(val: list) -> list:
+    """``teams``: team ids, or objects with a team_id (as the portal sends them)."""
+    teams = [t.get("team_id") if isinstance(t, dict) else t for t in val]
+    if not all(isinstance(t, str) and t and "\x00" not in t for t in teams):
+        raise bad_request(f"teams must be a list of team ids (or objects with a team_id). Received: {val!r}", "teams")
+    return teams
+
+
+def user_values(proxy, body: dict) -> dict:
+    return row_values(proxy, body, db.USER_COLUMNS, {"teams": team_ids})
 
 
 async def user_new(request: web.Request) -> web.Response:
@@ -69,7 +51,7 @@ async def user_new(request: web.Request) -> web.Response:
         raise bad_request("user_id must be a string", "user_id")
     if not isinstance(body.get("auto_create_key", True), bool):
         raise bad_request(f"auto_create_key must be true or false. Received: {body['auto_create_key']!r}", "auto_create_key")
-    values = user_values(proxy, body, updating=False)
+    values = user_values(proxy, body)
     values["user_id"] = user_id
     values.setdefault("user_role", "internal_user")
     default_period = proxy.settings.default_user_budget_duration
@@ -125,7 +107,7 @@ async def user_update(request: web.Request) -> web.Response:
     user_id, email = body.get("user_id"), body.get("user_email")
     if not user_id and not email:
         raise validation_error(["body"], "Value error, Either user id or user email must be provided", body)
-    values = user_values(proxy, body, updating=True)
+    values = user_values(proxy, body)
     if "spend" in values:
         await flush_pending_spend(proxy)
     async with pool(proxy).acquire() as conn:
