@@ -113,3 +113,22 @@ def test_no_proxy_file_is_long_without_a_reason():
         if len(lines) > MAX_LINES:
             head = "\n".join(lines[:20])
             assert "Long file:" in head, f"{path.relative_to(PACKAGE)} has {len(lines)} lines: split it or say why at its top ('Long file: ...')"
+
+
+def test_readme_module_map_matches_the_code():
+    text = README.read_text(encoding="utf-8")
+    layers = text[text.index("## Layers"):text.index("## Design for speed")]
+    named = set(re.findall(r"^\| ([^|]+) \|", layers, re.M)) - {"module", "---"}
+    listed = {m for cell in named for m in re.findall(r"`([\w/]+)`", cell)}
+    modules = set()
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).with_suffix("").as_posix()
+        if rel.endswith("__init__") or rel == "__main__":
+            continue
+        if rel.startswith("queries/"):
+            rel = "queries/"
+        elif rel == "tools/_http":
+            continue  # the key-cleanup tool's HTTP client
+        modules.add(rel)
+    assert modules - listed == set(), f"modules missing from the README's module map: {sorted(modules - listed)}"
+    assert listed - modules == set(), f"the README's module map names modules that do not exist: {sorted(listed - modules)}"
