@@ -27,7 +27,7 @@ __all__ = ["SETTINGS", "UTC", "DurationError", "Settings", "duration_after", "lo
 
 # ---------------------------------------------------------------------------- parsers: (value, label) -> typed value
 
-def _number(value: Any, label: str, cast, minimum: float, strict_min: bool) -> Any:
+def _number(value: Any, label: str, cast, minimum: float, strict_min: bool, expected: str) -> Any:
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -38,27 +38,27 @@ def _number(value: Any, label: str, cast, minimum: float, strict_min: bool) -> A
             if number != int(number):
                 raise ValueError
             number = int(number)
+        if number < minimum or (strict_min and number == minimum):
+            raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"Invalid {label} {value!r}: expected {'a whole number' if cast is int else 'a number'}") from None
-    if number < minimum or (strict_min and number == minimum):
-        raise ValueError(f"Invalid {label} {value!r}: must be {'greater than' if strict_min else 'at least'} {minimum:g}")
+        raise ValueError(f"Invalid {label} {value!r}: expected {expected}") from None
     return number
 
 
 def positive(value: Any, label: str) -> float:
-    return _number(value, label, float, 0, True)
+    return _number(value, label, float, 0, True, "a number greater than 0")
 
 
 def non_negative(value: Any, label: str) -> float:
-    return _number(value, label, float, 0, False)
+    return _number(value, label, float, 0, False, "a number, 0 or more")
 
 
 def whole(value: Any, label: str) -> int:
-    return _number(value, label, int, 0, False)
+    return _number(value, label, int, 0, False, "a whole number, 0 or more")
 
 
 def whole_positive(value: Any, label: str) -> int:
-    return _number(value, label, int, 1, False)
+    return _number(value, label, int, 1, False, "a positive integer")
 
 
 def text(value: Any, label: str) -> str:
