@@ -428,19 +428,19 @@ def test_body_just_under_the_limit_is_served(bad_proxy, vkey):
     assert status == 200 and data["usage"]["prompt_tokens"] == LIMIT_MB * 1024 * 1024 // 5 - 2000, (status, str(data)[:300])
 
 
-def test_request_size_setting():
+def test_request_size_setting(tmp_path):
     from litemaas_proxy.api import max_request_size  # noqa: PLC0415 - the proxy package is on sys.path only for this test
-    from litemaas_proxy.config import Settings  # noqa: PLC0415
+    from litemaas_proxy.config import load_settings  # noqa: PLC0415
 
-    settings = Settings()
-    assert max_request_size(settings, env={}) == 64 * 1024 * 1024
-    assert max_request_size(settings, env={"LITEMAAS_MAX_REQUEST_SIZE_MB": "0.5"}) == 512 * 1024
-    settings.raw_config = {"general_settings": {"max_request_size_mb": 2}}
-    assert max_request_size(settings, env={"LITEMAAS_MAX_REQUEST_SIZE_MB": "0.5"}) == 2 * 1024 * 1024, "the config file wins"
+    cfg = tmp_path / "config.yaml"
+    assert max_request_size(load_settings(None, env={})) == 64 * 1024 * 1024
+    assert max_request_size(load_settings(None, env={"LITEMAAS_MAX_REQUEST_SIZE_MB": "0.5"})) == 512 * 1024
+    cfg.write_text(json.dumps({"general_settings": {"max_request_size_mb": 2}}))
+    assert max_request_size(load_settings(str(cfg), env={"LITEMAAS_MAX_REQUEST_SIZE_MB": "0.5"})) == 2 * 1024 * 1024, "the config file wins"
     for bad in ("ten", 0, -1):
-        settings.raw_config = {"general_settings": {"max_request_size_mb": bad}}
+        cfg.write_text(json.dumps({"general_settings": {"max_request_size_mb": bad}}))
         with pytest.raises(ValueError, match="max_request_size_mb"):
-            max_request_size(settings, env={})
+            load_settings(str(cfg), env={})
 
 
 def test_unknown_route_and_wrong_method_are_json(bad_proxy, vkey):

@@ -24,6 +24,8 @@ import yaml
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 
+from tests.support.proxy import stub_models
+
 DOCUMENT = Path(__file__).resolve().parents[2] / "files" / "proxy" / "litemaas_proxy" / "openapi.yaml"
 # Generated requests per operation and mode, on top of the examples and coverage cases. A deeper search:
 # LITEMAAS_FUZZ_EXAMPLES=500 pytest tests/reliability/test_schemathesis.py
@@ -34,8 +36,12 @@ STATUSES: collections.Counter = collections.Counter()
 
 
 @pytest.fixture(scope="module")
-def fuzz_proxy(proxy_factory):
-    return proxy_factory(database="reliability_schemathesis")
+def fuzz_proxy(proxy_factory, stub_upstream):
+    # The stub models, and a Docling deployment on the stub so that the pass-through routes reach an upstream.
+    docling = {"model_name": "Docling", "litellm_params": {"model": "openai/docling-serve", "custom_llm_provider": "docling",
+                                                           "api_base": stub_upstream.base_url, "api_key": "sk-docling"},
+               "model_info": {"mode": "chat", "id": "docling-fuzz"}}
+    return proxy_factory(database="reliability_schemathesis", models=stub_models(stub_upstream.url) + [docling])
 
 
 @pytest.fixture(scope="module")

@@ -285,34 +285,28 @@ def test_upstream_key_of_a_database_model_is_never_returned(sec, stub_upstream):
 
 @functools.lru_cache(maxsize=1)
 def app_routes() -> tuple:
-    """(method, path template, module, handler name) for every route of the proxy, read from its aiohttp router
-    (the application is built, not started)."""
+    """(method, path template, module, handler name, auth level) for every route of the proxy's route table
+    (the application is built, not started), checked to cover every route of its aiohttp router."""
     if str(PROXY_SRC) not in sys.path:
         sys.path.insert(0, str(PROXY_SRC))
+    from litemaas_proxy.api import routes
     from litemaas_proxy.app import create_app
     from litemaas_proxy.config import load_settings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # aiohttp's advice on app keys and plain-function handlers
+        warnings.simplefilter("ignore")  # aiohttp's advice on plain-function handlers
         app = create_app(load_settings(None, env={}))
-    out = []
-    for route in app.router.routes():
-        handler = route.handler
-        name = handler.__qualname__.rsplit(".", 1)[-1]
-        if name == "<lambda>":
-            name = "lambda"
-        out.append((route.method, route.resource.canonical, handler.__module__, name))
-    return tuple(out)
+    assert set(app[routes.LEVEL_KEY]) == set(app.router.routes()), "a route outside the route table"
+    return tuple((r.method, r.path, r.handler.__module__, r.handler.__name__, r.auth) for r in routes.table(app))
 
 
-PUBLIC = {"liveliness", "readiness", "root"}
+MANAGEMENT_MODULES = {f"litemaas_proxy.api.{m}" for m in ("keys", "users", "teams", "models", "activity", "health")}
 # Routes a virtual key may call for itself, as in LiteLLM: its own key info and the models it may use.
 SELF_SERVICE = {"key_info", "model_info", "model_group_info"}
 
 
 def management_routes() -> list:
-    return sorted({(m, path, name) for m, path, module, name in app_routes()
-                   if module == "litemaas_proxy.api.management" and m != "HEAD" and name not in PUBLIC})
+    return sorted({(m, path, name) for m, path, module, name, auth in app_routes() if module in MANAGEMENT_MODULES and auth != "public"})
 
 
 @pytest.fixture(scope="module")

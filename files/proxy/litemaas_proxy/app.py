@@ -11,12 +11,14 @@ import asyncpg
 from aiohttp import web
 
 from litemaas_proxy import db, metrics
-from litemaas_proxy.api import body_too_large, max_request_size
+from litemaas_proxy.api import body_too_large, max_request_size, routes
+from litemaas_proxy.api.routes import ADMIN, PUBLIC, not_admin
 from litemaas_proxy.auth import MASTER, KeyCache, LookupBatcher, credential_from_headers, hash_token, is_master
 from litemaas_proxy.config import Settings
 from litemaas_proxy.errors import DetailError, ProxyError
 from litemaas_proxy.fastredis import FastRedis
 from litemaas_proxy.limits import Limiter
+from litemaas_proxy.queries import models as model_queries
 from litemaas_proxy.routing import Deployment, Router, config_model_id
 from litemaas_proxy.sealed import ParamSealer
 from litemaas_proxy.spend import SpendWriter, reset_budgets
@@ -103,16 +105,6 @@ class Proxy:
                              "Unable to find token in cache or `LiteLLM_VerificationTokenTable`", "token_not_found_in_db", "None")
         return entry
 
-    async def require_admin(self, request: web.Request):
-        entry = await self.authenticate(request)
-        if not entry.is_admin:
-            user_id = entry.key.get("user_id") or "None"
-            masked = user_id[:3] + "..." if len(user_id) > 3 else user_id
-            role = (entry.user or {}).get("user_role") or "internal_user"
-            raise ProxyError(401, "Authentication Error, Only proxy admin can be used to generate, delete, update info for new keys/users/teams. "
-                             f"Route={request.path}. Your role={role}. Your user_id={masked}", "auth_error", "None")
-        return entry
-
     # ------------------------------------------------------------ invalidation across replicas
     async def publish(self, message: str) -> None:
         self.apply_invalidation(message)
@@ -155,7 +147,7 @@ class Proxy:
             rows = []
             if self.pool is not None:
                 try:
-                    rows = await self.pool.fetch(f"SELECT model_id, model_name, litellm_params, model_info FROM {db.MODEL_TABLE} ORDER BY created_at, model_id")
+                    rows = await model_queries.all_models(self.pool)
                 except Exception as exc:
                     log.warning("could not load models from the database: %s", exc)
                     return
@@ -200,16 +192,14 @@ class Proxy:
         if self.sealer.box is None:
             return
         try:
-            rows = await self.pool.fetch(f"SELECT model_id, litellm_params FROM {db.MODEL_TABLE}")
+            rows = await model_queries.all_params(self.pool)
             sealed = 0
             for r in rows:
                 params = r["litellm_params"] or {}
                 plain = self.sealer.plain_values(params) if isinstance(params, dict) else []
                 if not plain:
                     continue
-                status = await self.pool.execute(f"UPDATE {db.MODEL_TABLE} SET litellm_params = $2 WHERE model_id = $1 AND litellm_params = $3",
-                                                 r["model_id"], self.sealer.seal(params, only=plain), params)
-                sealed += status.endswith(" 1")
+                sealed += await model_queries.replace_params(self.pool, r["model_id"], self.sealer.seal(params, only=plain), params)
             if sealed:
                 log.info("sealed the parameters of %d model(s) stored in plain text", sealed)
         except Exception as exc:  # never keep the proxy from starting; the rows still load as they are
@@ -272,25 +262,37 @@ async def _within(closing, what: str) -> bool:
     return True
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except (ProxyError, DetailError) as exc:
-        return exc.response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
+def make_middleware(proxy: Proxy, levels: dict):
+    """The application's one middleware: the route table's auth check (before the handler reads anything),
+    then the handler, with every error turned into LiteLLM's error shape."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        try:
+            level = levels.get(request.match_info.route)
+            if level is not None and level is not PUBLIC:
+                request["litemaas_t0"] = time.monotonic()
+                entry = await proxy.authenticate(request)
+                if level is ADMIN and not entry.is_admin:
+                    raise not_admin(request, entry)
+            return await handler(request)
+        except (ProxyError, DetailError) as exc:
+            return exc.response()
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return http_error(request, exc).response()
+        except asyncio.CancelledError:
             raise
-        return http_error(request, exc).response()
-    except asyncio.CancelledError:
-        raise
-    except asyncpg.DataError as exc:
-        # A value PostgreSQL cannot store (NUL character, number out of range, ...): the request is at fault.
-        # The transaction around the write is rolled back, so nothing was stored.
-        return ProxyError(400, f"Invalid value in the request: {exc}", "bad_request_error", "None").response()
-    except Exception as exc:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return ProxyError(500, f"Internal Server Error, {type(exc).__name__}: {exc}", "internal_server_error", "None").response()
+        except asyncpg.DataError as exc:
+            # A value PostgreSQL cannot store (NUL character, number out of range, ...): the request is at fault.
+            # The transaction around the write is rolled back, so nothing was stored.
+            return ProxyError(400, f"Invalid value in the request: {exc}", "bad_request_error", "None").response()
+        except Exception as exc:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return ProxyError(500, f"Internal Server Error, {type(exc).__name__}: {exc}", "internal_server_error", "None").response()
+
+    return middleware
 
 
 def http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
@@ -309,18 +311,21 @@ def http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
 
 def create_app(settings: Settings) -> web.Application:
     from litemaas_proxy import guardrails, routing
-    from litemaas_proxy.api import data, management, openapi, passthrough
+    from litemaas_proxy.api import activity, data, health, keys, models, openapi, passthrough, teams, users
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=max_request_size(settings))
     proxy = Proxy(settings)
+    levels: dict = {}
+    app = web.Application(middlewares=[make_middleware(proxy, levels)], client_max_size=max_request_size(settings))
     app["proxy"] = proxy
-    openapi.setup(app)
+    app[routes.LEVEL_KEY] = levels
     routing.setup(proxy)
     guardrails.setup(app, proxy)
-    data.setup(app, proxy)
-    management.setup(app, proxy)
-    metrics.setup(app, proxy)
-    passthrough.setup(app, proxy)
+    routes.install(app, openapi.ROUTES)
+    routes.install(app, data.routes(proxy))
+    for module in (keys, users, teams, models, activity, health):
+        routes.install(app, module.ROUTES)
+    routes.install(app, metrics.routes(proxy))
+    routes.install(app, passthrough.routes(app, proxy))
 
     async def on_startup(_app):
         await proxy.start()

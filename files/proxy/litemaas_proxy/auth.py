@@ -7,10 +7,10 @@ import hashlib
 import hmac
 import secrets
 import time
-from datetime import datetime
 from typing import Awaitable, Callable, Optional
 
 from litemaas_proxy.errors import ProxyError
+from litemaas_proxy.values import epoch
 
 ADMIN_ROLES = ("proxy_admin",)
 NEGATIVE_TTL = 2.0
@@ -41,12 +41,8 @@ def abbreviate(key: str) -> str:
 
 
 def parse_ts(value) -> Optional[float]:
-    """Timestamp (datetime or ISO string from row_to_json) -> epoch seconds."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return datetime.fromisoformat(value).timestamp()
+    """Timestamp (datetime or ISO string from row_to_json) -> epoch seconds (the one parser: values.epoch)."""
+    return epoch(value)
 
 
 def credential_from_headers(headers) -> Optional[str]:

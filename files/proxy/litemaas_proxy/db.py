@@ -270,6 +270,11 @@ async def fetch_auth_many(pool: asyncpg.Pool, tokens: list) -> dict:
     return {row["token"]: (row["key"], row["user"], row["team"]) for row in rows}
 
 
+async def ping(pool: asyncpg.Pool, timeout: float = 2.0) -> None:
+    """Raise unless PostgreSQL answers within ``timeout`` seconds (readiness)."""
+    await pool.fetchval("SELECT 1", timeout=timeout)
+
+
 # ---------------------------------------------------------------- generic helpers
 
 def _cast(column: str, columns: dict) -> str:

@@ -345,6 +345,6 @@ class Guardrails:
 
 
 def setup(app, proxy) -> None:
-    proxy.guardrails = Guardrails((proxy.settings.raw_config or {}).get("guardrails") or [])
+    proxy.guardrails = Guardrails(proxy.settings.guardrails or [])
     if proxy.guardrails.by_name:
         log.info("guardrails: %s", ", ".join(f"{g.name} ({g.mode}{', default on' if g.default_on else ''})" for g in proxy.guardrails.by_name.values()))

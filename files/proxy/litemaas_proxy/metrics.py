@@ -12,7 +12,6 @@ the request, spend, token and rate-limit series only when ``LITEMAAS_METRICS_KEY
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_left
 
 from aiohttp import web
@@ -20,14 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from litemaas_proxy.auth import MASTER
-from litemaas_proxy.config import flag
 
 REGISTRY = CollectorRegistry(auto_describe=False)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-KEY_ALIAS = False  # set by setup() from the settings
+KEY_ALIAS = False  # set by routes() from the settings
 
 # (requested_model, route, status_code, api_key_alias) -> count
 _requests: dict = {}
@@ -244,27 +242,18 @@ def _deployment_families():
 REGISTRY.register(_Collector())
 
 
-def key_alias_enabled(settings) -> bool:
-    raw = getattr(settings, "raw_config", None) or {}
-    value = os.environ.get("LITEMAAS_METRICS_KEY_ALIAS")
-    if value is None:
-        value = (raw.get("litellm_settings") or {}).get("metrics_key_alias", False)
-    return flag(value)
+async def handle_metrics(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest(REGISTRY))
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
 
 
-def setup(app: web.Application, proxy) -> None:
+def routes(proxy) -> list:
+    """``/metrics``: public, or any valid key or the master key when require_auth_for_metrics_endpoint is on (like LiteLLM)."""
+    from litemaas_proxy.api.routes import KEY, PUBLIC, Route
+
     global KEY_ALIAS, _proxy
     _proxy = proxy
-    KEY_ALIAS = key_alias_enabled(proxy.settings)
-    raw = getattr(proxy.settings, "raw_config", None) or {}
-    require_auth = str((raw.get("litellm_settings") or {}).get("require_auth_for_metrics_endpoint", False)).lower() in ("1", "true", "yes")
-
-    async def handle_metrics(request: web.Request) -> web.Response:
-        if require_auth:
-            await proxy.authenticate(request)  # any valid key or the master key, like LiteLLM
-        resp = web.Response(body=generate_latest(REGISTRY))
-        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return resp
-
-    app.router.add_get("/metrics", handle_metrics)
-    app.router.add_get("/metrics/", handle_metrics)
+    KEY_ALIAS = proxy.settings.metrics_key_alias
+    level = KEY if proxy.settings.metrics_require_auth else PUBLIC
+    return [Route("GET", "/metrics", handle_metrics, level), Route("GET", "/metrics/", handle_metrics, level)]

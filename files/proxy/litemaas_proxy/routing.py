@@ -330,11 +330,8 @@ class Router:
 
 def setup(proxy) -> None:
     """Apply ``router_settings`` (routing_strategy, fallbacks, default_fallbacks) of the config file to the proxy's router."""
-    raw = proxy.settings.raw_config or {}
-    rs = raw.get("router_settings") or {}
-    ls = raw.get("litellm_settings") or {}
-    proxy.router.configure(rs.get("routing_strategy"), rs.get("fallbacks") or ls.get("fallbacks"),
-                           rs.get("default_fallbacks") or ls.get("default_fallbacks"))
+    s = proxy.settings
+    proxy.router.configure(s.routing_strategy, s.fallbacks, s.default_fallbacks)
 
 
 def attempt_headers(headers: Optional[dict], model_name: str, dep: Deployment, tried: int) -> dict:

@@ -22,6 +22,7 @@ import orjson
 
 from litemaas_proxy import db
 from litemaas_proxy.durations import next_budget_reset
+from litemaas_proxy.values import parse_timestamp
 
 log = logging.getLogger("litemaas_proxy.spend")
 UTC = timezone.utc
@@ -200,7 +201,7 @@ class SpendWriter:
                     if line.strip():
                         data = orjson.loads(line)
                         for name in ("start_time", "end_time"):
-                            data[name] = datetime.fromisoformat(data[name])
+                            data[name] = parse_timestamp(data[name])
                         self.buffer.append(tuple(data[f] for f in FIELDS))
                         count += 1
             self._spill_files.append(claimed)

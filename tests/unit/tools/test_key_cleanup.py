@@ -281,3 +281,29 @@ def test_sync_portal_on_the_portal_schema(pg_server, driver):
         rows = cur.fetchall()
     conn.close()
     assert rows == [("expired", False, True, "synced", "Key deleted by key cleanup (expired)"), ("other", True, False, "pending", None)]
+
+
+def test_the_tool_needs_only_the_standard_library():
+    """The tool runs from the proxy image without the proxy's dependencies: it and the helpers it imports from the
+    proxy package (values.py: the one on/off and timestamp parser) use the standard library only."""
+    probe = ("import sys\nimport litemaas_proxy.tools.key_cleanup\n"
+             "bad = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'litemaas_proxy', '__main__'})\n"
+             "print(','.join(bad))")
+    src = Path(kc.__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-S", "-c", probe], env={"PYTHONPATH": str(src), "PATH": os.environ.get("PATH", "")},
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"non-standard modules imported: {proc.stdout.strip()}"
+    assert kc.parse_time("2026-01-01T00:00:00Z") == datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("value, expected", [("on", True), ("Yes", True), ("1", True), ("off", False), ("0", False), ("", False)])
+def test_dry_run_environment_takes_the_proxy_on_off_words(value, expected, monkeypatch):
+    monkeypatch.setenv("KEY_CLEANUP_DRY_RUN", value)
+    assert kc.build_parser().parse_args([]).dry_run is expected
+
+
+def test_dry_run_environment_refuses_other_words(monkeypatch):
+    monkeypatch.setenv("KEY_CLEANUP_DRY_RUN", "maybe")
+    with pytest.raises(ValueError, match="KEY_CLEANUP_DRY_RUN"):
+        kc.build_parser()

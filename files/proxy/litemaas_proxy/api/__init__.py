@@ -1,36 +1,25 @@
-"""HTTP routes: ``data`` (OpenAI-compatible data plane) and ``management`` (LiteLLM admin API).
+"""HTTP routes, one module per resource, each a list of routes with their auth level (``routes.py``, the route table):
 
-Shared here: the request body size limit. ``general_settings.max_request_size_mb`` in the config file (LiteLLM's
+* ``data`` (OpenAI-compatible data plane) and ``passthrough`` (``/docling/...``), with ``context`` (one request's state);
+* the management plane, LiteLLM's admin API: ``keys``, ``users``, ``teams``, ``models``, ``activity`` (spend logs and
+  daily activity) and ``health`` (health checks, ``/``), sharing ``common`` (request fields, paging, the pool);
+* ``openapi`` (``GET /openapi.json``).
+
+Their SQL lives in ``litemaas_proxy.queries``. Shared here: the request body size limit. ``general_settings.max_request_size_mb`` in the config file (LiteLLM's
 name) or the environment variable ``LITEMAAS_MAX_REQUEST_SIZE_MB`` sets it (default 64 MB); a larger JSON body gets
 413 with the LiteLLM error shape. Pass-through routes stream their bodies and are not bound by it.
 """
 
 from __future__ import annotations
 
-import os
-
 from aiohttp import web
 
 from litemaas_proxy.errors import ProxyError
 
-DEFAULT_MAX_REQUEST_SIZE_MB = 64.0
 
-
-def max_request_size(settings, env=None) -> int:
-    """The request body limit in bytes: config file first, then the environment, then the default."""
-    env = os.environ if env is None else env
-    general = (getattr(settings, "raw_config", None) or {}).get("general_settings") or {}
-    for raw in (general.get("max_request_size_mb"), env.get("LITEMAAS_MAX_REQUEST_SIZE_MB")):
-        if raw is None or raw == "":
-            continue
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"max_request_size_mb must be a number of megabytes, got {raw!r}")
-        if value <= 0:
-            raise ValueError(f"max_request_size_mb must be greater than 0, got {raw!r}")
-        return int(value * 1024 * 1024)
-    return int(DEFAULT_MAX_REQUEST_SIZE_MB * 1024 * 1024)
+def max_request_size(settings) -> int:
+    """The request body limit in bytes (``Settings.max_request_size_mb``)."""
+    return settings.max_request_bytes
 
 
 def body_too_large(limit: int, size=None) -> ProxyError:

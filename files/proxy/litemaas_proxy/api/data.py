@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
-import uuid
-from datetime import datetime, timezone
+from datetime import timezone
 
 import aiohttp
 import orjson
@@ -14,179 +12,17 @@ from aiohttp import web
 
 from litemaas_proxy import metrics
 from litemaas_proxy.api import read_body_bytes
+from litemaas_proxy.api.checks import check_key_state, check_model_access, invalid_field, may_use_model, validate_llm_body
+from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
+from litemaas_proxy.api.routes import KEY, Route
 from litemaas_proxy.auth import MASTER, hash_token
 from litemaas_proxy.errors import ProxyError, json_response
-from litemaas_proxy.limits import build_args, descriptors_for
 from litemaas_proxy.routing import attempt_headers
-from litemaas_proxy.spend import compute_cost, make_record
+from litemaas_proxy.spend import compute_cost
 from litemaas_proxy.upstream import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("litemaas_proxy.data")
 UTC = timezone.utc
-SPECIAL_ALL = ("*", "all-proxy-models", "all-team-models")
-
-
-def model_allowed(allowed: list, model: str, router) -> bool:
-    if not allowed or model in allowed:
-        return True
-    for item in allowed:
-        if item in SPECIAL_ALL:
-            return True
-        if "*" in item and fnmatch.fnmatchcase(model, item):
-            return True
-    deps = router.groups.get(model) or ()
-    return any(g in allowed for d in deps for g in d.access_groups)
-
-
-def may_use_model(entry, model: str, router) -> bool:
-    """Whether a request by this key for ``model`` passes check_model_access (the listings show exactly those)."""
-    try:
-        check_model_access(entry, model, router)
-    except ProxyError:
-        return False
-    return True
-
-
-def check_model_access(entry, model: str, router) -> None:
-    if entry is MASTER:
-        return
-    key = entry.key
-    if not model_allowed(key.get("models") or [], model, router):
-        raise ProxyError(401, f"key not allowed to access model. This key can only access models={key.get('models')}. Tried to access {model}",
-                         "key_model_access_denied", "model")
-    team = entry.team
-    if team and not model_allowed(team.get("models") or [], model, router):
-        raise ProxyError(401, f"Team not allowed to access model. Team={team['team_id']}, Model={model}. Allowed team models = {team.get('models')}",
-                         "team_model_access_denied", "model")
-    user = entry.user
-    if user and not team:
-        umodels = [m for m in (user.get("models") or []) if m != "no-default-models"]
-        if umodels and not model_allowed(umodels, model, router):
-            raise ProxyError(401, f"User not allowed to access model. User={user['user_id']}, Model={model}. Allowed user models = {umodels}",
-                             "user_model_access_denied", "model")
-
-
-def _spend_of(proxy, row: dict, kind: str, ident, mark: float, now: float) -> float:
-    reset = row.get("budget_reset_at")
-    if reset is not None:
-        reset_ts = datetime.fromisoformat(reset).timestamp() if isinstance(reset, str) else reset.timestamp()
-        if reset_ts <= now:
-            return max(0.0, proxy.spend.pending(kind, ident, mark))
-    return float(row.get("spend") or 0.0) + proxy.spend.pending(kind, ident, mark)
-
-
-def check_key_state(proxy, entry, now: float) -> None:
-    """Blocked, expired and over-budget keys (and their teams/users) are refused before any upstream call."""
-    if entry is MASTER:
-        return
-    key = entry.key
-    if key.get("blocked"):
-        raise ProxyError(401, "Authentication Error, Key is blocked. Update via `/key/unblock` if you're admin.", "auth_error", "None")
-    team = entry.team
-    if team and team.get("blocked"):
-        raise ProxyError(401, f"Authentication Error, Team={team['team_id']} is blocked. Update via `/team/unblock` if your admin.", "auth_error", "None")
-    if entry.expires_ts is not None and entry.expires_ts < now:
-        exp = datetime.fromtimestamp(entry.expires_ts, UTC).isoformat()
-        raise ProxyError(400, f"Authentication Error - Expired Key. Key Expiry time {exp} and current time {datetime.now(UTC).isoformat()}",
-                         "expired_key", key.get("key_name") or "None")
-    marks = entry.spend_marks or {}
-    max_budget = key.get("max_budget")
-    if max_budget is not None:
-        spent = _spend_of(proxy, key, "k", entry.token, marks.get("k", 0.0), now)
-        if spent >= max_budget:
-            raise ProxyError(400, f"Budget has been exceeded! Current cost: {spent}, Max budget: {max_budget}", "budget_exceeded", None)
-    if team and team.get("max_budget") is not None:
-        spent = _spend_of(proxy, team, "t", team["team_id"], marks.get("t", 0.0), now)
-        if spent > team["max_budget"]:
-            raise ProxyError(400, f"Budget has been exceeded! Team={team['team_id']} Current cost: {spent}, Max budget: {team['max_budget']}",
-                             "budget_exceeded", None)
-    user = entry.user
-    if user and user.get("max_budget") is not None:
-        spent = _spend_of(proxy, user, "u", user["user_id"], marks.get("u", 0.0), now)
-        if spent > user["max_budget"]:
-            raise ProxyError(400, f"ExceededBudget: User={user['user_id']} over budget. Spend={spent}, Budget={user['max_budget']}",
-                             "budget_exceeded", None)
-
-
-def _invalid(name: str, expected: str, value) -> ProxyError:
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return ProxyError(400, f"Invalid request: '{name}' must be {expected}. Received: {shown}", "invalid_request_error", name)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _text_or_tokens(value) -> bool:
-    """A string, a non-empty list of strings, of token ids, or of lists of token ids (OpenAI's prompt/input)."""
-    if isinstance(value, str):
-        return True
-    if not isinstance(value, list) or not value:
-        return False
-    return (all(isinstance(v, str) for v in value) or all(_is_int(v) for v in value)
-            or all(isinstance(v, list) and v and all(_is_int(t) for t in v) for v in value))
-
-
-# Optional request fields checked before anything reaches a model server: name -> (test, expected).
-_OPTIONAL_FIELDS = {
-    "stream": (lambda v: isinstance(v, bool), "true or false"),
-    "max_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "max_completion_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "seed": (_is_int, "an integer"),
-    # Ranges are the model server's to check (they differ between servers); the types are not.
-    "temperature": (_is_number, "a number"),
-    "top_p": (_is_number, "a number"),
-    "presence_penalty": (_is_number, "a number"),
-    "frequency_penalty": (_is_number, "a number"),
-    "stream_options": (lambda v: isinstance(v, dict), "an object"),
-    "stop": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v)), "a string or a list of strings"),
-    "user": (lambda v: isinstance(v, str), "a string"),
-    "metadata": (lambda v: isinstance(v, dict), "an object"),
-    "tools": (lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v), "a list of objects"),
-    "tool_choice": (lambda v: isinstance(v, (str, dict)), "a string or an object"),
-    "response_format": (lambda v: isinstance(v, dict), "an object"),
-    "dimensions": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "encoding_format": (lambda v: v in ("float", "base64"), "'float' or 'base64'"),
-}
-
-
-def validate_llm_body(body: dict, call_type: str) -> None:
-    """Refuse, with a 400 naming the field, a request no model server could answer (wrong types, missing fields)."""
-    if call_type == "acompletion":
-        messages = body.get("messages")
-        if messages is None:
-            raise ProxyError(400, "Invalid request: 'messages' is required", "invalid_request_error", "messages")
-        if not isinstance(messages, list) or not messages:
-            raise _invalid("messages", "a non-empty list of message objects", messages)
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict):
-                raise _invalid(f"messages[{i}]", "an object with 'role' and 'content'", message)
-            if not isinstance(message.get("role"), str) or not message["role"]:
-                raise _invalid(f"messages[{i}].role", "a string such as 'user'", message.get("role"))
-            content = message.get("content")
-            if content is not None and not isinstance(content, (str, list)):
-                raise _invalid(f"messages[{i}].content", "a string or a list of content parts", content)
-    elif call_type == "atext_completion":
-        if body.get("prompt") is None:
-            raise ProxyError(400, "Invalid request: 'prompt' is required", "invalid_request_error", "prompt")
-        if not _text_or_tokens(body["prompt"]):
-            raise _invalid("prompt", "a string, a non-empty list of strings or a list of token ids", body["prompt"])
-    elif call_type == "aembedding":
-        if body.get("input") is None:
-            raise ProxyError(400, "Invalid request: 'input' is required", "invalid_request_error", "input")
-        if not _text_or_tokens(body["input"]):
-            raise _invalid("input", "a string, a non-empty list of strings or a list of token ids", body["input"])
-    for name, (test, expected) in _OPTIONAL_FIELDS.items():
-        value = body.get(name)
-        if value is not None and not test(value):
-            raise _invalid(name, expected, value)
 
 
 def _event_end(buf: bytes) -> int:
@@ -253,28 +89,20 @@ def _upstream_error(status: int, body: bytes, dep) -> ProxyError:
     return ProxyError(status, message, etype or "invalid_request_error", param)
 
 
-def setup(app: web.Application, proxy) -> None:
+def routes(proxy) -> list:
+    """The data-plane routes (any valid key), as handlers bound to this proxy."""
     router = proxy.router
     settings = proxy.settings
     master_token = hash_token(settings.master_key) if settings.master_key else ""
 
-    def record(entry, model, dep, start_dt, prompt, completion, cost, status, body, call_type):
-        if entry is MASTER:
-            token, user_id, team_id = master_token, "default_user_id", None
-        else:
-            token, user_id, team_id = entry.token, entry.key.get("user_id"), entry.key.get("team_id")
+    def record(ctx: RequestContext, dep, prompt: int, completion: int, cost: float, status: str) -> None:
+        body = ctx.body
         end_user = body.get("user") if isinstance(body.get("user"), str) else None
-        meta = {"status": status}
-        if entry is not MASTER and entry.key.get("key_alias"):
-            meta["user_api_key_alias"] = entry.key["key_alias"]
-        rec = make_record(uuid.uuid4().hex, call_type, token, cost, prompt, completion, start_dt,
-                          datetime.now(UTC), model, dep, user_id, team_id, meta, status, end_user)
-        proxy.spend.add(rec, token if entry is not MASTER else None, user_id if entry is not MASTER else None, team_id)
+        record_spend(proxy, ctx, master_token, dep, prompt, completion, cost, status, {"status": status}, end_user)
 
     async def llm(request: web.Request, upstream_path: str, call_type: str) -> web.StreamResponse:
-        t0 = time.monotonic()
-        start_dt = datetime.now(UTC)
-        entry = await proxy.authenticate(request)
+        ctx = RequestContext(request, call_type, upstream_path)
+        entry = ctx.caller
         raw = await read_body_bytes(request)
         try:
             body = orjson.loads(raw)
@@ -286,62 +114,45 @@ def setup(app: web.Application, proxy) -> None:
         if model is None or model == "":
             raise ProxyError(400, "Invalid request: 'model' is required", "invalid_request_error", "model")
         if not isinstance(model, str):
-            raise _invalid("model", "a string (a model name from /v1/models)", model)
-        request["litemaas_model"] = model
+            raise invalid_field("model", "a string (a model name from /v1/models)", model)
+        request["litemaas_model"] = ctx.model = model
+        ctx.body = body
         validate_llm_body(body, call_type)
-        now = time.time()
-        check_key_state(proxy, entry, now)
+        check_key_state(proxy, entry, time.time())
         check_model_access(entry, model, router)
         guard = proxy.guardrails.for_request(entry)
         if guard is not None:
             guard.pre_call(body, model, entry, request.path)
             if guard.post:
-                request["litemaas_guard"] = guard
+                ctx.guard = guard
         deps = router.candidates(model)
         if not deps:
             raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
                              "None", "model")
-        descs = None
-        limit_headers = None
-        if entry is not MASTER and proxy.limiter is not None:
-            if entry.descriptors is None:
-                entry.descriptors = descriptors_for(entry.key, entry.user, entry.team)
-                entry.limit_args = build_args(entry.descriptors, proxy.limiter.window) if entry.descriptors else None
-            descs = entry.descriptors
-            if descs:
-                keys, argv = entry.limit_args
-                try:
-                    limit_headers = await proxy.limiter.check(descs, keys, argv)
-                except ProxyError as exc:
-                    metrics.rate_limited(entry, model, request.path, exc)
-                    raise
-        stream = bool(body.get("stream"))
-        wants_usage = False
-        if stream:
+        await check_limits(proxy, ctx)
+        if body.get("stream"):
+            ctx.stream = True
             so = body.get("stream_options")
-            wants_usage = isinstance(so, dict) and bool(so.get("include_usage"))
+            ctx.wants_usage = isinstance(so, dict) and bool(so.get("include_usage"))
             body["stream_options"] = dict(so or {}, include_usage=True) if isinstance(so, dict) or so is None else {"include_usage": True}
-        tokens_used = 0
         try:
-            resp, tokens_used = await call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0,
-                                                    call_type)
-            return resp
+            return await call_upstream(ctx, deps)
         finally:
-            if descs:
-                proxy.limiter.post(descs, entry.limit_args[0], tokens_used, True)
+            release_limits(proxy, ctx)
 
-    async def call_upstream(request, entry, body, model, deps, upstream_path, stream, wants_usage, limit_headers, start_dt, t0, call_type):
+    async def call_upstream(ctx: RequestContext, deps: list) -> web.StreamResponse:
+        """Try the deployments of the model in the router's order (retries, fallbacks) until one answers."""
+        model, body = ctx.model, ctx.body
         last_error = None
-        route = request.path
         tried = 0
         for dep in router.plan(model, deps, settings.num_retries):
             if tried:
-                limit_headers = attempt_headers(limit_headers, model, dep, tried)
+                ctx.limit_headers = attempt_headers(ctx.limit_headers, model, dep, tried)
             tried += 1
             body["model"] = dep.upstream_model
             payload = orjson.dumps(body)
             timeout = dep.timeout or settings.request_timeout
-            url = f"{dep.api_base}/{upstream_path}"
+            url = f"{dep.api_base}/{ctx.upstream_path}"
             router.acquire(dep)
             try:
                 upstream = await proxy.upstream.post(url, payload, dep.header_bytes, timeout)
@@ -367,9 +178,10 @@ def setup(app: web.Application, proxy) -> None:
                         continue
                     break
                 router.report_success(dep, model)
-                if stream:
-                    return await relay_stream(request, entry, body, model, dep, upstream, wants_usage, limit_headers, start_dt, t0, call_type)
-                return await relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type)
+                ctx.deployment = dep
+                if ctx.stream:
+                    return await relay_stream(ctx, upstream)
+                return await relay_json(ctx, upstream)
             except UpstreamTimeout:
                 router.report_failure(dep, "timeout")
                 last_error = ProxyError(504, f"Upstream model server timed out after {timeout}s: {dep.api_base} (model={model})", "timeout", "None")
@@ -380,14 +192,16 @@ def setup(app: web.Application, proxy) -> None:
                 break
             finally:
                 router.release(dep)
-        metrics.failure(entry, model, route, last_error.status)
+        metrics.failure(ctx.caller, model, ctx.route, last_error.status)
         if last_error.status >= 500:
-            record(entry, model, deps[0], start_dt, 0, 0, 0.0, "failure", body, call_type)
+            record(ctx, deps[0], 0, 0, 0.0, "failure")
         raise last_error
 
-    def common_headers(entry, dep, cost, limit_headers, t0):
+    def common_headers(ctx: RequestContext, cost: float) -> dict:
+        dep = ctx.deployment
         headers = {"x-litellm-model-id": dep.id, "x-litellm-model-group": dep.model_name, "x-litellm-response-cost": repr(cost),
-                   "x-litellm-response-duration-ms": f"{(time.monotonic() - t0) * 1000:.3f}"}
+                   "x-litellm-response-duration-ms": f"{ctx.elapsed() * 1000:.3f}"}
+        entry = ctx.caller
         if entry is not MASTER:
             key = entry.key
             headers["x-litellm-key-spend"] = str(key.get("spend") or 0.0)
@@ -397,11 +211,13 @@ def setup(app: web.Application, proxy) -> None:
                 headers["x-litellm-key-tpm-limit"] = str(key["tpm_limit"])
             if key.get("rpm_limit") is not None:
                 headers["x-litellm-key-rpm-limit"] = str(key["rpm_limit"])
-        if limit_headers:
-            headers.update(limit_headers)
+        if ctx.limit_headers:
+            headers.update(ctx.limit_headers)
         return headers
 
-    def account(entry, model, dep, usage, start_dt, t0, body, route, call_type):
+    def account(ctx: RequestContext, usage) -> float:
+        """Cost and spend record of a successful response; sets the tokens the limiter counts."""
+        dep = ctx.deployment
         prompt = completion = 0
         if isinstance(usage, dict):
             prompt = int(usage.get("prompt_tokens") or 0)
@@ -409,26 +225,28 @@ def setup(app: web.Application, proxy) -> None:
             if not prompt and not completion and usage.get("total_tokens"):
                 prompt = int(usage["total_tokens"])
         cost = compute_cost(dep, prompt, completion)
-        record(entry, model, dep, start_dt, prompt, completion, cost, "success", body, call_type)
-        metrics.success(entry, model, route, prompt, completion, cost, time.monotonic() - t0)
-        return cost, prompt + completion
+        record(ctx, dep, prompt, completion, cost, "success")
+        metrics.success(ctx.caller, ctx.model, ctx.route, prompt, completion, cost, ctx.elapsed())
+        ctx.tokens = prompt + completion
+        return cost
 
-    async def relay_json(request, entry, body, model, dep, upstream, limit_headers, start_dt, t0, call_type):
+    async def relay_json(ctx: RequestContext, upstream) -> web.Response:
+        dep = ctx.deployment
         content = await upstream.read()
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise ProxyError(502, f"Upstream model server returned invalid JSON: {dep.api_base} (model={model})", "upstream_error", "None")
+            raise ProxyError(502, f"Upstream model server returned invalid JSON: {dep.api_base} (model={ctx.model})", "upstream_error", "None")
         usage = data.get("usage") if isinstance(data, dict) else None
-        guard = request.get("litemaas_guard") if proxy.guardrails.post_possible else None
+        guard = ctx.guard if proxy.guardrails.post_possible else None
         if guard is not None:
             content = guard.mask_json(data, content)
-        cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
-        resp = web.Response(body=content, content_type="application/json", headers=common_headers(entry, dep, cost, limit_headers, t0))
-        return resp, tokens
+        cost = account(ctx, usage)
+        return web.Response(body=content, content_type="application/json", headers=common_headers(ctx, cost))
 
-    async def relay_stream(request, entry, body, model, dep, upstream, wants_usage, limit_headers, start_dt, t0, call_type):
-        headers = common_headers(entry, dep, 0.0, limit_headers, t0)
+    async def relay_stream(ctx: RequestContext, upstream) -> web.StreamResponse:
+        request, dep, model, body, wants_usage = ctx.request, ctx.deployment, ctx.model, ctx.body, ctx.wants_usage
+        headers = common_headers(ctx, 0.0)
         headers.pop("x-litellm-response-cost", None)
         headers["Cache-Control"] = "no-cache"
         headers["Content-Type"] = "text/event-stream"
@@ -439,13 +257,13 @@ def setup(app: web.Application, proxy) -> None:
         buf = b""
         client_gone = False
         failure = None
-        guard = request.get("litemaas_guard") if proxy.guardrails.post_possible else None
+        guard = ctx.guard if proxy.guardrails.post_possible else None
         first = True
         try:
             async for chunk in upstream.iter_chunks():
                 if first:
                     first = False
-                    metrics.first_token(model, time.monotonic() - t0)
+                    metrics.first_token(model, ctx.elapsed())
                 buf += chunk
                 out = []
                 while True:
@@ -480,15 +298,15 @@ def setup(app: web.Application, proxy) -> None:
         if failure is not None:
             # Headers are sent already: report the error in-band, charge nothing for an incomplete stream.
             router.report_failure(dep, str(failure.status), failure.message)
-            metrics.failure(entry, model, request.path, failure.status)
-            record(entry, model, dep, start_dt, 0, 0, 0.0, "failure", body, call_type)
+            metrics.failure(ctx.caller, model, ctx.route, failure.status)
+            record(ctx, dep, 0, 0, 0.0, "failure")
             if not client_gone:
                 try:
                     await resp.write(b"data: " + failure.body() + b"\n\n")
                     await resp.write_eof()
                 except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                     pass
-            return resp, 0
+            return resp
         if buf and not client_gone:
             try:
                 await resp.write(buf)
@@ -498,13 +316,13 @@ def setup(app: web.Application, proxy) -> None:
             # The upstream sent no usage although asked: estimate (~4 characters per token) rather than charge nothing.
             usage = {"prompt_tokens": _estimate_prompt_tokens(body), "completion_tokens": (streamed_chars + 3) // 4}
             log.info("upstream %s sent no usage for a stream; estimated %s", dep.api_base, usage)
-        cost, tokens = account(entry, model, dep, usage, start_dt, t0, body, request.path, call_type)
+        account(ctx, usage)
         if not client_gone:
             try:
                 await resp.write_eof()
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 pass
-        return resp, tokens
+        return resp
 
     def _inspect_usage(event: bytes, wants_usage: bool):
         """Return (forward?, usage) for one SSE event that mentions usage."""
@@ -533,23 +351,25 @@ def setup(app: web.Application, proxy) -> None:
         return await llm(request, "embeddings", "aembedding")
 
     async def list_models(request):
-        entry = await proxy.authenticate(request)
+        entry = request["litemaas_caller"]
         names = [n for n in router.model_names() if may_use_model(entry, n, router)]
         return json_response({"data": [{"id": n, "object": "model", "created": 1677610602, "owned_by": "openai"} for n in names], "object": "list"})
 
     async def get_model(request):
-        entry = await proxy.authenticate(request)
+        entry = request["litemaas_caller"]
         name = request.match_info["model_id"]
         if name not in router.groups or not may_use_model(entry, name, router):
             raise ProxyError(404, f"The model `{name}` does not exist", "not_found_error", "model")
         return json_response({"id": name, "object": "model", "created": 1677610602, "owned_by": "openai"})
 
+    out = []
     for prefix in ("/v1", "", "/openai/deployments/{deployment}"):
-        app.router.add_post(prefix + "/chat/completions", chat)
-        app.router.add_post(prefix + "/completions", completions)
-        app.router.add_post(prefix + "/embeddings", embeddings)
-    app.router.add_post("/engines/{engine}/chat/completions", chat)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/models", list_models)
-    app.router.add_get("/v1/models/{model_id:.+}", get_model)
-    app.router.add_get("/models/{model_id:.+}", get_model)
+        out.append(Route("POST", prefix + "/chat/completions", chat, KEY))
+        out.append(Route("POST", prefix + "/completions", completions, KEY))
+        out.append(Route("POST", prefix + "/embeddings", embeddings, KEY))
+    out.append(Route("POST", "/engines/{engine}/chat/completions", chat, KEY))
+    out.append(Route("GET", "/v1/models", list_models, KEY))
+    out.append(Route("GET", "/models", list_models, KEY))
+    out.append(Route("GET", "/v1/models/{model_id:.+}", get_model, KEY))
+    out.append(Route("GET", "/models/{model_id:.+}", get_model, KEY))
+    return out

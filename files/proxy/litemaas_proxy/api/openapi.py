@@ -13,6 +13,7 @@ import yaml
 from aiohttp import web
 
 from litemaas_proxy import __version__
+from litemaas_proxy.api.routes import PUBLIC, Route
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
@@ -34,5 +35,4 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=document_bytes(), content_type="application/json")
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_get("/openapi.json", openapi_json)
+ROUTES = [Route("GET", "/openapi.json", openapi_json, PUBLIC)]

@@ -19,19 +19,18 @@ import asyncio
 import logging
 import re
 import time
-import uuid
-from datetime import datetime, timezone
+from datetime import timezone
 
 import aiohttp
 from aiohttp import web
 
 from litemaas_proxy import metrics
-from litemaas_proxy.api.data import check_key_state, check_model_access
-from litemaas_proxy.auth import MASTER, hash_token
+from litemaas_proxy.api.checks import check_key_state, check_model_access
+from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
+from litemaas_proxy.api.routes import KEY, Route
+from litemaas_proxy.auth import hash_token
 from litemaas_proxy.errors import ProxyError
-from litemaas_proxy.limits import build_args, descriptors_for
 from litemaas_proxy.routing import passthrough_prefix_of
-from litemaas_proxy.spend import make_record
 
 log = logging.getLogger("litemaas_proxy.passthrough")
 UTC = timezone.utc
@@ -52,14 +51,13 @@ def route_label(prefix: str, tail: str) -> str:
 
 
 def configured_prefixes(settings) -> list:
-    raw = settings.raw_config or {}
     out = list(DEFAULT_PREFIXES)
     for entry in settings.model_list or []:
         if isinstance(entry, dict):
             prefix = passthrough_prefix_of(entry.get("litellm_params") or {}, entry.get("model_info") or {}, "")
             if prefix:
                 out.append(prefix)
-    for prefix in (raw.get("general_settings") or {}).get("passthrough_prefixes") or []:
+    for prefix in settings.passthrough_prefixes or []:
         out.append("/" + str(prefix).strip("/"))
     seen = []
     for p in out:
@@ -76,7 +74,8 @@ def upstream_url(api_base: str, tail: str, query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
-def setup(app: web.Application, proxy) -> None:
+def routes(app: web.Application, proxy) -> list:
+    """The pass-through routes (any valid key allowed one of the prefix's models), bound to this proxy."""
     router = proxy.router
     settings = proxy.settings
     master_token = hash_token(settings.master_key) if settings.master_key else ""
@@ -113,49 +112,28 @@ def setup(app: web.Application, proxy) -> None:
                 first_error = first_error or exc
         raise first_error
 
-    def record(entry, model, dep, start_dt, status_code: int, route: str) -> None:
-        if entry is MASTER:
-            token, user_id, team_id = master_token, "default_user_id", None
-        else:
-            token, user_id, team_id = entry.token, entry.key.get("user_id"), entry.key.get("team_id")
-        meta = {"status": status_code, "route": route}
-        if entry is not MASTER and entry.key.get("key_alias"):
-            meta["user_api_key_alias"] = entry.key["key_alias"]
+    def record(ctx: RequestContext, dep, status_code: int) -> None:
         status = "success" if status_code < 400 else "failure"
-        rec = make_record(uuid.uuid4().hex, CALL_TYPE, token, 0.0, 0, 0, start_dt, datetime.now(UTC), model, dep, user_id, team_id, meta, status, None)
-        proxy.spend.add(rec, token if entry is not MASTER else None, user_id if entry is not MASTER else None, team_id)
+        record_spend(proxy, ctx, master_token, dep, 0, 0, 0.0, status, {"status": status_code, "route": ctx.route})
 
     async def forward(request: web.Request, prefix: str) -> web.StreamResponse:
-        t0 = time.monotonic()
-        start_dt = datetime.now(UTC)
         tail = request.match_info.get("tail", "")
-        label = route_label(prefix, tail)
-        entry = await proxy.authenticate(request)
+        ctx = RequestContext(request, CALL_TYPE, tail, route_label(prefix, tail))
+        entry = ctx.caller
         check_key_state(proxy, entry, time.time())
         model = pick_model(entry, prefix, request)
-        request["litemaas_model"] = model
+        request["litemaas_model"] = ctx.model = model
         deps = router.candidates(model)
         if not deps:
             raise ProxyError(404, f"No deployment for model={model}", "not_found_error", "model")
-        descs = None
-        if entry is not MASTER and proxy.limiter is not None:
-            if entry.descriptors is None:
-                entry.descriptors = descriptors_for(entry.key, entry.user, entry.team)
-                entry.limit_args = build_args(entry.descriptors, proxy.limiter.window) if entry.descriptors else None
-            descs = entry.descriptors
-            if descs:
-                try:
-                    await proxy.limiter.check(descs, entry.limit_args[0], entry.limit_args[1])
-                except ProxyError as exc:
-                    metrics.rate_limited(entry, model, label, exc)
-                    raise
+        await check_limits(proxy, ctx)
         try:
-            return await relay(request, entry, model, deps, prefix, tail, label, start_dt, t0)
+            return await relay(ctx, deps)
         finally:
-            if descs:
-                proxy.limiter.post(descs, entry.limit_args[0], 0, True)
+            release_limits(proxy, ctx)
 
-    async def relay(request, entry, model, deps, prefix, tail, label, start_dt, t0):
+    async def relay(ctx: RequestContext, deps: list) -> web.StreamResponse:
+        request, model, tail = ctx.request, ctx.model, ctx.upstream_path
         headers = {k: v for k, v in request.headers.items() if k.lower() not in DROP_REQUEST}
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
@@ -196,15 +174,17 @@ def setup(app: web.Application, proxy) -> None:
                 router.release(dep)
                 raise
             try:
-                return await stream_back(request, entry, model, dep, upstream, label, start_dt, t0)
+                return await stream_back(ctx, dep, upstream)
             finally:
                 upstream.release()
                 router.release(dep)
-        metrics.failure(entry, model, label, last_error.status)
-        record(entry, model, deps[0], start_dt, last_error.status, label)
+        metrics.failure(ctx.caller, model, ctx.route, last_error.status)
+        record(ctx, deps[0], last_error.status)
         raise last_error
 
-    async def stream_back(request, entry, model, dep, upstream, label, start_dt, t0):
+    async def stream_back(ctx: RequestContext, dep, upstream) -> web.StreamResponse:
+        request, model = ctx.request, ctx.model
+        ctx.deployment = dep
         status = upstream.status
         if status >= 500:
             router.report_failure(dep, str(status), f"HTTP {status}")
@@ -229,14 +209,16 @@ def setup(app: web.Application, proxy) -> None:
             router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
             status = 502
         if status < 400:
-            metrics.success(entry, model, label, 0, 0, 0.0, time.monotonic() - t0)
+            metrics.success(ctx.caller, model, ctx.route, 0, 0, 0.0, ctx.elapsed())
         else:
-            metrics.failure(entry, model, label, status)
-        record(entry, model, dep, start_dt, status, label)
+            metrics.failure(ctx.caller, model, ctx.route, status)
+        record(ctx, dep, status)
         return resp
 
+    out = []
     for prefix in configured_prefixes(settings):
         async def handler(request: web.Request, _prefix=prefix) -> web.StreamResponse:
             return await forward(request, _prefix)
 
-        app.router.add_route("*", prefix + "/{tail:.*}", handler)
+        out.append(Route("*", prefix + "/{tail:.*}", handler, KEY))
+    return out

@@ -31,30 +31,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Optional
 
 from litemaas_proxy.tools._http import AdminClient, ApiError
+from litemaas_proxy.values import parse_on_off, parse_timestamp
 
 UTC = timezone.utc
 LOG = logging.getLogger("litemaas_proxy.tools.key_cleanup")
 
 
-def parse_time(value) -> Optional[datetime]:
-    """An ISO-8601 timestamp (``Z`` or offset; naive means UTC) or epoch seconds, as an aware datetime. None stays None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value), UTC)
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value).strip()
-    if text.endswith("Z") or text.endswith("z"):
-        text = text[:-1] + "+00:00"
-    # Python 3.9/3.10 fromisoformat accepts only 0, 3 or 6 fractional digits.
-    if "." in text:
-        head, rest = text.split(".", 1)
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        tail = rest[len(digits):]
-        text = f"{head}.{(digits + '000000')[:6]}{tail}"
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+# One timestamp parser for the whole proxy (values.py is standard library only, like this tool).
+parse_time = parse_timestamp
 
 
 def in_scope(key: dict, alias_prefixes: Iterable[str] = (), metadata_key: Optional[str] = None) -> bool:
@@ -235,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(prog="python -m litemaas_proxy.tools.key_cleanup", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--url", default=env.get("PROXY_URL") or env.get("LITELLM_URL") or "http://127.0.0.1:4000", help="proxy base URL")
-    parser.add_argument("--dry-run", action="store_true", default=env.get("KEY_CLEANUP_DRY_RUN", "").lower() in ("1", "true", "yes"),
+    parser.add_argument("--dry-run", action="store_true", default=parse_on_off(env.get("KEY_CLEANUP_DRY_RUN"), False, "KEY_CLEANUP_DRY_RUN"),
                         help="list what would be deleted, change nothing")
     parser.add_argument("--alias-prefix", action="append", default=None, help="only keys whose alias starts with this (repeatable)")
     parser.add_argument("--metadata-key", default=env.get("KEY_CLEANUP_METADATA_KEY") or None, help="only keys whose metadata has this key")
