@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.playbooks.conftest import PLAYBOOKS, recap
+from tests.playbooks.conftest import recap
+
 
 @pytest.fixture(scope="module")
 def cc(collections_path):
