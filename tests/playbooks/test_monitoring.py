@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.playbooks.conftest import exported_series, load_dir, promql_metrics, recap
+from tests.support import k8s_schemas
 
 MODEL_SERVERS = [
     {"runtime": "vllm", "namespace": "llm-hosting", "inference_services": ["granite-3-8b", "llama-3-8b"]},
@@ -50,6 +51,17 @@ def test_renders_the_expected_objects(rendered):
             if obj["kind"] not in ("ClusterRoleBinding",):
                 assert obj["metadata"]["namespace"] in ("team-ai", "llm-hosting", "ovms-models", "nvidia-gpu-operator"), path
             assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "rhpds.litemaas"
+
+
+def test_every_manifest_passes_its_api_servers_schema(rendered, operator_dir):
+    """ServiceMonitor, PrometheusRule and GrafanaDashboard against their upstream CRDs, Route against its CRD and the
+    OpenShift document, the built-in kinds against Kubernetes (tests/support/k8s_schemas.py)."""
+    report = k8s_schemas.assert_valid(rendered.out, minimum=12)
+    assert report.validators_of("ServiceMonitor") == {"crd servicemonitors.monitoring.coreos.com"}
+    assert report.validators_of("PrometheusRule") == {"crd prometheusrules.monitoring.coreos.com"}
+    assert report.validators_of("Route") == {"crd routes.route.openshift.io", "openshift-openapi"}
+    report = k8s_schemas.assert_valid(operator_dir, minimum=6)
+    assert report.validators_of("GrafanaDashboard") == {"crd grafanadashboards.grafana.integreatly.org"}
 
 
 def test_rerender_is_unchanged(rendered):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.playbooks.conftest import load_dir
+from tests.support import k8s_schemas
 
 
 def _images(docs, path):
@@ -26,6 +27,7 @@ def test_upgrade_renders_backup_then_new_images(playbook, render_dir):
     assert "quay.io/rh-aiservices-bu/litemaas-frontend:0.5.0" in _images(docs, "09-frontend/deployment.yaml")
     assert _images(docs, "04-proxy/deployment.yaml") == ["quay.io/example/litemaas-proxy:0.2.0"]
     assert f"Rendered the upgraded manifests to {render_dir}" in proc.stdout
+    k8s_schemas.assert_valid(render_dir, minimum=25)
 
 
 def test_failed_upgrade_stops_with_restore_instructions(playbook, render_dir):

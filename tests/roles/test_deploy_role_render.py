@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import re
 import stat
-from functools import lru_cache
 from pathlib import Path
 
-import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
 from tests.roles.conftest import PINNED_MASTER_KEY, REPO, ROLE, VARSETS
+from tests.support import k8s_schemas
 
-K8S_VERSION = "1.33"
-OPENSHIFT_KINDS = {"Route", "OAuthClient", "BuildConfig", "ImageStream"}
-SCHEMAS = Path(__file__).resolve().parent / "schemas" / "openshift-kinds.json"
 ALL = list(VARSETS)
 COMPONENT_DIRS = ["01-namespace", "02-postgresql", "03-redis", "04-proxy", "05-routes", "06-oauth", "07-backend", "08-branding", "09-frontend"]
 
@@ -48,64 +42,22 @@ def secret_values(run) -> dict:
 # Schema validation
 
 
-@lru_cache(maxsize=1)
-def openshift_validators() -> dict:
-    document = json.loads(SCHEMAS.read_text())
-    definitions = copy.deepcopy(document["definitions"])
-    # IntOrString is declared as a string with format int-or-string: accept both, as the API server does.
-    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
-
-    def strict(node):
-        # Unknown fields are errors (the swagger document does not say so itself).
-        if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
-                node["additionalProperties"] = False
-            for value in node.values():
-                strict(value)
-        elif isinstance(node, list):
-            for value in node:
-                strict(value)
-
-    strict(definitions)
-    validators = {}
-    for kind, ref in document["roots"].items():
-        schema = {"definitions": definitions, "$ref": f"#/definitions/{ref}"}
-        validators[kind] = jsonschema.Draft4Validator(schema)
-    return validators
-
-
 def clean(doc):
     return {k: v for k, v in doc.items() if k != "__file__"}
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_manifest_is_valid(renders, name):
+    """Each object against the schema its API server uses (tests/support/k8s_schemas.py): Kubernetes 1.33 for the
+    built-in kinds, the OpenShift OpenAPI document for OAuthClient/BuildConfig/ImageStream, the upstream CRD (and the
+    OpenShift document) for Route."""
     run = renders[name]
-    docs = run.docs()
-    assert len(docs) > 20
-    for doc in docs:
-        where = f"{doc['__file__']}: {doc['kind']}/{doc['metadata']['name']}"
-        if doc["kind"] in OPENSHIFT_KINDS:
-            errors = sorted(openshift_validators()[doc["kind"]].iter_errors(clean(doc)), key=str)
-            assert not errors, f"{where}: {errors[0].message} at {list(errors[0].absolute_path)}"
-        else:
-            try:
-                kubernetes_validate.validate(clean(doc), K8S_VERSION, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{where}: {exc.message} at {list(exc.path)}")
-
-
-def test_openshift_schema_rejects_a_bad_route():
-    bad = {"apiVersion": "route.openshift.io/v1", "kind": "Route", "metadata": {"name": "x"},
-           "spec": {"to": {"kind": "Service", "name": "x"}, "tls": {"termination": "edge", "insecureEdgeTermination": "Redirect"}}}
-    assert list(openshift_validators()["Route"].iter_errors(bad))
-    assert not list(openshift_validators()["Route"].iter_errors({**bad, "spec": {"to": {"kind": "Service", "name": "x"}}}))
-
-
-def test_kubernetes_schema_rejects_a_bad_deployment():
-    with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-                                      "spec": {"replicas": "three"}}, K8S_VERSION, strict=True)
+    report = k8s_schemas.assert_valid(run.docs(), minimum=20)
+    expected = {"Route": {"crd routes.route.openshift.io", "openshift-openapi"}, "OAuthClient": {"openshift-openapi"},
+                "BuildConfig": {"openshift-openapi"}, "Deployment": {f"kubernetes {k8s_schemas.K8S_VERSION}"}}
+    for kind, validators in expected.items():
+        if run.find(kind):
+            assert report.validators_of(kind) == validators, kind
 
 
 # --------------------------------------------------------------------------------------------------------------------
