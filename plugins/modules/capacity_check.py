@@ -30,6 +30,7 @@ options:
       - The attendees never use it; they send O(api_keys).
       - If not set, the value of E(LITEMAAS_MASTER_KEY) (or E(LITELLM_MASTER_KEY)) is used.
     type: str
+    required: false
     aliases: [master_key, litellm_master_key]
   api_keys:
     description:
@@ -468,7 +469,7 @@ def main():
             max_error_rate=dict(type="float", default=0.01),
             fail_on_threshold=dict(type="bool", default=False),
         ),
-    supports_check_mode=True,
+        supports_check_mode=True,
     )
     p = module.params
     if not p["api_keys"] or any(not k for k in p["api_keys"]):

@@ -138,4 +138,3 @@ def test_installed_tarball_documents_every_module_and_role(built, ansible_env, t
             assert spec.get("short_description"), (role, entry)
             for option, option_spec in (spec.get("options") or {}).items():
                 assert option_spec.get("description"), (role, entry, option)
-

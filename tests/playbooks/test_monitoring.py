@@ -238,3 +238,4 @@ def test_switching_grafana_mode_prunes_the_stale_manifests(playbook, render_dir)
     playbook.run("monitoring.yml", switched)
     assert sorted(load_dir(render_dir)) == ["monitoring/grafana/dashboards-configmap.yaml", "monitoring/grafana/grafanadashboards.yaml",
                                             "monitoring/proxy/prometheusrule.yaml", "monitoring/proxy/servicemonitor.yaml"]
+    k8s_schemas.assert_valid(render_dir, minimum=6)
