@@ -199,3 +199,14 @@ def test_deploy_prune_selects_every_deploy_object_and_no_day2_object(playbook, w
     assert len(objs) >= 7
     k8s_schemas.assert_valid(day2, minimum=7)
     assert not [o["metadata"]["name"] for o in objs if o["metadata"]["labels"]["app.kubernetes.io/component"] in values]
+
+
+@pytest.mark.parametrize("role", [r for r in PIPELINE_ROLES if r != "ocp4_workload_litemaas_monitoring"])
+def test_day2_doc_lists_every_role_argument(role):
+    """docs/day2.md names each role and every argument of it (the tables are generated from the argument specs)."""
+    text = (REPO / "docs" / "day2.md").read_text()
+    specs = _yaml(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]
+    assert f"`rhpds.litemaas.{role}`" in text
+    for spec in specs.values():
+        for name in spec.get("options") or {}:
+            assert f"| `{name}` |" in text, (role, name)
