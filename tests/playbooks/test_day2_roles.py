@@ -210,3 +210,13 @@ def test_day2_doc_lists_every_role_argument(role):
     for spec in specs.values():
         for name in spec.get("options") or {}:
             assert f"| `{name}` |" in text, (role, name)
+
+
+def test_day2_render_in_check_mode_writes_nothing(playbook, render_dir):
+    proc = playbook.run("backup.yml", {"ocp4_workload_litemaas_render_dir": str(render_dir), "litemaas_backup_name": "checked"}, check=True)
+    assert "backup: 2 files in" in proc.stdout and "would write: 2, would remove: 0" in proc.stdout
+    assert list(render_dir.iterdir()) == []
+    playbook.run("backup.yml", {"ocp4_workload_litemaas_render_dir": str(render_dir), "litemaas_backup_name": "checked"})
+    k8s_schemas.assert_valid(render_dir, minimum=2)
+    again = playbook.run("backup.yml", {"ocp4_workload_litemaas_render_dir": str(render_dir), "litemaas_backup_name": "checked"}, check=True)
+    assert "would write: 0, would remove: 0" in again.stdout
