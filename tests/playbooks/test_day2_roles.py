@@ -220,3 +220,57 @@ def test_day2_render_in_check_mode_writes_nothing(playbook, render_dir):
     k8s_schemas.assert_valid(render_dir, minimum=2)
     again = playbook.run("backup.yml", {"ocp4_workload_litemaas_render_dir": str(render_dir), "litemaas_backup_name": "checked"}, check=True)
     assert "would write: 0, would remove: 0" in again.stdout
+
+
+# ---------------------------------------------------------------- the manifest pipeline against an API server
+
+@pytest.fixture()
+def fake_cluster(tmp_path):
+    from tests.support.fake_k8s import FakeKubernetes
+
+    fake = FakeKubernetes().start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(fake.kubeconfig()))
+    yield fake, kubeconfig
+    fake.stop()
+
+
+def _cluster_play(tmp_path, kubeconfig, files, **extra):
+    play = [{"name": "pipeline", "hosts": "localhost", "gather_facts": False,
+             "module_defaults": {"group/kubernetes.core.k8s": {"kubeconfig": str(kubeconfig)}},
+             "tasks": [{"name": "Run the manifest pipeline", "ansible.builtin.include_role": {"name": "rhpds.litemaas.litemaas_manifests"},
+                        "vars": dict({"litemaas_manifests_files": files, "litemaas_manifests_label": "test"}, **extra)}]}]
+    path = tmp_path / f"cluster-{len(list(tmp_path.iterdir()))}.yml"
+    path.write_text(json.dumps(play))
+    return path
+
+
+def _labelled(name, kind="ConfigMap", extra=None):
+    obj = {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "x", "labels": {"app.kubernetes.io/managed-by": "rhpds.litemaas",
+                                                                                                   **(extra or {})}}}
+    obj["data" if kind == "ConfigMap" else "stringData"] = {"k": "v-" + name}
+    return yaml.safe_dump(obj)
+
+
+def test_pipeline_applies_server_side_and_prunes_by_label(playbook, tmp_path, fake_cluster):
+    fake, kubeconfig = fake_cluster
+    prune = {"litemaas_manifests_prune_selector": ["app.kubernetes.io/managed-by=rhpds.litemaas"],
+             "litemaas_manifests_prune_kinds": [{"api_version": "v1", "kind": "ConfigMap"}, {"api_version": "v1", "kind": "Secret"}]}
+    files = [{"path": "a/one.yaml", "content": _labelled("one")}, {"path": "a/two.yaml", "content": _labelled("two")},
+             {"path": "a/secret.yaml", "content": _labelled("pw", kind="Secret")}]
+    first = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, **prune))
+    assert fake.names("configmaps", "x") == ["one", "two"] and fake.names("secrets", "x") == ["pw"]
+    patches = [r for r in fake.requests if r["method"] == "PATCH"]
+    assert len(patches) == 3
+    assert {(r["content_type"], r["query"].get("fieldManager"), r["query"].get("force")) for r in patches} == {
+        ("application/apply-patch+yaml", "rhpds.litemaas", "true")}
+    assert "v-pw" not in first.stdout  # the Secret is applied without output
+    # An object of someone else (no label) is never pruned; "two" is no longer rendered and goes.
+    fake.objects[("configmaps", "x", "theirs")] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs", "namespace": "x"}}
+    playbook.run_file(_cluster_play(tmp_path, kubeconfig, [files[0], files[2]], **prune))
+    assert fake.names("configmaps", "x") == ["one", "theirs"] and fake.names("secrets", "x") == ["pw"]
+    deletes = [r["path"] for r in fake.requests if r["method"] == "DELETE"]
+    assert deletes == ["/api/v1/namespaces/x/configmaps/two"]
+    # state absent deletes what is rendered and everything else the selector matches.
+    playbook.run_file(_cluster_play(tmp_path, kubeconfig, [files[0]], litemaas_manifests_state="absent", **prune))
+    assert fake.names("configmaps", "x") == ["theirs"] and fake.names("secrets", "x") == []
