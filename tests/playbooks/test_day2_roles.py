@@ -246,8 +246,8 @@ def _cluster_play(tmp_path, kubeconfig, files, **extra):
 
 
 def _labelled(name, kind="ConfigMap", extra=None):
-    obj = {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "x", "labels": {"app.kubernetes.io/managed-by": "rhpds.litemaas",
-                                                                                                   **(extra or {})}}}
+    labels = dict({"app.kubernetes.io/managed-by": "rhpds.litemaas"}, **(extra or {}))
+    obj = {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "x", "labels": labels}}
     obj["data" if kind == "ConfigMap" else "stringData"] = {"k": "v-" + name}
     return yaml.safe_dump(obj)
 

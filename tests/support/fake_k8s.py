@@ -23,7 +23,7 @@ def _resource_list():
 
 def _matches(labels: dict, selector: str) -> bool:
     for term in filter(None, (selector or "").split(",")):
-        key, _, value = term.partition("=")
+        key, dummy, value = term.partition("=")
         if labels.get(key.strip()) != value.strip():
             return False
     return True
@@ -95,7 +95,7 @@ class FakeKubernetes:
                     return self._send(200, _resource_list())
                 if len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] in RESOURCES:
                     ns, resource = parts[3], parts[4]
-                    items = [o for (r, n, _), o in sorted(fake.objects.items()) if r == resource and n == ns
+                    items = [o for (r, n, dummy), o in sorted(fake.objects.items()) if r == resource and n == ns
                              and _matches(o["metadata"].get("labels") or {}, query.get("labelSelector", ""))]
                     return self._send(200, {"kind": RESOURCES[resource] + "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
                                             "items": items})
