@@ -274,3 +274,24 @@ def test_pipeline_applies_server_side_and_prunes_by_label(playbook, tmp_path, fa
     # state absent deletes what is rendered and everything else the selector matches.
     playbook.run_file(_cluster_play(tmp_path, kubeconfig, [files[0]], litemaas_manifests_state="absent", **prune))
     assert fake.names("configmaps", "x") == ["theirs"] and fake.names("secrets", "x") == []
+
+
+DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "x"},
+              "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                       "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "example/web:1"}]}}}}
+
+
+def test_pipeline_waits_for_the_rollout(playbook, tmp_path, fake_cluster):
+    """A Deployment is waited for and then checked Available with every replica ready; one that never becomes ready fails
+    the pipeline once the wait times out."""
+    fake, kubeconfig = fake_cluster
+    files = [{"path": "a/deployment.yaml", "content": yaml.safe_dump(DEPLOYMENT)}]
+    ok = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files))
+    assert "Check every replica is ready in the workloads of test" in ok.stdout
+    assert fake.objects[("deployments", "x", "web")]["spec"]["replicas"] == 2
+    fake.stuck = True
+    stuck = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_wait_timeout=3), expect_rc=2)
+    assert "Deployment/x/web" in stuck.stdout
+    assert recap(stuck.stdout)["failed"] == 1
+    # Without waiting, the apply alone succeeds.
+    playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_wait=False))

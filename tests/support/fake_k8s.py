@@ -1,7 +1,8 @@
 """A small in-memory Kubernetes API server on loopback, enough for kubernetes.core's k8s and k8s_info modules to run
 the manifest pipeline's cluster path: discovery, GET/LIST (label selectors), server-side apply (PATCH with
-application/apply-patch+yaml), DELETE. Core ConfigMaps and Secrets only (namespaced). Every request is logged so a
-test can check what the client did (content type, field manager, force)."""
+application/apply-patch+yaml), DELETE. Namespaced ConfigMaps, Secrets and apps/v1 Deployments; a Deployment is reported
+rolled out at once, or never when ``stuck`` is set (to see the waits fail). Every request is logged so a test can check
+what the client did (content type, field manager, force)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,27 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-RESOURCES = {"configmaps": "ConfigMap", "secrets": "Secret"}
+GROUPS = {"v1": {"configmaps": "ConfigMap", "secrets": "Secret"}, "apps/v1": {"deployments": "Deployment"}}
+RESOURCES = {name: kind for resources in GROUPS.values() for name, kind in resources.items()}
 
 
-def _resource_list():
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": [
+def _resource_list(group_version):
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [
         {"name": name, "singularName": kind.lower(), "namespaced": True, "kind": kind,
-         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]} for name, kind in RESOURCES.items()]}
+         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]} for name, kind in GROUPS[group_version].items()]}
+
+
+def _object_path(parts):
+    """(group version, namespace, resource, name or None) of /api/v1/namespaces/NS/RES[/NAME] or /apis/G/V/namespaces/..."""
+    if parts[:2] == ["api", "v1"]:
+        group_version, rest = "v1", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group_version, rest = "/".join(parts[1:3]), parts[3:]
+    else:
+        return None
+    if len(rest) in (3, 4) and rest[0] == "namespaces" and rest[2] in GROUPS.get(group_version, {}):
+        return group_version, rest[1], rest[2], rest[3] if len(rest) == 4 else None
+    return None
 
 
 def _matches(labels: dict, selector: str) -> bool:
@@ -33,6 +48,7 @@ class FakeKubernetes:
     def __init__(self):
         self.objects: dict = {}  # (resource, namespace, name) -> object
         self.requests: list = []
+        self.stuck = False  # Deployments never become available
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -90,42 +106,53 @@ class FakeKubernetes:
                 if parts == ["api"]:
                     return self._send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
                 if parts == ["apis"]:
-                    return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
-                if parts == ["api", "v1"]:
-                    return self._send(200, _resource_list())
-                if len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] in RESOURCES:
-                    ns, resource = parts[3], parts[4]
+                    return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                        {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+                         "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}]})
+                if parts in (["api", "v1"], ["apis", "apps", "v1"]):
+                    return self._send(200, _resource_list("v1" if parts[0] == "api" else "apps/v1"))
+                target = _object_path(parts)
+                if target is None:
+                    return self._not_found(self.path)
+                dummy, ns, resource, name = target
+                if name is None:
                     items = [o for (r, n, dummy), o in sorted(fake.objects.items()) if r == resource and n == ns
                              and _matches(o["metadata"].get("labels") or {}, query.get("labelSelector", ""))]
-                    return self._send(200, {"kind": RESOURCES[resource] + "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                    return self._send(200, {"kind": RESOURCES[resource] + "List", "apiVersion": target[0], "metadata": {"resourceVersion": "1"},
                                             "items": items})
-                if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] in RESOURCES:
-                    obj = fake.objects.get((parts[4], parts[3], parts[5]))
-                    return self._send(200, obj) if obj else self._not_found(f"{parts[4]} {parts[5]}")
-                return self._not_found(self.path)
+                obj = fake.objects.get((resource, ns, name))
+                return self._send(200, obj) if obj else self._not_found(f"{resource} {name}")
 
             def do_PATCH(self):  # noqa: N802
                 parts, query = self._route()
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if len(parts) != 6 or parts[4] not in RESOURCES:
+                target = _object_path(parts)
+                if target is None or target[3] is None:
                     return self._not_found(self.path)
                 if self.headers.get("Content-Type") != "application/apply-patch+yaml":
                     return self._send(415, {"kind": "Status", "code": 415, "message": "only server-side apply is served here"})
+                dummy, ns, resource, name = target
                 patch = yaml.safe_load(body)
-                key = (parts[4], parts[3], parts[5])
                 with fake._lock:
-                    obj = dict(fake.objects.get(key) or {})
+                    obj = dict(fake.objects.get((resource, ns, name)) or {})
                     obj.update(patch)
                     meta = dict(patch.get("metadata") or {})
-                    meta.update(namespace=parts[3], name=parts[5], uid=f"uid-{parts[5]}", resourceVersion="1",
+                    meta.update(namespace=ns, name=name, uid=f"uid-{name}", resourceVersion="1", generation=1,
                                 managedFields=[{"manager": query.get("fieldManager"), "operation": "Apply"}])
                     obj["metadata"] = meta
-                    fake.objects[key] = obj
+                    if resource == "deployments":
+                        replicas = (obj.get("spec") or {}).get("replicas", 1)
+                        ready = 0 if fake.stuck else replicas
+                        obj["status"] = {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
+                                         "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready,
+                                         "conditions": [{"type": "Available", "status": "False" if fake.stuck else "True"}]}
+                    fake.objects[(resource, ns, name)] = obj
                 return self._send(200, obj)
 
             def do_DELETE(self):  # noqa: N802
                 parts, dummy = self._route()
-                key = (parts[4], parts[3], parts[5]) if len(parts) == 6 else None
+                target = _object_path(parts)
+                key = (target[2], target[1], target[3]) if target and target[3] else None
                 with fake._lock:
                     obj = fake.objects.pop(key, None) if key else None
                 if obj is None:
