@@ -4,6 +4,7 @@ object, names file, kind/name and JSON path, applies CRD defaults, and fails on 
 from __future__ import annotations
 
 import copy
+import re
 
 import jsonschema
 import pytest
@@ -218,3 +219,14 @@ def test_every_crd_in_shared_is_indexed_and_compiles():
             if version.get("served"):
                 _raw, validator = ks._crd_version(path, version["name"])
                 assert not list(jsonschema.Draft4Validator(jsonschema.Draft4Validator.META_SCHEMA).iter_errors(validator.schema)), path
+
+
+def test_every_kind_in_the_templates_has_a_schema():
+    """Also the kinds of templates that the render tests' variable sets do not reach."""
+    found = set()
+    for path in sorted([*ks.REPO.glob("roles/*/templates/**/*.j2"), *ks.REPO.glob("playbooks/templates/**/*.j2")]):
+        for api_version, kind in re.findall(r"^apiVersion: *['\"]?([\w./-]+)['\"]?\s*\n(?:#.*\n)*kind: *(\w+)", path.read_text(), re.M):
+            found.add((api_version, kind))
+            assert ks.validators_for(api_version, kind), f"{path.relative_to(ks.REPO)}: no schema for {api_version} {kind}"
+    assert {("apps/v1", "Deployment"), ("route.openshift.io/v1", "Route"), ("monitoring.coreos.com/v1", "ServiceMonitor"),
+            ("grafana.integreatly.org/v1beta1", "GrafanaDashboard"), ("oauth.openshift.io/v1", "OAuthClient")} <= found
