@@ -175,8 +175,10 @@ class HttpSession:
             conn.close()
             self._local.conn = None
 
-    def send(self, method, path, body=None, headers=None):
-        """Return ``(status, response headers, raw body)``. Raises ``OSError`` (incl. timeouts) when there is no answer.
+    def open(self, method, path, body=None, headers=None):
+        """Send one request and return ``(status, response)`` with the body not yet read, for callers that read it
+        piece by piece (server-sent events). Read the body to its end to keep the connection for the next call, or
+        call ``close()``. Raises ``OSError`` (incl. timeouts) when there is no answer.
 
         A failure on a reused idle connection before any answer (the server closed it meanwhile) is retried once on
         a new connection: the server had not received that request.
@@ -189,7 +191,6 @@ class HttpSession:
             try:
                 conn.request(method, self.prefix + path, body=body, headers=all_headers)
                 resp = conn.getresponse()
-                raw = resp.read()
             except (http_client.RemoteDisconnected, http_client.BadStatusLine, ConnectionResetError, BrokenPipeError) as exc:
                 self.close()
                 if reused and attempt == 1:
@@ -199,10 +200,24 @@ class HttpSession:
                 self.close()
                 raise
             self._local.used = True
-            if resp.getheader("connection", "").lower() == "close":
-                self.close()
-            return resp.status, resp, raw
+            return resp.status, resp
         raise ConnectionError("connection closed by the server")
+
+    def finish(self, resp):
+        """After the body of ``resp`` was read: drop the connection when the server asked to close it."""
+        if resp.getheader("connection", "").lower() == "close":
+            self.close()
+
+    def send(self, method, path, body=None, headers=None):
+        """Return ``(status, response headers, raw body)``. Raises ``OSError`` (incl. timeouts) when there is no answer."""
+        status, resp = self.open(method, path, body, headers)
+        try:
+            raw = resp.read()
+        except (OSError, http_client.HTTPException):
+            self.close()
+            raise
+        self.finish(resp)
+        return status, resp, raw
 
 
 class ProxyClient:

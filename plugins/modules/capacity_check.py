@@ -23,12 +23,15 @@ description:
 author:
   - rhpds.litemaas maintainers (@rhpds)
 options:
-  api_url:
+  api_key:
     description:
-      - Base URL of the proxy (or any OpenAI-compatible server), with or without a trailing C(/v1).
-      - If not set, the environment variable E(LITEMAAS_PROXY_URL) is used.
+      - Optional. The proxy's master key. When given, the module first reads the proxy's model list (C(GET /model/info))
+        and fails at once when O(model) is not served, instead of reporting every request as failed.
+      - The attendees never use it; they send O(api_keys).
+      - If not set, the value of E(LITEMAAS_MASTER_KEY) (or E(LITELLM_MASTER_KEY)) is used.
     type: str
-    required: true
+    required: false
+    aliases: [master_key, litellm_master_key]
   api_keys:
     description:
       - Virtual keys used by the attendees, round robin. One key per attendee reproduces per-key limits of a workshop.
@@ -79,19 +82,20 @@ options:
     type: bool
     default: false
   request_timeout:
-    description: Seconds to wait for a connection or for the next piece of an answer.
+    description:
+      - Seconds to wait for a connection or for the next piece of an answer.
+      - If not set, the value of E(LITEMAAS_REQUEST_TIMEOUT) is used.
     type: float
     default: 120
-  validate_certs:
-    description: Verify the server's TLS certificate.
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle used to verify the server's TLS certificate.
-    type: path
+extends_documentation_fragment:
+  - rhpds.litemaas.proxy_api
 notes:
-  - Supports check mode; in check mode no request is sent and RV(capacity_check.skipped) is true.
-  - Uses only the Python standard library on the managed node (one thread per attendee).
+  - Supports check mode; in check mode no chat request is sent and RV(capacity_check.skipped) is true (with O(api_key),
+    the model list is still read).
+  - Uses the collection's proxy client (one keep-alive connection per attendee thread) and only the Python standard
+    library on the managed node.
+  - In the C(rhpds.litemaas.litemaas) action group, so C(module_defaults) for C(group/rhpds.litemaas.litemaas) set its
+    connection options.
 """
 
 EXAMPLES = r"""
@@ -193,9 +197,17 @@ import socket  # noqa: E402
 import ssl  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402
+from ansible_collections.rhpds.litemaas.plugins.module_utils.common import compose_argspec, known_model_names  # noqa: E402
+from ansible_collections.rhpds.litemaas.plugins.module_utils.proxy_api import (  # noqa: E402
+    PROXY_API_ARGSPEC,
+    HttpSession,
+    ProxyApiError,
+    ProxyClient,
+)
+
+CHAT_PATH = "/v1/chat/completions"
 
 
 def percentile(values, pct):
@@ -243,51 +255,40 @@ def judge(summary, ttft_p95_threshold, ttft_p50_threshold, max_error_rate):
     return not failures, failures
 
 
-class Target:
-    """Where and how to connect: scheme, host, port, path prefix, TLS context."""
+def chat_session(api_url, validate_certs=True, ca_path=None, timeout=120.0):
+    """The proxy client's HTTP session for the data plane: one keep-alive connection per attendee thread. The
+    attendees' keys go in each request, so the session carries no Authorization header. A trailing ``/v1`` of
+    ``api_url`` is dropped (requests go to ``/v1/chat/completions`` under it)."""
+    base = (api_url or "").rstrip("/")
+    if base.endswith("/v1"):
+        base = base[:-3]
+    session = HttpSession(base, validate_certs=validate_certs, ca_path=ca_path, timeout=timeout,
+                          headers={"User-Agent": "rhpds.litemaas capacity_check"})
+    session.path = session.prefix + CHAT_PATH
+    return session
 
-    def __init__(self, api_url, validate_certs=True, ca_path=None, timeout=120.0):
-        parts = urlsplit(api_url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"api_url must be an http(s) URL, got {api_url!r}")
-        self.scheme = parts.scheme
-        self.host = parts.hostname
-        self.port = parts.port or (443 if self.scheme == "https" else 80)
-        prefix = parts.path.rstrip("/")
-        if prefix.endswith("/v1"):
-            prefix = prefix[:-3]
-        self.path = prefix + "/v1/chat/completions"
-        self.timeout = timeout
-        self.context = None
-        if self.scheme == "https":
-            if validate_certs:
-                self.context = ssl.create_default_context(cafile=ca_path)
-            else:
-                self.context = ssl.create_default_context()
-                self.context.check_hostname = False
-                self.context.verify_mode = ssl.CERT_NONE
 
-    def connect(self):
-        if self.scheme == "https":
-            return http_client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
-        return http_client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+def check_model_served(client, model):
+    """Raise ValueError naming the served models when ``model`` is not among them (wildcard routes accept anything)."""
+    names = known_model_names(client.list_models())
+    if names and model not in names and not any("*" in name for name in names):
+        raise ValueError(f"model {model!r} is not served by the proxy; it serves: {', '.join(sorted(names))}")
 
 
 class Attendee(threading.Thread):
     """One simulated attendee: a keep-alive connection and a few requests in a row."""
 
-    def __init__(self, target, key, body, stream, count, start_delay, results, lock):
+    def __init__(self, session, key, body, stream, count, start_delay, results, lock):
         threading.Thread.__init__(self)
         self.stream = stream
         self.daemon = True
-        self.target = target
+        self.session = session
         self.key = key
         self.body = body
         self.count = count
         self.start_delay = start_delay
         self.results = results
         self.lock = lock
-        self.conn = None
 
     def run(self):
         if self.start_delay > 0:
@@ -296,26 +297,27 @@ class Attendee(threading.Thread):
             result = self.one_request()
             with self.lock:
                 self.results.append(result)
-        if self.conn is not None:
-            self.conn.close()
+        self.session.close()
 
     def one_request(self):
         started = time.monotonic()
         try:
-            if self.conn is None:
-                self.conn = self.target.connect()
-            self.conn.request("POST", self.target.path, body=self.body, headers={
+            status, resp = self.session.open("POST", CHAT_PATH, body=self.body, headers={
                 "Authorization": f"Bearer {self.key}",
                 "Content-Type": "application/json",
                 "Accept": "text/event-stream" if self.stream else "application/json",
             })
-            resp = self.conn.getresponse()
-            if resp.status != 200:
-                detail = resp.read()[:300].decode("utf-8", "replace")
-                return {"ok": False, "kind": f"http_{resp.status}", "error": f"HTTP {resp.status}: {detail.strip()}"}
+            if status != 200:
+                detail = resp.read().decode("utf-8", "replace")
+                self.session.finish(resp)
+                return {"ok": False, "kind": f"http_{status}", "error": f"HTTP {status}: {detail[:300].strip()}"}
             if (resp.getheader("Content-Type") or "").startswith("text/event-stream"):
-                return self.read_stream(resp, started)
+                result = self.read_stream(resp, started)
+                if result.get("ok"):
+                    self.session.finish(resp)
+                return result
             raw = resp.read()
+            self.session.finish(resp)
             done = time.monotonic()
             try:
                 body = json.loads(raw)
@@ -325,15 +327,13 @@ class Attendee(threading.Thread):
             return {"ok": True, "ttft": done - started, "latency": done - started, "itl": None, "tokens": tokens}
         except socket.timeout:
             self.reset()
-            return {"ok": False, "kind": "timeout", "error": f"no answer within {self.target.timeout} s"}
+            return {"ok": False, "kind": "timeout", "error": f"no answer within {self.session.timeout} s"}
         except (http_client.HTTPException, OSError) as exc:
             self.reset()
             return {"ok": False, "kind": "connection", "error": f"{type(exc).__name__}: {exc}"}
 
     def reset(self):
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+        self.session.close()
 
     def read_stream(self, resp, started):
         first = None
@@ -383,7 +383,7 @@ class Attendee(threading.Thread):
         return {"ok": True, "ttft": first - started, "latency": done - started, "itl": (sum(gaps) / len(gaps)) if gaps else None, "tokens": tokens}
 
 
-def run_check(target, api_keys, model, attendees, requests_per_attendee, ramp_up=0.0, prompt="Hello", max_tokens=64, stream=True):
+def run_check(session, api_keys, model, attendees, requests_per_attendee, ramp_up=0.0, prompt="Hello", max_tokens=64, stream=True):
     """Run the attendees; return the raw per-request results and the wall time."""
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "stream": bool(stream)}
     if stream:
@@ -395,7 +395,7 @@ def run_check(target, api_keys, model, attendees, requests_per_attendee, ramp_up
     step = (float(ramp_up) / attendees) if attendees and ramp_up > 0 else 0.0
     started = time.monotonic()
     for i in range(attendees):
-        thread = Attendee(target, api_keys[i % len(api_keys)], raw_body, bool(stream), requests_per_attendee, i * step, results, lock)
+        thread = Attendee(session, api_keys[i % len(api_keys)], raw_body, bool(stream), requests_per_attendee, i * step, results, lock)
         threads.append(thread)
         thread.start()
     for thread in threads:
@@ -451,8 +451,11 @@ def verdict_message(summary, thresholds, passed, failures):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            api_url=dict(type="str", required=True, fallback=(env_fallback, ["LITEMAAS_PROXY_URL"])),
+        argument_spec=compose_argspec(
+            PROXY_API_ARGSPEC,
+            api_key=dict(type="str", no_log=True, aliases=["master_key", "litellm_master_key"],
+                         fallback=(env_fallback, ["LITEMAAS_MASTER_KEY", "LITELLM_MASTER_KEY"])),
+            request_timeout=dict(type="float", default=120.0, fallback=(env_fallback, ["LITEMAAS_REQUEST_TIMEOUT"])),
             api_keys=dict(type="list", elements="str", required=True, no_log=True),
             model=dict(type="str", required=True),
             attendees=dict(type="int", default=10),
@@ -465,9 +468,6 @@ def main():
             ttft_p50_threshold=dict(type="float"),
             max_error_rate=dict(type="float", default=0.01),
             fail_on_threshold=dict(type="bool", default=False),
-            request_timeout=dict(type="float", default=120.0),
-            validate_certs=dict(type="bool", default=True),
-            ca_path=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -483,18 +483,23 @@ def main():
         module.fail_json(msg="ramp_up must be >= 0 and request_timeout > 0")
     thresholds = {"ttft_p95_seconds": p["ttft_p95_threshold"], "ttft_p50_seconds": p["ttft_p50_threshold"], "max_error_rate": p["max_error_rate"]}
     try:
-        target = Target(p["api_url"], p["validate_certs"], p["ca_path"], p["request_timeout"])
+        session = chat_session(p["api_url"], p["validate_certs"], p["ca_path"], p["request_timeout"])
     except (OSError, ValueError, ssl.SSLError) as exc:
         module.fail_json(msg=str(exc))
+    if p["api_key"]:
+        try:
+            check_model_served(ProxyClient.from_module(module), p["model"])
+        except (ProxyApiError, ValueError) as exc:
+            module.fail_json(msg=str(exc))
 
     if module.check_mode:
         summary = {"skipped": True, "passed": False, "model": p["model"], "attendees": p["attendees"],
                    "requests": 0, "thresholds": thresholds, "failures": []}
         module.exit_json(changed=False, passed=False, capacity_check=summary,
                          msg=f"check mode: would send {p['attendees'] * p['requests_per_attendee']} requests by {p['attendees']} attendees "
-                             f"to {p['model']} at {target.path}")
+                             f"to {p['model']} at {session.path}")
 
-    results, wall = run_check(target, p["api_keys"], p["model"], p["attendees"], p["requests_per_attendee"], p["ramp_up"], p["prompt"],
+    results, wall = run_check(session, p["api_keys"], p["model"], p["attendees"], p["requests_per_attendee"], p["ramp_up"], p["prompt"],
                               p["max_tokens"], p["stream"])
     summary = build_summary(results, wall, p["model"], p["attendees"])
     passed, failures = judge(summary, p["ttft_p95_threshold"], p["ttft_p50_threshold"], p["max_error_rate"])

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
+import sys
 
 import pytest
 
-from tests.playbooks.conftest import PLAYBOOKS, recap
-
-MODULE = PLAYBOOKS.parent / "plugins" / "modules" / "capacity_check.py"
+from tests.playbooks.conftest import recap
 
 
 @pytest.fixture(scope="module")
-def cc():
-    spec = importlib.util.spec_from_file_location("capacity_check_module", MODULE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def cc(collections_path):
+    """The module, imported as the collection's (it imports the collection's proxy client)."""
+    if str(collections_path) not in sys.path:
+        sys.path.insert(0, str(collections_path))
+    return importlib.import_module("ansible_collections.rhpds.litemaas.plugins.modules.capacity_check")
 
 
 @pytest.mark.parametrize("values, pct, expected", [([], 50, None), ([3.0], 95, 3.0), ([1, 2, 3, 4], 50, 2.5), ([1, 2, 3, 4, 5], 95, 4.8),
@@ -101,9 +100,37 @@ def test_module_check_mode_sends_nothing(playbook, stub_upstream, tmp_path):
 
 def test_module_rejects_bad_input(playbook, tmp_path):
     proc, dummy = _task(playbook, tmp_path, {"api_url": "ftp://x", "api_keys": ["k"], "model": "m"}, expect_rc=2)
-    assert "api_url must be an http(s) URL, got 'ftp://x'" in proc.stdout
+    assert "api_url must be an http:// or https:// URL, got 'ftp://x'" in proc.stdout
     proc, dummy = _task(playbook, tmp_path, {"api_url": "http://127.0.0.1:1", "api_keys": ["k"], "model": "m", "attendees": 0}, expect_rc=2)
     assert "attendees must be at least 1, got 0" in proc.stdout
+
+
+def test_module_with_the_master_key_refuses_a_model_the_proxy_does_not_serve(playbook, proxy, tmp_path):
+    """With api_key, the proxy client reads /model/info first: an unknown model fails before any chat request."""
+    proc, dummy = _task(playbook, tmp_path, {"api_url": proxy.url, "api_key": proxy.master_key, "api_keys": ["sk-unused"],
+                                             "model": "no-such-model", "attendees": 2}, expect_rc=2)
+    assert "model 'no-such-model' is not served by the proxy; it serves:" in proc.stdout
+    assert "stub-model" in proc.stdout.split("it serves:", 1)[1]
+    assert proxy.master_key not in proc.stdout
+
+
+def test_module_takes_its_connection_from_the_action_group_defaults(playbook, proxy, tmp_path):
+    """module_defaults for group/rhpds.litemaas.litemaas reach capacity_check (api_url and the master key)."""
+    play = [{"name": "capacity", "hosts": "localhost", "gather_facts": False,
+             "module_defaults": {"group/rhpds.litemaas.litemaas": {"api_url": proxy.url, "api_key": proxy.master_key}},
+             "tasks": [
+                 {"name": "Create a key", "rhpds.litemaas.virtual_key": {"key_alias": "capacity-group-defaults", "models": ["stub-model"]},
+                  "register": "k", "no_log": True},
+                 {"name": "Run the capacity check", "rhpds.litemaas.capacity_check": {
+                     "api_keys": ["{{ k.key }}"], "model": "stub-model", "attendees": 2, "requests_per_attendee": 1, "ttft_p95_threshold": 600},
+                  "register": "result"},
+                 {"name": "Remove the key", "rhpds.litemaas.virtual_key": {"key_alias": "capacity-group-defaults", "state": "absent"}},
+                 {"name": "Show", "ansible.builtin.debug": {"msg": "RESULT {{ result.msg }}"}},
+             ]}]
+    path = tmp_path / "group.yml"
+    path.write_text(json.dumps(play))
+    proc = playbook.run_file(path)
+    assert "RESULT PASS: 2 requests by 2 attendees to stub-model" in proc.stdout
 
 
 def test_playbook_through_the_proxy_with_temporary_keys(playbook, proxy):

@@ -223,3 +223,19 @@ def test_bad_model_server_entry_is_refused(playbook, render_dir):
     proc = playbook.run("monitoring.yml", {"ocp4_workload_litemaas_render_dir": str(render_dir),
                                            "ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "tgi", "namespace": "x"}]}, expect_rc=2)
     assert "value of runtime must be one of: vllm, openvino, got: tgi" in proc.stdout
+
+
+def test_switching_grafana_mode_prunes_the_stale_manifests(playbook, render_dir):
+    """The manifest pipeline removes files that are no longer rendered: deploy mode's Grafana after switching to operator mode,
+    the model-server monitors after the list is emptied. Check mode reports and changes nothing."""
+    base = {"ocp4_workload_litemaas_render_dir": str(render_dir), "ocp4_workload_litemaas_monitoring_model_servers": MODEL_SERVERS}
+    playbook.run("monitoring.yml", dict(base, ocp4_workload_litemaas_monitoring_grafana_mode="deploy"))
+    assert (render_dir / "monitoring/grafana/grafana.yaml").exists()
+    switched = dict(base, ocp4_workload_litemaas_monitoring_grafana_mode="operator", ocp4_workload_litemaas_monitoring_model_servers=[])
+    check = playbook.run("monitoring.yml", switched, check=True)
+    assert "would remove: 3" in check.stdout, check.stdout[-3000:]
+    assert (render_dir / "monitoring/grafana/grafana.yaml").exists()
+    playbook.run("monitoring.yml", switched)
+    assert sorted(load_dir(render_dir)) == ["monitoring/grafana/dashboards-configmap.yaml", "monitoring/grafana/grafanadashboards.yaml",
+                                            "monitoring/proxy/prometheusrule.yaml", "monitoring/proxy/servicemonitor.yaml"]
+    k8s_schemas.assert_valid(render_dir, minimum=6)

@@ -21,8 +21,8 @@ def test_upgrade_renders_backup_then_new_images(playbook, render_dir):
     assert sorted(backups) == ["day2/backup/job.yaml", "day2/backup/pvc.yaml"]
     job = docs["day2/backup/job.yaml"][0]
     assert re.fullmatch(r"litemaas-backup-pre-upgrade-\d{8}-\d{6}", job["metadata"]["name"])
-    # The backup play runs before the upgrade play.
-    assert proc.stdout.index("PLAY [Back up the LiteMaaS databases]") < proc.stdout.index("PLAY [Upgrade LiteMaaS]")
+    # The backup runs before the deploy role.
+    assert proc.stdout.index("TASK [rhpds.litemaas.litemaas_backup : Report the backup]") < proc.stdout.index("TASK [rhpds.litemaas.ocp4_workload_litemaas")
     assert "quay.io/rh-aiservices-bu/litemaas-backend:0.5.0" in _images(docs, "07-backend/deployment.yaml")
     assert "quay.io/rh-aiservices-bu/litemaas-frontend:0.5.0" in _images(docs, "09-frontend/deployment.yaml")
     assert _images(docs, "04-proxy/deployment.yaml") == ["quay.io/example/litemaas-proxy:0.2.0"]
