@@ -8,9 +8,10 @@ Standard library only. Every process runs on 127.0.0.1, detached in its own sess
     supervisor.py down --state-dir DIR      stop every process it started (reverse order), print a JSON report
     supervisor.py status --state-dir DIR    print a table (``--json`` for JSON)
 
-``up`` is idempotent: a service whose pid file names a live process is left alone, so a second ``up``
-reports ``"changed": false``. PostgreSQL refuses to run as root: when root, it runs as the ``postgres``
-OS user. Redis runs without persistence (``--save ""``).
+``up`` is idempotent: a service whose pid file names a live process started from the same spec entry is left
+alone, so a second ``up`` reports ``"changed": false``; one started with other arguments is restarted.
+PostgreSQL and Redis are started by ``services.py`` (the launcher the tests use too): PostgreSQL runs as the
+``postgres`` OS user when we are root, Redis without persistence.
 
 The spec (written by the ``rhpds.litemaas.litemaas_local`` role) is a JSON object::
 
@@ -25,6 +26,7 @@ The spec (written by the ``rhpds.litemaas.litemaas_local`` role) is a JSON objec
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -80,10 +82,15 @@ class Service:
 
     def write_pid(self, pid: int) -> None:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        info = {"pid": pid, "port": self.port, "kind": self.kind, "order": self.order, "name": self.name}
+        info = {"pid": pid, "port": self.port, "kind": self.kind, "order": self.order, "name": self.name, "fingerprint": self.fingerprint()}
         tmp = self.pid_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(self.pid_file)
+
+    def fingerprint(self) -> str:
+        """What the process was started with: a running process with another fingerprint is restarted by ``up``."""
+        started_with = {key: self.spec.get(key) for key in ("kind", "port", "argv", "env", "cwd", "password")}
+        return hashlib.sha256(json.dumps(started_with, sort_keys=True).encode()).hexdigest()
 
     def spawn(self, argv: list, env: dict | None = None, preexec=None, cwd: str | None = None) -> subprocess.Popen:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -166,16 +173,22 @@ def load_spec(path: str) -> tuple:
 def cmd_up(spec_path: str) -> dict:
     state_dir, services = load_spec(spec_path)
     (state_dir / "run").mkdir(parents=True, exist_ok=True)
-    report = {"changed": False, "started": [], "running": [], "databases_created": [], "services": {}}
+    report = {"changed": False, "started": [], "restarted": [], "running": [], "databases_created": [], "services": {}}
     for svc in services:
         pid = svc.running_pid()
+        if pid is not None and (svc.read_pid() or {}).get("fingerprint") != svc.fingerprint():
+            # Started with other arguments (an earlier version or other settings): start it again as the spec says.
+            svc.stop()
+            report["restarted"].append(svc.name)
+            pid = None
         if pid is None:
             svc.pid_file.unlink(missing_ok=True)
             if port_open(svc.port):
                 raise SupervisorError(f"port {svc.port} on 127.0.0.1 is taken by a process this platform did not start "
                                       f"(wanted for {svc.name}): stop it or choose another port")
             svc.start()
-            report["started"].append(svc.name)
+            if svc.name not in report["restarted"]:
+                report["started"].append(svc.name)
             report["changed"] = True
             pid = svc.running_pid()
         else:
