@@ -110,10 +110,11 @@ run_watched() {
   wait "$pid"
 }
 
-# pip's progress while it builds llama-cpp-python: the build tool's "[n/total]" counter, else the phase.
+# pip's progress while it builds llama-cpp-python: the build tool's "[n/total]" counter (small counters belong to
+# CMake's configuration checks), else the phase.
 pip_progress() {
   local counter n total
-  counter="$(tail -c 30000 "$LOG" | grep -oE '\[[0-9]+/[0-9]+\] ' | tail -n 1 | tr -d '[] ')"
+  counter="$(tail -c 30000 "$LOG" | grep -oE '\[[0-9]+/[0-9]{2,}\] ' | tail -n 1 | tr -d '[] ')"
   if [ -n "$counter" ]; then
     n="${counter%/*}"
     total="${counter#*/}"
