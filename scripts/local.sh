@@ -97,6 +97,7 @@ run_watched() {
   while kill -0 "$pid" 2>/dev/null; do
     sleep 2
     msg="$("$probe" 2>/dev/null || true)"
+    msg="${msg:0:90}"
     [ -n "$msg" ] || continue
     if [ "$TTY" -eq 1 ]; then
       printf '\r\033[K      %s (%s)' "$msg" "$(duration $((SECONDS - STEP_T0)))"
