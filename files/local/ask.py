@@ -160,7 +160,7 @@ def run_measure(args) -> int:
             model = json.load(resp)["data"][0]["id"]
     right = total = 0
     seconds = []
-    for _ in range(args.repeat):
+    for _round in range(args.repeat):
         for item in questions:
             res = chat(args.base_url, model, item["question"], args.api_key, args.max_tokens, args.timeout, args.temperature)
             res.update(question=item["question"], expect=item["expect"],
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         return 2
     print(check_table(rows))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps([{k: v for k, v in r.items()} for r in rows], indent=2) + "\n")
+        Path(args.json_out).write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if any(r["verdict"] == "OK" for r in rows) else 1
 
 

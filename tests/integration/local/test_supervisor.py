@@ -20,9 +20,8 @@ def supervisor(*args) -> subprocess.CompletedProcess:
 
 
 def write_spec(path: Path, state_dir: Path, port: int, directory: str) -> None:
-    web = {"name": "web", "kind": "command", "port": port, "argv": [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                                                                      "--directory", directory],
-           "health_url": f"http://127.0.0.1:{port}/", "ready_timeout": 30}
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", directory]
+    web = {"name": "web", "kind": "command", "port": port, "argv": argv, "health_url": f"http://127.0.0.1:{port}/", "ready_timeout": 30}
     path.write_text(json.dumps({"state_dir": str(state_dir), "services": [web]}))
 
 
