@@ -8,9 +8,10 @@ Standard library only. Every process runs on 127.0.0.1, detached in its own sess
     supervisor.py down --state-dir DIR      stop every process it started (reverse order), print a JSON report
     supervisor.py status --state-dir DIR    print a table (``--json`` for JSON)
 
-``up`` is idempotent: a service whose pid file names a live process is left alone, so a second ``up``
-reports ``"changed": false``. PostgreSQL refuses to run as root: when root, it runs as the ``postgres``
-OS user. Redis runs without persistence (``--save ""``).
+``up`` is idempotent: a service whose pid file names a live process started from the same spec entry is left
+alone, so a second ``up`` reports ``"changed": false``; one started with other arguments is restarted.
+PostgreSQL and Redis are started by ``services.py`` (the launcher the tests use too): PostgreSQL runs as the
+``postgres`` OS user when we are root, Redis without persistence.
 
 The spec (written by the ``rhpds.litemaas.litemaas_local`` role) is a JSON object::
 
@@ -25,12 +26,10 @@ The spec (written by the ``rhpds.litemaas.litemaas_local`` role) is a JSON objec
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,31 +37,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-PG_BIN_DIRS = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
-STOP_SIGNALS = {"postgres": signal.SIGINT}  # PostgreSQL's "fast" shutdown; the others get SIGTERM
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from services import PostgresServer, RedisServer, ServiceError, log_tail, port_open, process_alive, stop_process  # noqa: E402
 
-
-class SupervisorError(RuntimeError):
-    pass
-
-
-# ------------------------------------------------------------------ processes
-
-
-def process_alive(pid: int) -> bool:
-    """True when ``pid`` is a running process (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
+SupervisorError = ServiceError
+STOP_SIGNALS = {"postgres": PostgresServer.STOP_SIGNAL, "redis": RedisServer.STOP_SIGNAL}  # the others get SIGTERM
 
 
 def cmdline(pid: int) -> str:
@@ -70,14 +49,6 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class Service:
@@ -111,10 +82,15 @@ class Service:
 
     def write_pid(self, pid: int) -> None:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        info = {"pid": pid, "port": self.port, "kind": self.kind, "order": self.order, "name": self.name}
+        info = {"pid": pid, "port": self.port, "kind": self.kind, "order": self.order, "name": self.name, "fingerprint": self.fingerprint()}
         tmp = self.pid_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(self.pid_file)
+
+    def fingerprint(self) -> str:
+        """What the process was started with: a running process with another fingerprint is restarted by ``up``."""
+        started_with = {key: self.spec.get(key) for key in ("kind", "port", "argv", "env", "cwd", "password")}
+        return hashlib.sha256(json.dumps(started_with, sort_keys=True).encode()).hexdigest()
 
     def spawn(self, argv: list, env: dict | None = None, preexec=None, cwd: str | None = None) -> subprocess.Popen:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -127,10 +103,7 @@ class Service:
         return proc
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_file, lines)
 
     def wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -158,122 +131,33 @@ class Service:
     # --------------------------------------------------------------- per kind
 
     def start(self) -> None:
-        if self.kind == "postgres":
-            self._start_postgres()
-        elif self.kind == "redis":
-            self._start_redis()
+        timeout = float(self.spec.get("ready_timeout", 60))
+        if self.kind in ("postgres", "redis"):
+            server = self.server(timeout)
+            server.start()
+            self.write_pid(server.proc.pid)
         else:
             proc = self.spawn(list(self.spec["argv"]), env=self.spec.get("env"), cwd=self.spec.get("cwd"))
-            self.wait_ready(proc, float(self.spec.get("ready_timeout", 60)))
+            self.wait_ready(proc, timeout)
 
-    def _pg_user(self):
-        if os.geteuid() != 0:
-            return None
-        return pwd.getpwnam(self.spec.get("os_user", "postgres"))
-
-    def _start_postgres(self) -> None:
+    def server(self, ready_timeout: float = 60.0):
+        """The shared launcher (files/local/services.py) for PostgreSQL and Redis, data under <state_dir>/<name>/."""
         base = self.state_dir / self.name
-        pgdata, sock_dir = base / "pgdata", base / "sock"
-        user = self._pg_user()
-        preexec = None
-        for path in (base, sock_dir):
-            path.mkdir(parents=True, exist_ok=True)
-            if user is not None:
-                os.chown(path, user.pw_uid, user.pw_gid)
-        if user is not None:
-            uid, gid = user.pw_uid, user.pw_gid
-
-            def preexec():
-                os.setgroups([])
-                os.setgid(gid)
-                os.setuid(uid)
-
-        if not (pgdata / "PG_VERSION").exists():
-            res = subprocess.run([pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec, check=False)
-            if res.returncode != 0:
-                raise SupervisorError(f"initdb failed for {pgdata}:\n{res.stdout.decode(errors='replace')[-2000:]}")
-        stale = pgdata / "postmaster.pid"
-        if stale.exists():
-            # Left by a crash or a killed machine: PostgreSQL checks it itself, but a pid reused by another process would block it.
-            try:
-                old = int(stale.read_text().splitlines()[0])
-            except (OSError, ValueError, IndexError):
-                old = 0
-            if old <= 0 or not process_alive(old):
-                stale.unlink()
-        argv = [pg_bin("postgres"), "-D", str(pgdata), "-p", str(self.port), "-k", str(sock_dir),
-                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
-        proc = self.spawn(argv, preexec=preexec, cwd=str(base))
-        self.wait_ready(proc, float(self.spec.get("ready_timeout", 60)))
-        deadline = time.monotonic() + 30
-        while subprocess.run([pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise SupervisorError(f"PostgreSQL on port {self.port} does not accept connections; see {self.log_file}")
-            time.sleep(0.2)
+        if self.kind == "postgres":
+            return PostgresServer(base, port=self.port, log_file=self.log_file, durable=True, max_connections=200,
+                                  ready_timeout=ready_timeout, os_user=self.spec.get("os_user", "postgres"))
+        return RedisServer(base, port=self.port, password=self.spec.get("password"), log_file=self.log_file, ready_timeout=ready_timeout)
 
     def ensure_databases(self) -> list:
         """Create the databases of the spec that are missing; return their names."""
-        created = []
-        for name in self.spec.get("databases") or []:
-            psql = [pg_bin("psql"), "-X", "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-tA", "-c"]
-            res = subprocess.run(psql + [f"SELECT 1 FROM pg_database WHERE datname = '{name}'"], capture_output=True, text=True, check=False)
-            if res.returncode != 0:
-                raise SupervisorError(f"cannot query PostgreSQL on port {self.port}: {res.stderr.strip()}")
-            if res.stdout.strip() == "1":
-                continue
-            res = subprocess.run(psql + [f'CREATE DATABASE "{name}"'], capture_output=True, text=True, check=False)
-            if res.returncode != 0:
-                raise SupervisorError(f"cannot create database {name}: {res.stderr.strip()}")
-            created.append(name)
-        return created
-
-    def _start_redis(self) -> None:
-        base = self.state_dir / self.name
-        base.mkdir(parents=True, exist_ok=True)
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(base), "--daemonize", "no"]
-        if self.spec.get("password"):
-            argv += ["--requirepass", str(self.spec["password"])]
-        proc = self.spawn(argv, cwd=str(base))
-        self.wait_ready(proc, float(self.spec.get("ready_timeout", 30)))
+        return self.server().ensure_databases(self.spec.get("databases") or [])
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the process of the pid file; True when something was stopped."""
         pid = self.running_pid()
-        stopped = False
-        if pid is not None:
-            sig = STOP_SIGNALS.get(self.kind, signal.SIGTERM)
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + timeout
-            while process_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if process_alive(pid):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
-                while process_alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-            stopped = True
+        stopped = pid is not None and stop_process(pid, STOP_SIGNALS.get(self.kind, signal.SIGTERM), timeout=timeout)
         self.pid_file.unlink(missing_ok=True)
         return stopped
-
-
-def pg_bin(name: str) -> str:
-    for base in PG_BIN_DIRS:
-        path = Path(base) / name
-        if path.exists():
-            return str(path)
-    found = shutil.which(name)
-    if found:
-        return found
-    raise SupervisorError(f"PostgreSQL program {name!r} not found: install the postgresql package")
 
 
 # ------------------------------------------------------------------ commands
@@ -289,16 +173,22 @@ def load_spec(path: str) -> tuple:
 def cmd_up(spec_path: str) -> dict:
     state_dir, services = load_spec(spec_path)
     (state_dir / "run").mkdir(parents=True, exist_ok=True)
-    report = {"changed": False, "started": [], "running": [], "databases_created": [], "services": {}}
+    report = {"changed": False, "started": [], "restarted": [], "running": [], "databases_created": [], "services": {}}
     for svc in services:
         pid = svc.running_pid()
+        if pid is not None and (svc.read_pid() or {}).get("fingerprint") != svc.fingerprint():
+            # Started with other arguments (an earlier version or other settings): start it again as the spec says.
+            svc.stop()
+            report["restarted"].append(svc.name)
+            pid = None
         if pid is None:
             svc.pid_file.unlink(missing_ok=True)
             if port_open(svc.port):
                 raise SupervisorError(f"port {svc.port} on 127.0.0.1 is taken by a process this platform did not start "
                                       f"(wanted for {svc.name}): stop it or choose another port")
             svc.start()
-            report["started"].append(svc.name)
+            if svc.name not in report["restarted"]:
+                report["started"].append(svc.name)
             report["changed"] = True
             pid = svc.running_pid()
         else:

@@ -2,8 +2,10 @@
 
 Free ports and a data directory under the session's work dir, so that it never meets a platform a user runs from
 this checkout. One playbook run starts PostgreSQL, Redis and the proxy, registers the model, creates 3 keys and
-sends one request per key; the second run must change nothing and leave the processes alone; ``scripts/local.sh
-down`` must stop every process.
+asks one question per key, each checked for its expected fact (the stub answers ``tok0 tok1 ...``, so the test's
+questions expect ``tok0``, except one that expects ``Paris`` and must show as WRONG); ``scripts/local.sh check``
+asks again; the second run must change nothing and leave the processes alone; a run where no answer is right must
+fail and say so; ``scripts/local.sh down`` must stop every process.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from tests.support.services import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 SUPERVISOR = REPO / "files" / "local" / "supervisor.py"
+ASK = REPO / "files" / "local" / "ask.py"
 MASKED = re.compile(r"\bsk-[A-Za-z0-9_-]{2}\.\.\.[A-Za-z0-9_-]{4}\b")
+QUESTIONS = [{"question": "Say a few words.", "expect": ["tok0"]}, {"question": "What is the capital of France?", "expect": ["Paris"]}]
 RECAP = re.compile(r"localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
@@ -63,6 +67,7 @@ class Platform:
             "litemaas_local_model_url": stub_url,
             "litemaas_local_model_name": "stub-model",
             "litemaas_local_workshop_guid": "t",
+            "litemaas_local_smoke_questions": QUESTIONS,
         }
 
     def playbook(self, **extra) -> subprocess.CompletedProcess:
@@ -103,13 +108,70 @@ def test_first_run_starts_everything_and_answers_each_key(platform):
     assert sorted(keys) == ["virtkey-t-user1", "virtkey-t-user2", "virtkey-t-user3"]
     assert all(key.startswith("sk-") for key in keys.values())
     assert stat.S_IMODE(platform.store_file.stat().st_mode) == 0o600
-    # The table: endpoint, model, one line per user with the masked key and the reply that came through the proxy.
+    # The table: endpoint, model, one line per user with the masked key, the question and the answer through the proxy,
+    # judged against the expected fact: users 1 and 3 ask question 1 (right), user 2 question 2 (wrong, shown as such).
     assert f"Endpoint (OpenAI-compatible): http://127.0.0.1:{platform.ports['proxy']}/v1" in run.stdout
     assert "stub-model" in run.stdout
+    assert_answer_table(run.stdout)
+    assert_answer_table((platform.data_dir / "summary.txt").read_text())
+
+
+def answer_lines(text: str) -> dict:
+    lines = {}
     for n in (1, 2, 3):
-        line = next(ln for ln in run.stdout.splitlines() if f"virtkey-t-user{n} " in ln and f"user{n}-t@litemaas.local" in ln)
-        assert MASKED.search(line), line
-        assert "OK: tok0 tok1" in line, line
+        found = [ln for ln in text.splitlines() if f"virtkey-t-user{n} " in ln and f"user{n}-t@litemaas.local" in ln]
+        assert len(found) == 1, text[-3000:]
+        lines[n] = found[0]
+    return lines
+
+
+def assert_answer_table(text: str) -> None:
+    lines = answer_lines(text)
+    for n in (1, 2, 3):
+        assert MASKED.search(lines[n]), lines[n]
+    for n in (1, 3):
+        assert re.search(r' OK +\d+\.\d\ds  Say a few words\. -> "tok0 tok1 tok2[^"]*"$', lines[n]), lines[n]
+    assert re.search(r' WRONG +\d+\.\d\ds  What is the capital of France\? -> "tok0 tok1 tok2[^"]*"  \(expected Paris\)$', lines[2]), lines[2]
+    assert "2 of 3 answers right." in text
+
+
+def test_check_asks_again_through_the_proxy_with_each_key(platform):
+    env = dict(os.environ, LITEMAAS_LOCAL_DATA_DIR=str(platform.data_dir))
+    check = subprocess.run(["bash", str(REPO / "scripts" / "local.sh"), "check"], env=env, capture_output=True, text=True, timeout=300,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert_answer_table(check.stdout)
+    for secret in platform.keys().values():
+        assert secret not in check.stdout
+    config = json.loads((platform.data_dir / "check.json").read_text())
+    assert config["key_store"] == str(platform.store_file)
+    assert [u["alias"] for u in config["users"]] == ["virtkey-t-user1", "virtkey-t-user2", "virtkey-t-user3"]
+    assert all(sorted(u) == ["alias", "user_id"] for u in config["users"])  # no secrets in check.json
+    for secret in platform.keys().values():
+        assert secret not in json.dumps(config)
+
+
+def test_check_exits_non_zero_when_no_answer_is_right(platform, tmp_path):
+    config = json.loads((platform.data_dir / "check.json").read_text())
+    config["questions"] = [{"question": "What is the capital of France?", "expect": ["Paris"]}]
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps(config))
+    run = subprocess.run([sys.executable, str(ASK), "check", "--config", str(path)], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.count("WRONG") == 3 and "0 of 3 answers right." in run.stdout
+    # A key the proxy refuses shows as FAILED with the proxy's status and message.
+    store = json.loads(platform.store_file.read_text())
+    store["keys"]["virtkey-t-user1"]["key"] = "sk-not-a-key-of-this-proxy"
+    bad_store = tmp_path / "store.json"
+    bad_store.write_text(json.dumps(store))
+    config["key_store"] = str(bad_store)
+    path.write_text(json.dumps(config))
+    run = subprocess.run([sys.executable, str(ASK), "check", "--config", str(path)], capture_output=True, text=True, timeout=300, check=False)
+    line = answer_lines(run.stdout)[1]
+    assert re.search(r" FAILED \(HTTP 401\): \S", line), line
+    missing = subprocess.run([sys.executable, str(ASK), "check", "--config", str(tmp_path / "nope.json")], capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr and "nope.json" in missing.stderr
 
 
 def test_keys_never_appear_in_full(platform):
@@ -155,6 +217,17 @@ def test_second_run_changes_nothing_and_leaves_processes_alone(platform):
         assert secret not in run.stdout
 
 
+def test_a_run_where_no_answer_is_right_fails_and_shows_the_answers(platform):
+    before = {name: row["pid"] for name, row in status(platform.data_dir).items()}
+    run = platform.playbook(litemaas_local_smoke_questions=[{"question": "What is the capital of France?", "expect": ["Paris"]}])
+    assert run.returncode != 0
+    assert "No key got a right answer through the proxy" in run.stdout
+    summary = (platform.data_dir / "summary.txt").read_text()
+    assert summary.count("WRONG") == 3 and "0 of 3 answers right." in summary
+    assert len(re.findall(r'-> "tok0 tok1[^"]*"  \(expected Paris\)', summary)) == 3
+    assert {name: row["pid"] for name, row in status(platform.data_dir).items()} == before
+
+
 def test_down_stops_every_process(platform):
     pids = [row["pid"] for row in status(platform.data_dir).values()]
     assert len(pids) == 3 and all(pid_alive(pid) for pid in pids)
@@ -181,7 +254,7 @@ def test_local_sh_usage_and_unknown_arguments():
     script = str(REPO / "scripts" / "local.sh")
     shown = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert shown.returncode == 0
-    assert "Usage: bash scripts/local.sh [up|down|status] [options]" in shown.stdout
+    assert "Usage: bash scripts/local.sh [up|check|status|down] [options]" in shown.stdout
     assert "--model-url URL" in shown.stdout and "set -euo" not in shown.stdout
     wrong = subprocess.run(["bash", script, "--bogus"], capture_output=True, text=True, timeout=60, check=False)
     assert wrong.returncode == 2

@@ -1,9 +1,10 @@
-"""The local model server (files/local/model_server.py).
+"""The local model server: llama-cpp-python's own server (``llama_cpp.server``) with our chat format registered.
 
-The prompt formatting and request parsing are tested directly. The server itself is tested with the real model when
-the local model's virtualenv exists (``bash scripts/local.sh`` creates it under local-data/; or point
-LITEMAAS_LOCAL_MODEL_PYTHON and LITEMAAS_LOCAL_MODEL_GGUF at one); otherwise that test is skipped, as the model
-takes minutes to build.
+The prompt the chat format builds is tested directly (no llama.cpp needed). The server is tested with the real model
+when the local model's virtualenv exists (``bash scripts/local.sh`` creates it under local-data/; or point
+LITEMAAS_LOCAL_MODEL_PYTHON and LITEMAAS_LOCAL_MODEL_GGUF at one): it must answer the known questions right, in chat
+and streaming chat, and behave as the library documents for completions, ``/v1/models`` and bad requests. Without the
+model that test is skipped, as the model takes minutes to build.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import importlib.util
 import json
 import os
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.services import free_port, wait_for_port
+from tests.support.services import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[3]
 SERVER = REPO / "files" / "local" / "model_server.py"
+EXAMPLES = ("Question: What is the capital of Italy?\nAnswer: Rome.\n\n"
+            "Question: Who discovered penicillin?\nAnswer: Alexander Fleming.\n\n")
 
 
 def load_server_module():
@@ -33,48 +37,28 @@ def load_server_module():
 ms = load_server_module()
 
 
-def test_gemma_prompt_single_user_turn():
-    assert ms.gemma_prompt([{"role": "user", "content": "Hi"}]) == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+def test_one_question_follows_the_two_examples():
+    assert ms.plain_qa_prompt([{"role": "user", "content": "What is 2+2?"}]) == EXAMPLES + "Question: What is 2+2?\nAnswer:"
+    assert ms.STOP == ["\n\n", "Question:"]
+    assert ms.CHAT_FORMAT == "litemaas-plain-qa"
 
 
-def test_gemma_prompt_system_goes_in_front_of_the_first_user_turn_and_assistant_is_model():
-    prompt = ms.gemma_prompt([
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "One"}, {"type": "text", "text": "two"}]},
-        {"role": "assistant", "content": "Three"},
-        {"role": "user", "content": "Four?"},
+def test_system_first_earlier_turns_as_pairs_and_text_parts_joined():
+    prompt = ms.plain_qa_prompt([
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": [{"type": "text", "text": "Who wrote"}, {"type": "text", "text": "Hamlet?"}]},
+        {"role": "assistant", "content": "Shakespeare."},
+        {"role": "user", "content": "And Faust?\n\nThe play."},
     ])
-    assert prompt == ("<start_of_turn>user\nBe brief.\n\nOne\ntwo<end_of_turn>\n"
-                      "<start_of_turn>model\nThree<end_of_turn>\n"
-                      "<start_of_turn>user\nFour?<end_of_turn>\n"
-                      "<start_of_turn>model\n")
+    assert prompt == ("Answer briefly.\n\n" + EXAMPLES + "Question: Who wrote Hamlet?\nAnswer: Shakespeare.\n\n"
+                      "Question: And Faust? The play.\nAnswer:")
+    # A blank line is a stop sequence: none may come from the user's text.
+    assert "\n\n" not in prompt.split(EXAMPLES)[1].replace("\nAnswer: Shakespeare.\n\n", "")
 
 
-@pytest.mark.parametrize("messages, error", [
-    ([], "'messages' must be a non-empty list"),
-    (None, "'messages' must be a non-empty list"),
-    ([{"role": "wizard", "content": "x"}], "unknown message role 'wizard'"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
-     "this model reads text only; content part of type 'image_url' is not supported"),
-])
-def test_gemma_prompt_errors(messages, error):
-    with pytest.raises(ms.RequestError) as exc:
-        ms.gemma_prompt(messages)
-    assert str(exc.value) == error
-
-
-def test_sampling_defaults_and_limits():
-    params = ms.sampling({}, n_ctx=4096)
-    assert params["max_tokens"] == ms.DEFAULT_MAX_TOKENS
-    assert params["stop"] == ["<end_of_turn>", "<start_of_turn>"]
-    params = ms.sampling({"max_completion_tokens": 99999, "stop": "END", "temperature": 0, "seed": 7}, n_ctx=512)
-    assert params["max_tokens"] == 512
-    assert params["stop"][-1] == "END"
-    assert params["temperature"] == 0.0 and params["seed"] == 7
-    with pytest.raises(ms.RequestError, match="'max_tokens' must be a positive integer"):
-        ms.sampling({"max_tokens": 0}, n_ctx=512)
-    with pytest.raises(ms.RequestError, match="'stop' must be a string or a list of strings"):
-        ms.sampling({"stop": [1]}, n_ctx=512)
+def test_two_user_turns_in_a_row_keep_both_questions():
+    prompt = ms.plain_qa_prompt([{"role": "user", "content": "First?"}, {"role": "user", "content": "Second?"}])
+    assert prompt.endswith("Question: First?\nAnswer:\n\nQuestion: Second?\nAnswer:")
 
 
 def _model_runtime():
@@ -82,7 +66,7 @@ def _model_runtime():
     gguf = os.environ.get("LITEMAAS_LOCAL_MODEL_GGUF") or str(REPO / "local-data" / "models" / "gemma-3-270m-q4_k_m.gguf")
     if not (Path(python).exists() and Path(gguf).exists()):
         return None
-    if subprocess.run([python, "-c", "import llama_cpp"], capture_output=True, check=False).returncode != 0:
+    if subprocess.run([python, "-c", "import llama_cpp.server"], capture_output=True, check=False).returncode != 0:
         return None
     return python, gguf
 
@@ -93,41 +77,69 @@ def _post(url, body, stream=False):
         return resp.read().decode() if stream else json.load(resp)
 
 
-@pytest.mark.slow
-def test_real_model_answers_chat_stream_and_completions(tmp_path):
+def _chat(base, question, **extra):
+    body = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": question}], "max_tokens": 32, "temperature": 0}
+    body.update(extra)
+    return _post(base + "/chat/completions", body, stream=bool(extra.get("stream")))
+
+
+@pytest.fixture(scope="module")
+def real_model(tmp_path_factory):
     runtime = _model_runtime()
     if runtime is None:
         pytest.skip("the local model is not installed (bash scripts/local.sh installs it under local-data/)")
     python, gguf = runtime
     port = free_port()
-    log = open(tmp_path / "model.log", "wb")
-    proc = subprocess.Popen([python, str(SERVER), "--model", gguf, "--model-name", "gemma-3-270m", "--port", str(port), "--threads", "2",
-                             "--n-ctx", "1024"], stdout=log, stderr=log)
+    log_path = tmp_path_factory.mktemp("model") / "model.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([python, str(SERVER), "--model", gguf, "--model_alias", "gemma-3-270m", "--chat_format", ms.CHAT_FORMAT,
+                                 "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "1024"],
+                                stdout=log, stderr=log, start_new_session=True)
     try:
         wait_for_port(port, timeout=300, proc=proc)
-        base = f"http://127.0.0.1:{port}/v1"
-        with urllib.request.urlopen(base + "/models", timeout=30) as resp:
-            assert [m["id"] for m in json.load(resp)["data"]] == ["gemma-3-270m"]
-        reply = _post(base + "/chat/completions", {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Say hello."}],
-                                                   "max_tokens": 16, "temperature": 0, "seed": 1})
-        assert reply["object"] == "chat.completion"
-        text = reply["choices"][0]["message"]["content"]
-        assert text.strip() and "<end_of_turn>" not in text
-        usage = reply["usage"]
-        assert usage["prompt_tokens"] > 5 and 0 < usage["completion_tokens"] <= 16
-        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-        raw = _post(base + "/chat/completions", {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Count to five."}],
-                                                 "max_tokens": 12, "stream": True, "stream_options": {"include_usage": True}}, stream=True)
-        events = [line[len("data: "):] for line in raw.splitlines() if line.startswith("data: ")]
-        assert events[-1] == "[DONE]"
-        chunks = [json.loads(e) for e in events[:-1]]
-        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
-        assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
-        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:-1]).strip()
-        done = _post(base + "/completions", {"model": "gemma-3-270m", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})
-        assert done["object"] == "text_completion" and done["choices"][0]["text"]
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        stop_process(proc, timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, fact", [("What is the capital of France?", "Paris"), ("What is 2+2?", "4"),
+                                            ("Who wrote Hamlet?", "Shakespeare")])
+def test_real_model_answers_right_in_chat(real_model, question, fact):
+    reply = _chat(real_model, question)
+    assert reply["object"] == "chat.completion" and reply["model"] == "gemma-3-270m"
+    text = reply["choices"][0]["message"]["content"]
+    assert fact in text, text
+    # The stop sequences end the answer: no next question, no blank line.
+    assert "Question" not in text and "\n\n" not in text
+    assert reply["choices"][0]["finish_reason"] == "stop"
+    usage = reply["usage"]
+    assert usage["prompt_tokens"] > 20 and usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+@pytest.mark.slow
+def test_real_model_streams_the_right_answer(real_model):
+    raw = _chat(real_model, "What is the capital of France?", stream=True)
+    events = [line[len("data: "):] for line in raw.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert "Paris" in text, text
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.slow
+def test_real_model_lists_itself_completes_text_and_refuses_too_long_a_conversation(real_model):
+    with urllib.request.urlopen(real_model + "/models", timeout=30) as resp:
+        assert [m["id"] for m in json.load(resp)["data"]] == ["gemma-3-270m"]
+    done = _post(real_model + "/completions", {"model": "gemma-3-270m", "prompt": "Question: What is the capital of Spain?\nAnswer:",
+                                               "max_tokens": 8, "temperature": 0, "stop": ["\n"]})
+    assert done["object"] == "text_completion" and "Madrid" in done["choices"][0]["text"]
+    # The library's own error for a conversation longer than the context (the fixture serves n_ctx 1024).
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _chat(real_model, "Paris " * 1500)
+    assert err.value.code == 400
+    error = json.loads(err.value.read().decode())["error"]
+    assert error["code"] == "context_length_exceeded" and "maximum context length is 1024 tokens" in error["message"]
