@@ -10,7 +10,7 @@ Starts (all on 127.0.0.1, free ports, everything stopped again on exit or error)
 Then drives direct-to-stub, ours and LiteLLM with wrk (one thread, keep-alive, POST /v1/chat/completions) at each
 concurrency, prints a table and the pass/fail against the bars, and writes JSON to .work/bench/results.json.
 
-Run: /work/venv/bin/python bench/run.py [--quick] [--skip-litellm] [--duration S] [--warmup S] [--conc 1,16,64]
+Run: .venv/bin/python bench/run.py [--quick] [--skip-litellm] [--duration S] [--warmup S] [--conc 1,16,64]
 """
 
 from __future__ import annotations
@@ -307,7 +307,7 @@ def find_our_proxy(explicit: str | None) -> str:
     for c in candidates:
         if c and Path(c).exists():
             return c
-    raise FileNotFoundError("litemaas-proxy not found: install it with `/work/venv/bin/pip install -e files/proxy` (or pass --proxy-bin)")
+    raise FileNotFoundError("litemaas-proxy not found: install it with `.venv/bin/pip install -e files/proxy` (or pass --proxy-bin)")
 
 
 def ensure_litellm(venv: Path) -> Path:
