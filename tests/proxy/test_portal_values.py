@@ -65,8 +65,9 @@ def portal_user(proxy, team_id: str, **extra) -> str:
     """The portal's /team/new + /user/new at first login (bodies as captured)."""
     status, data = portal(proxy, "GET", f"/team/info?team_id={team_id}")
     if status == 404:
-        status, data = portal(proxy, "POST", "/team/new", {"team_id": team_id, "team_alias": "Default Team", "max_budget": 10000,
-                                                          "tpm_limit": 50000, "rpm_limit": 1000, "models": [], "admins": []})
+        status, data = portal(proxy, "POST", "/team/new", {
+            "team_id": team_id, "team_alias": "Default Team", "max_budget": 10000, "tpm_limit": 50000, "rpm_limit": 1000, "models": [],
+            "admins": []})
         assert status == 200, data
     user_id = str(uuid.uuid4())
     body = {"user_id": user_id, "user_email": f"{user_id[:8]}@example.com", "user_alias": uid("user"), "user_role": "internal_user",
@@ -130,8 +131,8 @@ def test_user_new_and_update_keep_every_duration_as_given(proxy, team_id, value)
     assert_reset_for(value, data["user_info"]["budget_reset_at"], before, after)
     # The portal's admin "budget limits": /user/update with max_budget, TPM/RPM "unlimited" and the period.
     new = PORTAL_WORDS[len(value) % 4]
-    status, data = portal(proxy, "POST", "/user/update", {"user_id": user_id, "max_budget": 50, "tpm_limit": UNLIMITED, "rpm_limit": UNLIMITED,
-                                                           "budget_duration": new, "spend": 0})
+    status, data = portal(proxy, "POST", "/user/update", {
+        "user_id": user_id, "max_budget": 50, "tpm_limit": UNLIMITED, "rpm_limit": UNLIMITED, "budget_duration": new, "spend": 0})
     assert status == 200, data
     status, data = portal(proxy, "GET", f"/user/info?user_id={user_id}")
     info = data["user_info"]
@@ -160,8 +161,8 @@ def test_rejected_durations_name_the_field_and_create_nothing(proxy, team_id, va
     for field in ("budget_duration",) if value == "-1" else ("budget_duration", "duration"):
         status, data = portal(proxy, "POST", "/key/generate", {"key_alias": alias, "models": ["stub-model"], field: value})
         assert_bad(status, data, field, value)
-    status, data = portal(proxy, "POST", "/key/generate", {"key_alias": alias, "model_max_budget": {"stub-model": {"budget_limit": 1,
-                                                                                                                  "time_period": value}}})
+    status, data = portal(proxy, "POST", "/key/generate", {
+        "key_alias": alias, "model_max_budget": {"stub-model": {"budget_limit": 1, "time_period": value}}})
     assert_bad(status, data, "model_max_budget", value)
     assert "model_max_budget.stub-model.time_period" in data["error"]["message"]
     assert db_value(proxy.dsn, 'SELECT count(*) FROM "LiteLLM_VerificationToken" WHERE key_alias = %s', alias) == 0
@@ -188,8 +189,8 @@ def key_row(proxy, alias: str):
                                  {"team_id": "no-such-team"}], ids=lambda b: next(iter(b)))
 def test_key_update_with_one_bad_field_changes_nothing(proxy, bad):
     alias = uid("aon")
-    status, data = portal(proxy, "POST", "/key/generate", {"key_alias": alias, "models": ["stub-model"], "max_budget": 10, "tpm_limit": 100,
-                                                            "budget_duration": "monthly", "duration": "30d"})
+    status, data = portal(proxy, "POST", "/key/generate", {
+        "key_alias": alias, "models": ["stub-model"], "max_budget": 10, "tpm_limit": 100, "budget_duration": "monthly", "duration": "30d"})
     assert status == 200, data
     before = key_row(proxy, alias)
     body = {"key": data["key"], "max_budget": 99, "tpm_limit": 5, "budget_duration": "daily", "metadata": {"x": 1}, **bad}
@@ -219,8 +220,8 @@ def test_user_and_team_update_with_one_bad_field_change_nothing(proxy, team_id, 
 
 def test_user_new_with_a_bad_key_field_creates_neither_user_nor_key(proxy):
     user_id, alias = str(uuid.uuid4()), uid("auto")
-    status, err = portal(proxy, "POST", "/user/new", {"user_id": user_id, "budget_duration": "monthly", "key_alias": alias, "duration": "yearly",
-                                                       "models": ["no-such-model"]})
+    status, err = portal(proxy, "POST", "/user/new", {
+        "user_id": user_id, "budget_duration": "monthly", "key_alias": alias, "duration": "yearly", "models": ["no-such-model"]})
     assert status == 400 and err["error"]["param"] == "models", err
     assert portal(proxy, "GET", f"/user/info?user_id={user_id}")[0] == 404
     assert db_value(proxy.dsn, 'SELECT count(*) FROM "LiteLLM_VerificationToken" WHERE key_alias = %s', alias) == 0
@@ -244,9 +245,9 @@ def test_portal_key_shapes_create_rotate_update_and_use(proxy, team_id):
     first = data["key"]
 
     # Rotation: the portal sends max_budget straight from a PostgreSQL DECIMAL.
-    status, rotated = portal(proxy, "POST", "/key/generate", {"models": ["stub-model"], "max_budget": "20.00", "tpm_limit": UNLIMITED,
-                                                               "rpm_limit": UNLIMITED, "metadata": {"user_id": user_id, "litemaas_key_id": "k1",
-                                                                                                    "rotated_at": "2026-12-06T10:00:00Z"}})
+    status, rotated = portal(proxy, "POST", "/key/generate", {
+        "models": ["stub-model"], "max_budget": "20.00", "tpm_limit": UNLIMITED, "rpm_limit": UNLIMITED,
+        "metadata": {"user_id": user_id, "litemaas_key_id": "k1", "rotated_at": "2026-12-06T10:00:00Z"}})
     assert status == 200, rotated
     assert rotated["max_budget"] == 20.0
 
@@ -296,11 +297,13 @@ def test_duration_settings_apply_and_bad_ones_name_the_setting(proxy_factory, tm
     assert (data["budget_duration"], ts(data["expires"]) < duration_after("1d", before)) == ("daily", True)
 
     from litemaas_proxy.config import load_settings
-    for bad, setting in ((
-        {"litellm_settings": {"internal_user_budget_duration": "fortnightly"}},
-        "litellm_settings.internal_user_budget_duration: Invalid duration 'fortnightly'"),
+    bad_settings = (
+        ({"litellm_settings": {"internal_user_budget_duration": "fortnightly"}},
+         "litellm_settings.internal_user_budget_duration: Invalid duration 'fortnightly'"),
         ({"litellm_settings": {"default_key_generate_params": {"duration": "1y"}}}, "litellm_settings.default_key_generate_params.duration"),
-        ({"litellm_settings": {"timezone": "Mars/Olympus"}}, "Invalid LITEMAAS_BUDGET_TIMEZONE / litellm_settings.timezone 'Mars/Olympus'")):
+        ({"litellm_settings": {"timezone": "Mars/Olympus"}}, "Invalid LITEMAAS_BUDGET_TIMEZONE / litellm_settings.timezone 'Mars/Olympus'"),
+    )
+    for bad, setting in bad_settings:
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(bad))
         with pytest.raises(ValueError, match=setting.replace("(", r"\(").replace(".", r"\.")):
