@@ -185,18 +185,23 @@ class KeyCache:
 
 
 class LookupBatcher:
-    """Key lookups that miss the cache in the same event-loop turn share one database query.
+    """Key lookups that miss the cache share database queries.
 
-    A burst of first requests with many different keys (a workshop starting) then costs a few
-    queries of up to ``max_batch`` keys each instead of one query per key; KeyCache already makes
-    concurrent misses of one key a single lookup. ``lookups`` and ``batches`` count what was asked.
+    Misses that arrive in the same event-loop turn go into one query, and while ``max_inflight``
+    queries are running new misses wait and go together into the next one (a query frees its slot
+    when it ends). A burst of first requests with many different keys (a workshop starting) then
+    costs a few queries of up to ``max_batch`` keys each instead of one query per key, while a
+    single miss on a quiet proxy is looked up at once. KeyCache already makes concurrent misses of
+    one key a single lookup. ``lookups`` and ``batches`` count what was asked.
     """
 
-    def __init__(self, fetch_many: Callable[[list], Awaitable[dict]], max_batch: int = 256):
+    def __init__(self, fetch_many: Callable[[list], Awaitable[dict]], max_batch: int = 256, max_inflight: int = 2):
         self.fetch_many = fetch_many
         self.max_batch = max_batch
+        self.max_inflight = max(1, max_inflight)
         self.pending: dict = {}
         self.scheduled = False
+        self.inflight = 0
         self.lookups = 0
         self.batches = 0
         self.tasks: set = set()
@@ -204,22 +209,32 @@ class LookupBatcher:
     def load(self, token: str) -> asyncio.Future:
         fut = self.pending.get(token)
         if fut is None:
-            loop = asyncio.get_running_loop()
-            fut = self.pending[token] = loop.create_future()
-            if not self.scheduled:
-                self.scheduled = True
-                loop.call_soon(self._flush)
+            fut = self.pending[token] = asyncio.get_running_loop().create_future()
+            self._schedule()
         return fut
+
+    def _schedule(self) -> None:
+        if self.pending and not self.scheduled and self.inflight < self.max_inflight:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self.scheduled = False
-        items = list(self.pending.items())
-        self.pending = {}
         loop = asyncio.get_running_loop()
-        for start in range(0, len(items), self.max_batch):
-            task = loop.create_task(self._run(dict(items[start:start + self.max_batch])))
+        while self.pending and self.inflight < self.max_inflight:
+            items = list(self.pending.items())[:self.max_batch]
+            for token, dummy in items:
+                del self.pending[token]
+            self.inflight += 1
+            task = loop.create_task(self._run(dict(items)))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.inflight -= 1
+        if not task.cancelled():
+            self._schedule()
 
     async def _run(self, batch: dict) -> None:
         self.lookups += len(batch)
