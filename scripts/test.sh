@@ -31,8 +31,17 @@ bash "$ROOT/scripts/sanity.sh"
 log "module reference is up to date"
 python scripts/gen_module_docs.py --check
 
-log "pytest"
-python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  log "pytest $*"
+  python -m pytest "$@"
+else
+  # Two processes, whole files to each (the tests of one file share their services); the schemathesis file then
+  # runs alone, because its last test checks that the fuzzing in that same process reached every operation.
+  log "pytest (2 processes)"
+  python -m pytest -n 2 --dist loadfile --ignore=tests/reliability/test_schemathesis.py
+  log "pytest: schemathesis fuzzing of the proxy's OpenAPI document"
+  python -m pytest tests/reliability/test_schemathesis.py
+fi
 
 log "molecule (deploy role, render scenario with idempotence)"
 # Molecule keeps its state in ~/.ansible/tmp under a name derived from the checkout's directory name only, so a
