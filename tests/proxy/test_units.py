@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "files" / "proxy"))
 
-from litemaas_proxy import auth, config, routing  # noqa: E402
+from litemaas_proxy import auth, config, durations, routing  # noqa: E402
 from litemaas_proxy.errors import ProxyError  # noqa: E402
 from litemaas_proxy.limits import Descriptor, build_args, descriptors_for  # noqa: E402
 from litemaas_proxy.spend import compute_cost  # noqa: E402
@@ -22,20 +22,20 @@ NOW = datetime(2026, 11, 26, 23, 40, 10, tzinfo=UTC)  # a Thursday
 @pytest.mark.parametrize("value,expected", [("30s", (30, "s")), ("12h", (12, "h")), ("30d", (30, "d")), ("1w", (1, "w")), ("1mo", (1, "mo")),
                                             ("5m", (5, "m"))])
 def test_parse_duration(value, expected):
-    assert config.parse_duration(value) == expected
+    assert durations.parse_duration(value) == expected
 
 
 @pytest.mark.parametrize("value", ["30", "abc", "1y", "", None, 30, "-1", "1.5h"])
 def test_parse_duration_rejects(value):
-    with pytest.raises(config.DurationError):
-        config.parse_duration(value)
+    with pytest.raises(durations.DurationError):
+        durations.parse_duration(value)
 
 
 def test_duration_after():
-    assert config.duration_after("30s", NOW) == datetime(2026, 11, 26, 23, 40, 40, tzinfo=UTC)
-    assert config.duration_after("1mo", NOW) == datetime(2026, 12, 26, 23, 40, 10, tzinfo=UTC)
-    assert config.duration_after("1w", NOW) == datetime(2026, 12, 3, 23, 40, 10, tzinfo=UTC)
-    assert config.duration_after("1mo", datetime(2026, 1, 31, tzinfo=UTC)) == datetime(2026, 2, 28, tzinfo=UTC)
+    assert durations.duration_after("30s", NOW) == datetime(2026, 11, 26, 23, 40, 40, tzinfo=UTC)
+    assert durations.duration_after("1mo", NOW) == datetime(2026, 12, 26, 23, 40, 10, tzinfo=UTC)
+    assert durations.duration_after("1w", NOW) == datetime(2026, 12, 3, 23, 40, 10, tzinfo=UTC)
+    assert durations.duration_after("1mo", datetime(2026, 1, 31, tzinfo=UTC)) == datetime(2026, 2, 28, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -50,7 +50,7 @@ def test_duration_after():
     ("30s", datetime(2026, 11, 26, 23, 40, 30, tzinfo=UTC)),
 ])
 def test_budget_reset_alignment(value, expected):
-    assert config.next_budget_reset(value, NOW) == expected
+    assert durations.next_budget_reset(value, NOW) == expected
 
 
 def test_load_settings(tmp_path):

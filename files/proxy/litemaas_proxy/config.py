@@ -19,11 +19,8 @@ from urllib.parse import quote
 
 import yaml
 
-from litemaas_proxy.durations import UTC, DurationError, check_duration, duration_after, next_budget_reset, parse_duration, parse_timezone
+from litemaas_proxy.durations import UTC, DurationError, check_duration, parse_timezone
 from litemaas_proxy.values import parse_on_off
-
-__all__ = ["SETTINGS", "UTC", "DurationError", "Settings", "duration_after", "load_settings", "next_budget_reset", "parse_duration"]
-
 
 # ---------------------------------------------------------------------------- parsers: (value, label) -> typed value
 

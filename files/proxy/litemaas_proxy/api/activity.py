@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
-from litemaas_proxy.api.common import MAX_PAGE, check_range, int_query, parse_date, pool, proxy_of
+from litemaas_proxy.api.common import MAX_PAGE, check_range, int_query, parse_date, pool, proxy_of, query_filters
 from litemaas_proxy.api.routes import ADMIN, Route
 from litemaas_proxy.auth import hash_if_needed
 from litemaas_proxy.errors import bad_request, json_response
@@ -78,11 +78,7 @@ async def daily_activity(request: web.Request) -> web.Response:
     check_range(start, end)
     page = int_query(request, "page", 1, 1, MAX_PAGE)
     page_size = int_query(request, "page_size", 50, 1, 1000)
-    filters = []
-    for qname, col in q.ACTIVITY_FILTERS:
-        val = request.query.get(qname)
-        if val:
-            filters.append((col, hash_if_needed(val) if qname == "api_key" else val))
+    filters = query_filters(request, q.ACTIVITY_FILTERS, "api_key")
     rows = await q.activity(pool(proxy_of(request)), filters, _midnight(start), _midnight(end + timedelta(days=1)))
     by_day: dict = {}
     total = empty_metrics()

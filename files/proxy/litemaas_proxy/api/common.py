@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from litemaas_proxy.api import read_body_bytes
+from litemaas_proxy.auth import hash_if_needed
 from litemaas_proxy.durations import DurationError, check_duration, next_budget_reset
 from litemaas_proxy.errors import ProxyError, bad_request, validation_error
 
@@ -208,6 +209,22 @@ def validate_models(router, models: list) -> None:
         raise bad_request(f"Unknown model(s) in models: {unknown}. Available models: {sorted(router.model_names())}", "models")
 
 
+def budget_columns(proxy, period: str, now: Optional[datetime] = None) -> dict:
+    """The columns a budget period sets: the period as given and its next calendar-aligned reset."""
+    return {"budget_duration": period, "budget_reset_at": next_budget_reset(period, now, proxy.settings.budget_timezone)}
+
+
+def query_filters(request: web.Request, filters: tuple, hashed: str) -> list:
+    """(column, value) for each (query parameter, column) of ``filters`` that the request gives; the parameter
+    ``hashed`` may carry a key or its hash and is matched as the hash."""
+    out = []
+    for qname, col in filters:
+        val = request.query.get(qname)
+        if val:
+            out.append((col, hash_if_needed(val) if qname == hashed else val))
+    return out
+
+
 def row_values(proxy, body: dict, columns: dict, checks: Optional[dict] = None) -> dict:
     """A /user or /team request body -> column values: each field coerced (``coerce``), ``budget_duration`` with its
     next reset, ``models`` checked against the router; ``checks`` maps a resource's own fields to a function that
@@ -221,8 +238,7 @@ def row_values(proxy, body: dict, columns: dict, checks: Optional[dict] = None) 
         if val is None:
             continue  # null: unchanged (update) or the default (create)
         if name == "budget_duration":
-            out["budget_duration"] = val
-            out["budget_reset_at"] = next_budget_reset(val, now, proxy.settings.budget_timezone) if val else None
+            out.update(budget_columns(proxy, val, now))
         elif name == "models":
             validate_models(proxy.router, val)
             out["models"] = val

@@ -13,6 +13,7 @@ from aiohttp import web
 from litemaas_proxy import db
 from litemaas_proxy.api.common import (
     MAX_PAGE,
+    budget_columns,
     caller,
     caller_id,
     coerce,
@@ -21,12 +22,13 @@ from litemaas_proxy.api.common import (
     pool,
     proxy_of,
     public_key_row,
+    query_filters,
     read_body,
     validate_models,
 )
 from litemaas_proxy.api.routes import ADMIN, KEY, Route
 from litemaas_proxy.auth import MASTER, abbreviate, generate_key, hash_if_needed, hash_token, is_master, key_name
-from litemaas_proxy.durations import duration_after, next_budget_reset
+from litemaas_proxy.durations import duration_after
 from litemaas_proxy.errors import ProxyError, bad_request, json_response, not_found, validation_error
 from litemaas_proxy.queries import keys as q
 from litemaas_proxy.queries import teams as team_q
@@ -71,8 +73,7 @@ def key_values(proxy, body: dict, updating: bool) -> dict:
                 except ValueError:
                     raise bad_request(f"Invalid expires {val!r}: expected an ISO 8601 timestamp", "expires")
         elif name == "budget_duration":
-            out["budget_duration"] = val
-            out["budget_reset_at"] = next_budget_reset(val, now, proxy.settings.budget_timezone) if val else None
+            out.update(budget_columns(proxy, val, now))
         elif name in METADATA_PROMOTED:
             continue
         elif name == "models":
@@ -233,11 +234,7 @@ async def key_list(request: web.Request) -> web.Response:
     proxy = proxy_of(request)
     page = int_query(request, "page", 1, 1, MAX_PAGE)
     size = int_query(request, "size", 10, 1, 100)
-    filters = []
-    for qname, col in q.LIST_FILTERS:
-        val = request.query.get(qname)
-        if val:
-            filters.append((col, hash_if_needed(val) if qname == "key_hash" else val))
+    filters = query_filters(request, q.LIST_FILTERS, "key_hash")
     sort_by = request.query.get("sort_by") or "created_at"
     if sort_by not in db.KEY_COLUMNS:
         raise bad_request(f"Invalid sort_by {sort_by!r}", "sort_by")

@@ -9,6 +9,7 @@ from aiohttp import web
 from litemaas_proxy import db
 from litemaas_proxy.api.common import (
     MAX_PAGE,
+    budget_columns,
     caller,
     caller_id,
     flush_pending_spend,
@@ -22,7 +23,6 @@ from litemaas_proxy.api.common import (
 )
 from litemaas_proxy.api.keys import create_key
 from litemaas_proxy.api.routes import ADMIN, Route
-from litemaas_proxy.durations import next_budget_reset
 from litemaas_proxy.errors import DetailError, ProxyError, bad_request, json_response, not_found, validation_error
 from litemaas_proxy.queries import keys as key_q
 from litemaas_proxy.queries import users as q
@@ -56,8 +56,7 @@ async def user_new(request: web.Request) -> web.Response:
     values.setdefault("user_role", "internal_user")
     default_period = proxy.settings.default_user_budget_duration
     if default_period and "budget_duration" not in values:
-        values["budget_duration"] = default_period
-        values["budget_reset_at"] = next_budget_reset(default_period, None, proxy.settings.budget_timezone)
+        values.update(budget_columns(proxy, default_period))
     async with pool(proxy).acquire() as conn:
         async with conn.transaction():
             if await q.exists(conn, user_id):
