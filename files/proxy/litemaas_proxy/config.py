@@ -24,6 +24,7 @@ from litemaas_proxy.values import parse_on_off
 
 # ---------------------------------------------------------------------------- parsers: (value, label) -> typed value
 
+
 def _number(value: Any, label: str, cast, minimum: float, strict_min: bool, expected: str) -> Any:
     try:
         if isinstance(value, bool):
