@@ -164,8 +164,10 @@ class ProxyProcess:
     def request(self, method: str, path: str, body: Any = None, headers: Optional[dict] = None) -> tuple:
         return http_json(method, self.url + path, body, headers)
 
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait (graceful: in-flight requests finish, spend is flushed)."""
+    def terminate(self, timeout: float = 45.0) -> int:
+        """SIGTERM and wait (graceful: in-flight requests finish, spend is flushed). The default wait is above the
+        proxy's own shutdown budget (15 s drain + 10 s spend flush + the closing steps, about 33 s), so a kill here
+        means the proxy overran its budget."""
         proc, self.proc = self.proc, None
         if proc is None:
             return 0
