@@ -42,8 +42,7 @@ def test_the_listening_socket_has_the_default_backlog(proxy):
 
 
 @needs_ss
-@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.xfail(
-    strict=False, reason="open defect: under the full suite a two-worker proxy sometimes outlives its shutdown budget after SIGTERM"))])
+@pytest.mark.parametrize("workers", [1, 2])
 def test_the_backlog_setting_reaches_the_socket(proxy, proxy_factory, workers):
     p = proxy_factory(dsn=proxy.dsn, workers=workers, env={"LITEMAAS_LISTEN_BACKLOG": "1000"})
     try:

@@ -444,7 +444,11 @@ def test_proxy_workers_and_listen_backlog(renders):
     container = proxy_container("prebuilt_oauth_off")
     assert container["command"][5:7] == ["--workers", "3"]
     assert env_of(container)["LITEMAAS_LISTEN_BACKLOG"] == "1024"
-    # The grace period covers the proxy's shutdown budget (drain 15 s + final flush 10 s + closing 8 s).
+    # The grace period covers the proxy's shutdown budget with its default flush timeout (40 s).
+    from litemaas_proxy.cli import shutdown_budget
+    from litemaas_proxy.config import Settings
+
+    assert shutdown_budget(Settings()) < 45
     assert renders["defaults"].one("Deployment", "litellm")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
     assert renders["upstream_serviceaccount"].one("Deployment", "litellm")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
 

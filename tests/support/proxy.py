@@ -117,23 +117,25 @@ class ProxyProcess:
     def start(self, timeout: float = 30.0, wait_ready: bool = True) -> ProxyProcess:
         from tests.support.services import free_port
 
-        self.write_config()
         for _attempt in range(3):
-            self.port = self._fixed_port or free_port()
-            log = open(self.log_path, "ab")
-            try:
-                self.proc = subprocess.Popen(
-                    [self.python, "-m", "litemaas_proxy", "--host", "127.0.0.1", "--port", str(self.port), "--config", str(self.config_path),
-                     "--workers", str(self.workers)],
-                    cwd=str(self.work_dir), env=self.env(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-                )
-            finally:
-                log.close()
+            self.spawn(self._fixed_port or free_port())
             if self.wait(timeout, ready=wait_ready):
                 return self
             if self.proc.poll() is None or self._fixed_port:
                 break
         raise RuntimeError(f"proxy did not become ready on port {self.port}; log:\n{self.log_tail()}")
+
+    def spawn(self, port: int) -> subprocess.Popen:
+        """Start the proxy process on ``port`` without waiting for anything (its own session, so it can be signalled as a group)."""
+        self.write_config()
+        self.port = port
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.python, "-m", "litemaas_proxy", "--host", "127.0.0.1", "--port", str(self.port), "--config", str(self.config_path),
+                 "--workers", str(self.workers)],
+                cwd=str(self.work_dir), env=self.env(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        return self.proc
 
     def wait(self, timeout: float = 30.0, ready: bool = True) -> bool:
         path = "/health/readiness" if ready else "/health/liveliness"
@@ -166,8 +168,8 @@ class ProxyProcess:
 
     def terminate(self, timeout: float = 45.0) -> int:
         """SIGTERM and wait (graceful: in-flight requests finish, spend is flushed). The default wait is above the
-        proxy's own shutdown budget (15 s drain + 10 s spend flush + the closing steps, about 33 s), so a kill here
-        means the proxy overran its budget."""
+        proxy's own shutdown budget (40 s with the default spend flush timeout, past which the proxy ends itself with
+        status 70), so a kill here means the proxy did not even do that."""
         proc, self.proc = self.proc, None
         if proc is None:
             return 0

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 
 from aiohttp import web
 
 from litemaas_proxy import __version__
 from litemaas_proxy.accesslog import AccessLogger
-from litemaas_proxy.app import create_app
+from litemaas_proxy.app import CLOSE_TIMEOUT, create_app
 from litemaas_proxy.config import load_settings
 
 
@@ -27,9 +29,15 @@ def _install_uvloop() -> None:
 
 # Seconds in-flight requests get to finish after SIGTERM (streams included) before they are cancelled.
 SHUTDOWN_DRAIN_TIMEOUT = 15.0
+# Startup runs to its end before a stop is acted on (it waits at most 5 s for the database, then goes on in the background).
+STARTUP_ALLOWANCE = 5.0
+# Exit status of a worker that was still running past its shutdown budget and ended itself.
+SHUTDOWN_OVERRAN_STATUS = 70
 
-# SIGTERM/SIGINT that arrive before the server's own handlers exist (a worker still starting, the parent
-# between forks) are remembered here and replayed once the server handles them, so a stop is always graceful.
+log = logging.getLogger("litemaas_proxy")
+
+# SIGTERM/SIGINT that arrive before the event loop handles them (a worker still starting, the parent between forks)
+# are remembered here and acted on once it does, so a stop is never lost.
 _early_signals: list = []
 
 
@@ -37,25 +45,82 @@ def _remember_signal(signum, _frame) -> None:
     _early_signals.append(signum)
 
 
-async def _replay_early_signals(_app) -> None:
-    # aiohttp installs its signal handlers before the startup hooks run: re-sending reaches them.
-    for signum in _early_signals:
-        os.kill(os.getpid(), signum)
+def shutdown_budget(settings) -> float:
+    """Seconds from SIGTERM to exit, whatever PostgreSQL and Redis do: startup finishing, in-flight requests
+    draining, the final spend flush, then CLOSE_TIMEOUT each for background tasks, upstream, Redis, database and
+    whatever task is left when the event loop closes."""
+    return STARTUP_ALLOWANCE + SHUTDOWN_DRAIN_TIMEOUT + settings.shutdown_flush_timeout + 5 * CLOSE_TIMEOUT
+
+
+class _Lifecycle:
+    """Serve until SIGTERM/SIGINT, then stop gracefully. The signal only sets an event: it never interrupts startup
+    or the stop half-way (an exception raised into startup can be swallowed, leaving a worker serving after its stop).
+    A watchdog started with the stop ends the process if, against every bound above, it is still running."""
+
+    def __init__(self, budget: float, backlog: int):
+        self.budget = budget
+        self.backlog = backlog
+        self.stopping = asyncio.Event()
+        self.watchdog = None
+
+    def stop(self, signum: int) -> None:
+        if self.watchdog is not None:
+            return
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        self.stopping.set()
+        self.watchdog = threading.Timer(self.budget, self._overran, (self.budget,))
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    @staticmethod
+    def _overran(budget: float) -> None:
+        log.critical("still running %.0fs after the stop signal, past the shutdown budget: exiting now", budget)
+        logging.shutdown()
+        os._exit(SHUTDOWN_OVERRAN_STATUS)
+
+    async def run(self, app, sock, access: dict) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop, signum)
+        for signum in _early_signals:
+            self.stop(signum)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_DRAIN_TIMEOUT, keepalive_timeout=75.0, **access)
+        try:
+            await runner.setup()
+            if not self.stopping.is_set():
+                # aiohttp listens on the socket again with its own backlog (128 unless told): pass ours, or a burst of
+                # connections overflows the accept queue and every dropped SYN costs its client a 1-15 s retransmit.
+                await web.SockSite(runner, sock, backlog=self.backlog).start()
+                await self.stopping.wait()
+        finally:
+            await runner.cleanup()
+
+
+def _close_loop(loop) -> None:
+    """Cancel what is left (a task that ignores cancellation is not waited for past CLOSE_TIMEOUT) and close the loop."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    ending = [loop.create_task(loop.shutdown_asyncgens())] + tasks
+    loop.run_until_complete(asyncio.wait(ending, timeout=CLOSE_TIMEOUT))
+    loop.close()
 
 
 def _serve(args, sock: socket.socket) -> None:
     _install_uvloop()
     settings = load_settings(args.config)
     if not settings.master_key:
-        logging.getLogger("litemaas_proxy").warning("LITELLM_MASTER_KEY is not set: every request is accepted as proxy admin")
+        log.warning("LITELLM_MASTER_KEY is not set: every request is accepted as proxy admin")
     app = create_app(settings)
-    app.on_startup.insert(0, _replay_early_signals)
     access = {"access_log": None}
     if settings.access_log:
         access = {"access_log": logging.getLogger("litemaas_proxy.access"), "access_log_class": AccessLogger}
-    # aiohttp listens on the socket again with its own backlog (128 unless told): pass ours, or a burst of
-    # connections overflows the accept queue and every dropped SYN costs its client a 1-15 s retransmit.
-    web.run_app(app, sock=sock, print=None, shutdown_timeout=SHUTDOWN_DRAIN_TIMEOUT, handle_signals=True, backlog=settings.listen_backlog, **access)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_Lifecycle(shutdown_budget(settings), settings.listen_backlog).run(app, sock, access))
+    finally:
+        _close_loop(loop)
 
 
 def _bind(host: str, port: int, reuse_port: bool, backlog: int) -> socket.socket:
@@ -88,14 +153,25 @@ def main(argv=None) -> int:
     if args.workers <= 1:
         _serve(args, sock)
         return 0
+    # A signal that reaches a new worker before the interpreter has finished forking is dropped (the child clears
+    # the signals it inherited as pending). Stop signals are blocked over the forks, so one sent meanwhile (to the
+    # parent, or forwarded to a worker) waits in the kernel and is delivered when each process unblocks it.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     children = []
     for dummy in range(args.workers):
         pid = os.fork()
         if pid == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+            status = 1
             try:
                 _serve(args, sock)
+                status = 0
+            except Exception:
+                log.exception("worker stopped on an error")
             finally:
-                os._exit(0)
+                logging.shutdown()
+                os._exit(status)
         children.append(pid)
     sock.close()
 
@@ -110,6 +186,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, forward)
     for signum in _early_signals:
         forward(signum, None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     status = 0
     for child in children:
         while True:
