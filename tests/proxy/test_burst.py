@@ -141,3 +141,58 @@ def test_concurrent_first_requests_with_many_new_keys_are_looked_up_in_batches(p
     assert db_value(proxy.dsn, 'SELECT count(DISTINCT api_key) FROM "LiteLLM_SpendLogs" WHERE api_key = ANY(%s)', hashes) == 40
     assert db_value(proxy.dsn, 'SELECT count(*) FROM "LiteLLM_VerificationToken" WHERE token = ANY(%s) AND spend = %s', hashes,
                     2 * INPUT_COST + 5 * OUTPUT_COST) == 40
+
+
+# ---------------------------------------------------------------- garbage collection while serving
+
+def test_serving_begins_with_the_start_up_objects_out_of_the_collectors_reach():
+    # A burst must not meet a full collection of everything the start made (measured: 60-75 ms pauses per burst).
+    import asyncio
+    import gc
+    import signal
+    import socket
+
+    from aiohttp import web
+
+    from litemaas_proxy import cli
+
+    thresholds = gc.get_threshold()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.setblocking(False)
+    app = web.Application()
+
+    async def hello(_request):
+        return web.Response(text="hello")
+
+    app.router.add_get("/", hello)
+    life = cli._Lifecycle(budget=60, backlog=16)
+    seen = {}
+
+    async def main():
+        serving = asyncio.ensure_future(life.run(app, sock, {"access_log": None}))
+        for dummy in range(200):
+            try:
+                reader, writer = await asyncio.open_connection(*sock.getsockname())
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        seen["answer"] = (await reader.read()).decode()
+        writer.close()
+        seen["frozen"], seen["thresholds"] = gc.get_freeze_count(), gc.get_threshold()
+        life.stop(signal.SIGTERM)
+        await serving
+
+    try:
+        asyncio.run(main())
+    finally:
+        if life.watchdog is not None:
+            life.watchdog.cancel()
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        sock.close()
+    assert seen["answer"].startswith("HTTP/1.1 200") and seen["answer"].endswith("hello"), seen["answer"]
+    assert seen["frozen"] > 1000
+    assert seen["thresholds"] == cli.GC_THRESHOLDS
