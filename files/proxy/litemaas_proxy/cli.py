@@ -161,8 +161,8 @@ def main(argv=None) -> int:
     if args.workers <= 1:
         _serve(args, sock)
         return 0
-    # A signal that reaches a new worker before the interpreter has finished forking is dropped (the child clears
-    # the signals it inherited as pending). Stop signals are blocked over the forks, so one sent meanwhile (to the
+    # A signal that reaches a new worker before its interpreter has finished forking is dropped (the child forgets
+    # signals caught but not yet handled). Stop signals are blocked over the forks, so one sent meanwhile (to the
     # parent, or forwarded to a worker) waits in the kernel and is delivered when each process unblocks it.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
