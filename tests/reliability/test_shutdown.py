@@ -170,9 +170,9 @@ MOMENTS = {
 # Each moment at once and 150 ms later. A stop at once after the handlers are in place usually reaches the parent
 # while it is forking; it is repeated because a stop forwarded into a worker's fork is lost only now and then
 # (about one run in five before the fix).
-STARTUP_STOPS = [(workers, moment, after) for workers, moments in ((1, ("handlers", "listening", "ready")),
-                                                                    (2, ("handlers", "forked", "listening", "ready")))
-                 for moment in moments for after in (0.0, 0.15)] + [(2, "handlers", 0.0)] * 4
+STARTUP_MOMENTS = {1: ("handlers", "listening", "ready"), 2: ("handlers", "forked", "listening", "ready")}
+STARTUP_STOPS = [(workers, moment, after) for workers, moments in STARTUP_MOMENTS.items() for moment in moments for after in (0.0, 0.15)]
+STARTUP_STOPS += [(2, "handlers", 0.0)] * 4
 
 
 @pytest.mark.parametrize("workers, moment, after", STARTUP_STOPS)
