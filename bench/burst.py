@@ -48,9 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.proxy import ProxyProcess, http_json, stub_models  # noqa: E402
-from tests.support.services import PostgresServer, RedisServer  # noqa: E402
-from tests.support.stub_upstream import StubUpstream  # noqa: E402
+from tests.support.proxy import ProxyProcess, http_json, start_backing, stub_models  # noqa: E402
 
 MODEL = "stub-model"
 MASTER_KEY = "sk-burst-master-key"
@@ -390,12 +388,7 @@ def main(argv=None) -> int:
         if not args.skip_litellm:
             run_mod.ensure_litellm(Path(args.litellm_venv))
         log(f"starting PostgreSQL, Redis and the stub ({args.chunks} chunks, {args.gap:g} s apart) in {work}")
-        pg = PostgresServer(work / "pg").start()
-        started.append(pg)
-        redis = RedisServer(work / "redis").start()
-        started.append(redis)
-        stub = StubUpstream(log_path=work / "stub.log").start()
-        started.append(stub)
+        pg, redis, stub = start_backing(work, started)
         status, dummy, dummy2 = http_json("POST", stub.base_url + "/__stub/config", {"stream_chunks": args.chunks, "stream_chunk_delay": args.gap})
         if status != 200:
             raise RuntimeError(f"stub config failed: {status}")

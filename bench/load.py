@@ -38,9 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.proxy import INPUT_COST, OUTPUT_COST, ProxyProcess, stub_models  # noqa: E402
-from tests.support.services import PostgresServer, RedisServer  # noqa: E402
-from tests.support.stub_upstream import StubUpstream  # noqa: E402
+from tests.support.proxy import INPUT_COST, OUTPUT_COST, ProxyProcess, start_backing, stub_models  # noqa: E402
 
 MODEL = "stub-model"
 MASTER_KEY = "sk-load-master-key"
@@ -257,12 +255,7 @@ def run(args) -> dict:
     result: dict = {"passed": False}
     try:
         print(f"starting PostgreSQL, Redis, the stub upstream and {args.proxies} proxies of {args.workers} worker(s) (work dir {work}) ...", flush=True)
-        pg = PostgresServer(work / "pg").start()
-        started.append(pg)
-        redis = RedisServer(work / "redis").start()
-        started.append(redis)
-        stub = StubUpstream(log_path=work / "stub.log").start()
-        started.append(stub)
+        pg, redis, stub = start_backing(work, started)
         dsn = pg.create_database("litellm_db")
         proxies = []
         for i in range(args.proxies):

@@ -200,3 +200,18 @@ class ProxyProcess:
 
     def __exit__(self, *exc) -> None:
         self.terminate()
+
+
+def start_backing(work: Path, started: list) -> tuple:
+    """PostgreSQL, Redis and the stub upstream under ``work`` (the benchmarks' backing services). Each is appended to
+    ``started`` as soon as it runs, so the caller stops whatever did start even when a later one fails."""
+    from tests.support.services import PostgresServer, RedisServer
+    from tests.support.stub_upstream import StubUpstream
+
+    pg = PostgresServer(work / "pg").start()
+    started.append(pg)
+    redis = RedisServer(work / "redis").start()
+    started.append(redis)
+    stub = StubUpstream(log_path=work / "stub.log").start()
+    started.append(stub)
+    return pg, redis, stub
