@@ -149,13 +149,14 @@ def _short(message: str, limit: int = 300) -> str:
     return message if len(message) <= limit else message[:limit] + "..."
 
 
-def _drop_none(node):
-    """Schema keywords with a null value (the Route CRD has ``anyOf: null``) mean "not set"."""
-    if isinstance(node, dict):
-        return {k: _drop_none(v) for k, v in node.items() if v is not None}
-    if isinstance(node, list):
-        return [_drop_none(v) for v in node]
-    return node
+def _without_nulls(value):
+    """``value`` with every null dropped, as "not set". In an object, that is what a Go API server decodes (a JSON
+    null is the field's zero value); in a schema, a keyword with a null value (the Route CRD has ``anyOf: null``)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _refs(node):
@@ -189,7 +190,7 @@ def _strict_swagger(node):
 @functools.lru_cache(maxsize=1)
 def _openshift() -> tuple:
     document = json.loads((shared_dir() / "schemas" / "openshift-openapi.json").read_text())
-    definitions = _drop_none(document["definitions"])
+    definitions = _without_nulls(document["definitions"])
     # IntOrString is declared as a string with format int-or-string: the API server takes both.
     definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["integer", "string"]}
     _strict_swagger(definitions)
@@ -337,7 +338,7 @@ def _crd_version(path: Path, version: str) -> tuple:
     served = sorted(name for name, v in versions.items() if v.get("served"))
     if entry is None or not entry.get("served"):
         return None, f"version {version} is not served by {path.name} (served: {', '.join(served)})"
-    raw = _drop_none(entry["schema"]["openAPIV3Schema"])
+    raw = _without_nulls(entry["schema"]["openAPIV3Schema"])
     schema = _structural(raw)
     properties = schema.setdefault("properties", {})
     properties.setdefault("apiVersion", {"type": "string"})
@@ -493,15 +494,6 @@ def _errors(validator, instance, patch: bool) -> list:
     plain = {tuple(e.absolute_path) for e in found if e.validator not in ("anyOf", "oneOf")}
     return sorted({(_json_path(e.absolute_path), _short(e.message)) for e in found
                    if e.validator not in ("anyOf", "oneOf") or tuple(e.absolute_path) not in plain})
-
-
-def _without_nulls(value):
-    """What a Go API server decodes: a JSON null is the field's zero value, i.e. as if it were not set."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def check_object(obj, file: str = "?", *, patch: bool = False) -> tuple:
