@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.proxy import ProxyProcess, http_json, start_backing, stub_models  # noqa: E402
+from tests.support.services import stop_all  # noqa: E402
 
 MODEL = "stub-model"
 MASTER_KEY = "sk-burst-master-key"
@@ -456,11 +457,7 @@ def main(argv=None) -> int:
         log(f"results in {out}")
         return 0
     finally:
-        for proc in reversed(started):
-            try:
-                proc.stop()
-            except Exception as exc:  # keep stopping the others
-                log(f"stopping {proc}: {exc}")
+        stop_all(started, log)
         if args.keep:
             log(f"kept {work}")
         else:

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.proxy import INPUT_COST, OUTPUT_COST, ProxyProcess, start_backing, stub_models  # noqa: E402
+from tests.support.services import stop_all  # noqa: E402
 
 MODEL = "stub-model"
 MASTER_KEY = "sk-load-master-key"
@@ -323,11 +324,7 @@ def run(args) -> dict:
         }
         return result
     finally:
-        for thing in reversed(started):
-            try:
-                thing.stop()
-            except Exception as exc:  # keep stopping the rest
-                print(f"warning: could not stop {type(thing).__name__}: {exc}", file=sys.stderr)
+        stop_all(started, lambda message: print(f"warning: {message}", file=sys.stderr))
         if not args.keep and not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.services import PostgresServer, RedisServer, free_port  # noqa: E402
+from tests.support.services import PostgresServer, RedisServer, free_port, stop_all  # noqa: E402
 from tests.support.stub_upstream import StubUpstream  # noqa: E402
 
 LITELLM_VERSION = "1.81.0"
@@ -569,11 +569,7 @@ def main(argv=None) -> int:
         log(f"benchmark failed: {exc!r}")
         raise
     finally:
-        for thing in reversed(started):
-            try:
-                thing.stop()
-            except Exception as exc:  # keep stopping the others
-                log(f"stopping {thing!r} failed: {exc}")
+        stop_all(started, log)
         shutil.rmtree(work / "pg" / "pgdata", ignore_errors=True)  # logs stay in the run directory
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

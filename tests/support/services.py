@@ -42,3 +42,13 @@ class PostgresServer(shared.PostgresServer):
 
 __all__ = ["PostgresServer", "RedisServer", "ServiceError", "free_port", "log_tail", "pg_bin", "port_open", "process_alive",
            "stop_process", "wait_for_port"]
+
+
+def stop_all(started: list, warn) -> None:
+    """Stop what was started, last first (benchmarks' clean-up). One that fails to stop is reported through
+    ``warn(message)`` and the rest are still stopped."""
+    for thing in reversed(started):
+        try:
+            thing.stop()
+        except Exception as exc:  # keep stopping the others
+            warn(f"could not stop {thing!r}: {exc}")
