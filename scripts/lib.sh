@@ -25,6 +25,8 @@ ensure_os_packages() {
   have_pg || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v git >/dev/null 2>&1 || missing+=(git)
+  # ss reads a listening socket's backlog (tests/proxy/test_burst.py).
+  if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then command -v ss >/dev/null 2>&1 || missing+=(iproute2); fi
   # A developer tool: only the test command needs it (scripts/local.sh sets LITEMAAS_DEV_TOOLS=0).
   if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck); fi
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)

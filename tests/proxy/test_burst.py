@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -16,12 +15,13 @@ import pytest
 
 from tests.proxy.conftest import INPUT_COST, OUTPUT_COST, chat, db_value, new_key, wait_for
 from tests.support.proxy import http_json
+from tests.support.tools import require_tool
 
 
 def listen_backlog(port: int) -> int:
     """The accept-queue limit of the socket listening on 127.0.0.1:port, as the kernel reports it
     (``ss``: for a LISTEN socket the Send-Q column is the backlog)."""
-    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=10).stdout
+    out = subprocess.run([require_tool("ss", "iproute2"), "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=10).stdout
     rows = [line.split() for line in out.splitlines() if line.strip()]
     assert len(rows) == 1, f"expected one listening socket on port {port}, ss printed:\n{out}"
     return int(rows[0][2])
@@ -32,16 +32,11 @@ def somaxconn() -> int:
         return int(fh.read())
 
 
-needs_ss = pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) is needed to read a socket's backlog")
-
-
-@needs_ss
 def test_the_listening_socket_has_the_default_backlog(proxy):
     # aiohttp listens again on the socket it is given; without an explicit backlog the queue shrinks to 128.
     assert listen_backlog(proxy.port) == min(4096, somaxconn())
 
 
-@needs_ss
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_backlog_setting_reaches_the_socket(proxy, proxy_factory, workers):
     p = proxy_factory(dsn=proxy.dsn, workers=workers, env={"LITEMAAS_LISTEN_BACKLOG": "1000"})

@@ -47,10 +47,20 @@ def assert_error(data, status: int, fragment: str = None, etype: str = None):
 
 
 def test_master_key_via_both_headers(proxy):
-    status, dummy, dummy = http_json("GET", proxy.url + "/key/list", headers={"Authorization": f"Bearer {proxy.master_key}"})
-    assert status == 200
-    status, dummy, dummy = http_json("GET", proxy.url + "/key/list", headers={"x-litellm-api-key": proxy.master_key})
-    assert status == 200
+    """The master key works in either header and sees the same listing (LiteLLM's /key/list shape)."""
+    alias = "both-headers-" + uuid.uuid4().hex[:8]
+    status, created, dummy = http_json("POST", proxy.url + "/key/generate", {"key_alias": alias},
+                                       headers={"x-litellm-api-key": proxy.master_key})
+    assert status == 200, created
+    listings = []
+    for headers in ({"Authorization": f"Bearer {proxy.master_key}"}, {"x-litellm-api-key": proxy.master_key}):
+        status, data, dummy = http_json("GET", proxy.url + f"/key/list?key_alias={alias}&return_full_object=true", headers=headers)
+        assert status == 200, data
+        assert [k["key_alias"] for k in data["keys"]] == [alias], data
+        assert data["keys"][0]["token"] == created["token"], data
+        assert data["total_count"] == 1, data
+        listings.append(data)
+    assert listings[0] == listings[1]
 
 
 def test_auth_errors(proxy):

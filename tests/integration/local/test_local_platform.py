@@ -200,7 +200,11 @@ def test_keys_work_through_the_proxy(platform):
                                  headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=60)
-    assert err.value.code in (401, 403)
+    assert err.value.code == 401
+    refusal = json.load(err.value)["error"]
+    assert refusal["type"] == "key_model_access_denied", refusal
+    assert refusal["message"].startswith("key not allowed to access model."), refusal
+    assert "Tried to access granite-3-8b" in refusal["message"], refusal
 
 
 def test_second_run_changes_nothing_and_leaves_processes_alone(platform):

@@ -255,10 +255,13 @@ def test_cli_deletes_and_syncs_the_portal(proxy, portal_db):
     assert proxy.master_key not in proc.stdout + proc.stderr
     rows = {r[1]: r[2] for r in _rows(portal_db)}
     assert rows == {alias: False, f"cli-{run_id}-user2": True}
-    status, dummy, dummy_headers = proxy.request("POST", "/v1/chat/completions",
-                                                 {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}]},
-                                                 headers={"Authorization": f"Bearer {secret}"})
-    assert status in (400, 401, 403)
+    status, body, dummy_headers = proxy.request("POST", "/v1/chat/completions",
+                                                {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}]},
+                                                headers={"Authorization": f"Bearer {secret}"})
+    # The deleted key is unknown to the proxy: 401 with LiteLLM's "token not found" error, not any other refusal.
+    assert status == 401, body
+    assert body["error"]["type"] == "token_not_found_in_db", body
+    assert body["error"]["message"].startswith("Authentication Error, Invalid proxy server token passed."), body
 
 
 @pytest.mark.parametrize("driver", ["psycopg2", "asyncpg"])
