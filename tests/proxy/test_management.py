@@ -328,6 +328,20 @@ def test_team_new_and_info(proxy):
     assert proxy.admin("POST", "/team/new", {"max_budget": -1})[0] == 400
 
 
+
+@pytest.mark.parametrize("members, fragment", [([None], "members_with_roles must hold objects"),
+                                               ([{"role": "owner", "user_id": "u1"}], "role must be 'admin' or 'user'"),
+                                               ([{"role": "user", "user_id": 7}], "user_id must be a string")])
+def test_team_members_must_be_member_objects(proxy, members, fragment):
+    """A malformed members_with_roles is refused naming the field, and no team is created."""
+    team = uid("tm")
+    status, err = proxy.admin("POST", "/team/new", {"team_id": team, "members_with_roles": members})
+    assert status == 400, err
+    assert_error(err, 400, fragment)
+    assert err["error"]["param"] == "members_with_roles"
+    assert proxy.admin("GET", f"/team/info?team_id={team}")[0] == 404
+
+
 # ------------------------------------------------------------------ models
 
 
@@ -367,6 +381,18 @@ def test_model_crud_and_proxy_model_table(proxy):
     assert status == 200 and data == {"message": f"Model: {model_id} deleted successfully"}
     assert all(m["model_name"] != name for m in proxy.admin("GET", "/model/info")[1]["data"])
     assert proxy.admin("POST", "/model/delete", {"id": model_id})[0] == 400
+
+
+@pytest.mark.parametrize("params, fragment", [({"tpm": True}, "litellm_params.tpm must be a number"),
+                                              ({"rpm": 1.5}, "litellm_params.rpm must be a whole number"),
+                                              ({"input_cost_per_token": False}, "litellm_params.input_cost_per_token must be a number")])
+def test_model_numbers_are_numbers(proxy, params, fragment):
+    """true/false are not numbers (Python's bool is an int), and limits are whole numbers; nothing is stored."""
+    name = uid("badnum")
+    status, err = proxy.admin("POST", "/model/new", {"model_name": name, "litellm_params": {"model": "openai/x", **params}})
+    assert status == 400, err
+    assert_error(err, 400, fragment)
+    assert all(m["model_name"] != name for m in proxy.admin("GET", "/model/info")[1]["data"])
 
 
 def test_config_models_are_read_only(proxy):

@@ -2,10 +2,13 @@
 
 Every operation of the document is called with schemathesis's explicit examples, its coverage cases (boundary
 values, missing required fields, wrong types) and a bounded number of generated requests, valid and invalid
-(``positive`` and ``negative`` modes). The checks: no response is a 5xx, and every 4xx carries LiteLLM's error
-shape (``{"error": {"message", "type", "param", "code"}}`` with ``code`` equal to the status, or FastAPI's
-``{"detail": ...}`` for 422 validation errors). Management routes get the master key, data-plane routes a
-virtual key; the data plane reaches the stub upstream. Generation is derandomized, so a run is reproducible.
+(``positive`` and ``negative`` modes). The checks: no response is a 5xx; every answer's status code, content type,
+headers and body conform to the document (the response schemas name the fields the portal and the OpenAI client
+read, so a renamed or missing field fails); and every 4xx carries LiteLLM's error shape
+(``{"error": {"message", "type", "param", "code"}}`` with ``code`` equal to the status), or FastAPI's
+``{"detail": ...}`` exactly where LiteLLM answers with it: 422 validation errors, and ``/user/delete``'s 404.
+Management routes get the master key, data-plane routes a virtual key; the data plane reaches the stub upstream.
+Generation is derandomized, so a run is reproducible.
 
 The proxy runs on its own database, so the keys, users, teams and models created here stay out of other tests.
 """
@@ -22,7 +25,9 @@ import requests
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, Phase, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import content_type_conformance, not_a_server_error, response_headers_conformance, response_schema_conformance, status_code_conformance
+from schemathesis.core.failures import FailureGroup
+from schemathesis.core.transport import Response
 
 from tests.support.proxy import stub_models
 
@@ -33,6 +38,7 @@ MAX_EXAMPLES = int(os.environ.get("LITEMAAS_FUZZ_EXAMPLES", "40"))
 STUB_MAX_TOKENS = 64  # the stub upstream builds a reply of max_tokens words: keep it small
 CALLS: collections.Counter = collections.Counter()
 STATUSES: collections.Counter = collections.Counter()
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +95,7 @@ def auth_headers(case, fuzz_proxy, data_key) -> dict:
     return {"x-litellm-api-key": fuzz_proxy.master_key}
 
 
-def check_error_shape(response) -> None:
+def check_error_shape(response, method: str, path: str) -> None:
     status = response.status_code
     try:
         body = response.json()
@@ -101,9 +107,15 @@ def check_error_shape(response) -> None:
         assert isinstance(err, dict) and {"message", "type", "param", "code"} <= set(err), body
         assert isinstance(err["message"], str) and err["message"], body
         assert err["code"] == str(status), body
-    else:
-        assert status == 422 or "detail" in body, body
-        assert "detail" in body, body
+        return
+    assert set(body) == {"detail"}, body
+    if status == 422:  # FastAPI's validation error: a list of {loc, msg, type}
+        assert isinstance(body["detail"], list) and body["detail"], body
+        for item in body["detail"]:
+            assert {"loc", "msg", "type"} <= set(item), body
+    else:  # LiteLLM's /user/delete answers an unknown user with FastAPI's HTTPException shape
+        assert (status, method, path) == (404, "POST", "/user/delete"), (status, method, path, body)
+        assert body["detail"]["error"].startswith("User not found, passed user_id="), body
 
 
 @schema.parametrize()
@@ -117,9 +129,9 @@ def test_no_server_error_and_litellm_error_shape(case, fuzz_proxy, data_key):
     response = case.call(base_url=fuzz_proxy.url, headers=auth_headers(case, fuzz_proxy, data_key), timeout=60)
     CALLS[f"{case.method} {case.path}"] += 1
     STATUSES[response.status_code] += 1
-    case.validate_response(response, checks=[not_a_server_error])
+    case.validate_response(response, checks=CHECKS)
     if 400 <= response.status_code < 500:
-        check_error_shape(response)
+        check_error_shape(response, case.method.upper(), case.path)
 
 
 def test_served_document_is_the_packaged_one(fuzz_proxy):
@@ -130,11 +142,38 @@ def test_served_document_is_the_packaged_one(fuzz_proxy):
     schemathesis.openapi.from_dict(served).validate()  # against the OpenAPI 3.0 meta-schema
 
 
-def test_a_broken_document_would_be_caught():
-    broken = load_document()
-    broken["paths"]["/key/info"]["get"]["parameters"][0]["in"] = "nowhere"
-    with pytest.raises(Exception, match="nowhere"):
-        schemathesis.openapi.from_dict(broken).validate()
+def _answer_with(response, body) -> Response:
+    """A copy of the proxy's ``response`` carrying ``body`` instead (same status, headers and request)."""
+    content = json.dumps(body).encode()
+    headers = {name: values for name, values in response.headers.items() if name.lower() != "content-length"}
+    headers["content-length"] = [str(len(content))]
+    return Response(status_code=response.status_code, headers=headers, content=content, request=response.request,
+                    elapsed=response.elapsed, verify=response.verify)
+
+
+@pytest.mark.parametrize("path, method, field", [("/key/generate", "POST", "key"), ("/key/generate", "POST", "token"),
+                                                 ("/v1/chat/completions", "POST", "choices")])
+def test_a_renamed_or_missing_field_in_a_real_answer_fails_the_checks(fuzz_proxy, data_key, path, method, field):
+    """The proxy's real answer passes the response checks; the same answer with one field the clients read renamed
+    (LiteLLM's ``key`` to ``api_key``, ``token``, the OpenAI client's ``choices``) does not."""
+    operation = schema[path][method]
+    if path == "/key/generate":
+        case = operation.Case(body={"key_alias": "conformance-" + os.urandom(4).hex()})
+        headers = {"x-litellm-api-key": fuzz_proxy.master_key}
+    else:
+        case = operation.Case(body={"model": "stub-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3})
+        headers = {"Authorization": f"Bearer {data_key}"}
+    response = case.call(base_url=fuzz_proxy.url, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    case.validate_response(response, checks=CHECKS)
+    body = response.json()
+    assert field in body, body
+    renamed = dict(body)
+    renamed["renamed_" + field] = renamed.pop(field)
+    with pytest.raises(FailureGroup) as failed:
+        case.validate_response(_answer_with(response, renamed), checks=CHECKS)
+    messages = [str(failure) for failure in failed.value.exceptions]
+    assert any(f"{field!r} is a required property".replace("'", '"') in m for m in messages), messages
 
 
 def test_every_operation_was_exercised(fuzz_proxy):

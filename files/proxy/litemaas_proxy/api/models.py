@@ -35,9 +35,13 @@ def normalise_model(proxy, body: dict, existing: Optional[dict] = None) -> tuple
     for name in ("input_cost_per_token", "output_cost_per_token", "rpm", "tpm", "timeout"):
         if merged_params.get(name) is not None:
             try:
+                if isinstance(merged_params[name], bool):
+                    raise TypeError(name)
                 val = float(merged_params[name])
             except (TypeError, ValueError):
                 raise bad_request(f"litellm_params.{name} must be a number", "litellm_params")
+            if name in ("rpm", "tpm") and val != int(val):
+                raise bad_request(f"litellm_params.{name} must be a whole number", "litellm_params")
             if val < 0:
                 raise bad_request(f"litellm_params.{name} cannot be negative", "litellm_params")
     for name in ("api_base", "api_key", "custom_llm_provider", "passthrough_prefix"):

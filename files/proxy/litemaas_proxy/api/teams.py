@@ -16,8 +16,18 @@ from litemaas_proxy.queries import teams as q
 
 
 def members(val: list) -> list:
+    """LiteLLM's ``members_with_roles``: a list of ``{"role": "admin"|"user", "user_id", "user_email"}`` objects."""
     if not isinstance(val, list):
         raise bad_request("members_with_roles must be a list", "members_with_roles")
+    for item in val:
+        if not isinstance(item, dict):
+            raise bad_request(f"members_with_roles must hold objects like {{\"role\": \"user\", \"user_id\": \"...\"}}. Received: {item!r}",
+                              "members_with_roles")
+        if item.get("role") is not None and item["role"] not in ("admin", "user"):
+            raise bad_request(f"members_with_roles role must be 'admin' or 'user'. Received: {item['role']!r}", "members_with_roles")
+        for name in ("user_id", "user_email"):
+            if item.get(name) is not None and not isinstance(item[name], str):
+                raise bad_request(f"members_with_roles {name} must be a string. Received: {item[name]!r}", "members_with_roles")
     return val
 
 
