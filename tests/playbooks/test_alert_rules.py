@@ -24,7 +24,7 @@ def _alert(severity: str, **labels) -> dict:
 # (alert, description, input series, evaluated at, expected alerts); series values in promtool's notation, 1 sample a minute.
 CASES = [
     ("LiteMaaSProxyDown", "every target down", [(f'up{{{SEL}, job="litellm", instance="a"}}', "0x15")], "10m", [_alert("critical")]),
-    ("LiteMaaSProxyDown", "no target at all: the same labels", [(f'up{{namespace="other", job="litellm"}}', "1x15")], "10m",
+    ("LiteMaaSProxyDown", "no target at all: the same labels", [('up{namespace="other", job="litellm"}', "1x15")], "10m",
      [_alert("critical")]),
     ("LiteMaaSProxyDown", "one of two targets up", [(f'up{{{SEL}, job="litellm", instance="a"}}', "0x15"),
                                                     (f'up{{{SEL}, job="litellm", instance="b"}}', "1x15")], "10m", []),
