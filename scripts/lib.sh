@@ -30,6 +30,8 @@ ensure_os_packages() {
   # A developer tool: only the test command needs it (scripts/local.sh sets LITEMAAS_DEV_TOOLS=0).
   if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck); fi
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  # Only the test command too: the monitoring tests run the real Prometheus and promtool (alert rules, a 2-worker proxy).
+  if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus); fi
   if [ "${#missing[@]}" -gt 0 ]; then
     log "Installing OS packages: ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then

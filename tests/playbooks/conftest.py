@@ -87,7 +87,7 @@ def exported_series(metrics_text: str) -> set:
 PROMQL_WORDS = {
     "sum", "by", "without", "rate", "irate", "increase", "histogram_quantile", "max", "min", "avg", "count", "topk", "bottomk",
     "absent", "or", "and", "unless", "on", "ignoring", "group_left", "group_right", "clamp_min", "clamp_max", "le", "offset",
-    "humanize", "vector", "label_values", "bool",
+    "humanize", "vector", "label_values", "bool", "label_replace", "last_over_time", "max_over_time",
 }
 
 

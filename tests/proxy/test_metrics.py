@@ -7,7 +7,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.proxy.conftest import INPUT_COST, OUTPUT_COST, client, new_key, uid
+from tests.proxy.conftest import INPUT_COST, OUTPUT_COST, chat, client, new_key, uid
 from tests.support.proxy import http_json
 
 ROUTE = "/v1/chat/completions"
@@ -120,3 +120,120 @@ def test_metrics_can_require_a_key(proxy_factory):
     assert http_json("GET", p.url + "/metrics", headers={"Authorization": "Bearer sk-wrong"})[0] == 401
     status, text, dummy = http_json("GET", p.url + "/metrics", headers={"Authorization": f"Bearer {new_key(p)}"})
     assert status == 200 and "litellm_proxy_total_requests_metric" in text
+
+
+def _statuses(samples: dict, name: str = "litellm_proxy_total_requests_metric_total", **labels) -> dict:
+    """{status_code: count} of the samples of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    out: dict = {}
+    for k, v in samples.get(name, {}).items():
+        if want <= k:
+            code = dict(k)["status_code"]
+            out[code] = out.get(code, 0) + v
+    return out
+
+
+def test_refusals_before_routing_are_counted_with_bounded_labels(mp):
+    """401 (no key, unknown key, not a virtual key), 400 (unknown model, no model) are counted like every other answer;
+    a model name the proxy does not serve never becomes a label value, and neither does a presented key."""
+    before = scrape(mp)
+    headers = {"Authorization": "Bearer sk-guessed-0000"}
+    body = {"model": "made-up-model-name", "messages": [{"role": "user", "content": "x"}]}
+    got = [http_json("POST", mp.url + ROUTE, body, headers)[0],
+           http_json("POST", mp.url + ROUTE, body)[0],
+           http_json("POST", mp.url + ROUTE, body, {"Authorization": "Bearer not-a-virtual-key"})[0]]
+    key = new_key(mp)
+    got += [http_json("POST", mp.url + ROUTE, body, {"Authorization": f"Bearer {key}"})[0],
+            http_json("POST", mp.url + ROUTE, {"messages": []}, {"Authorization": f"Bearer {key}"})[0]]
+    assert got == [401, 401, 401, 400, 400]
+    after = scrape(mp)
+    delta = {code: n - _statuses(before, requested_model="None", route=ROUTE).get(code, 0)
+             for code, n in _statuses(after, requested_model="None", route=ROUTE).items()}
+    assert {c: n for c, n in delta.items() if n} == {"401": 3, "400": 2}
+    failed = {code: n - _statuses(before, "litellm_proxy_failed_requests_metric_total", requested_model="None").get(code, 0)
+              for code, n in _statuses(after, "litellm_proxy_failed_requests_metric_total", requested_model="None").items()}
+    assert {c: n for c, n in failed.items() if n} == {"401": 3, "400": 2}
+    text = http_json("GET", mp.url + "/metrics")[1]
+    assert "made-up-model-name" not in text and "sk-guessed" not in text and "not-a-virtual-key" not in text
+
+
+def test_key_refused_while_the_database_is_unreachable_is_counted(proxy_factory, redis_server):
+    """A key the proxy has not cached cannot be verified without PostgreSQL: the 503 it answers is counted."""
+    from tests.support.services import free_port
+
+    p = proxy_factory(dsn=f"postgresql://nobody@127.0.0.1:{free_port()}/none", start=False)
+    p.start(wait_ready=False)
+    statuses = [chat(p, "sk-not-cached-" + str(i))[0] for i in range(4)]
+    assert statuses == [503] * 4
+    assert _statuses(scrape(p), requested_model="None", route=ROUTE) == {"503": 4}
+
+
+def _worker_snapshots(p) -> list:
+    """Each worker's own numbers, read from its abstract metrics socket (the way a scraped worker reads them)."""
+    import json
+    import socket
+
+    names = []
+    with open("/proc/net/unix") as fh:
+        for line in fh:
+            path = line.split()[-1]
+            if path.startswith(f"@litemaas-metrics-{p.pid}-"):
+                names.append(path)
+    out = []
+    for name in sorted(set(names)):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect("\0" + name[1:])
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        out.append(json.loads(data))
+    return out
+
+
+def _snapshot_statuses(snap: dict) -> dict:
+    out: dict = {}
+    for labels, n in snap["counters"]["requests"]:
+        out[labels[2]] = out.get(labels[2], 0) + n
+    return out
+
+
+def test_two_workers_report_the_pods_numbers(proxy_factory, stub_upstream):
+    """With 2 workers, whichever worker answers /metrics reports the sum of both; each worker did serve requests."""
+    p = proxy_factory(database=uid("metrics2w").replace("-", "_"), workers=2)
+    key = new_key(p)
+    sent: dict = {}
+    for i in range(60):
+        status = chat(p, key if i % 3 else "sk-wrong-key")[0]
+        sent[str(status)] = sent.get(str(status), 0) + 1
+    assert sent == {"200": 40, "401": 20}
+    workers = _worker_snapshots(p)
+    assert len(workers) == 2
+    per_worker = [_snapshot_statuses(w) for w in workers]
+    assert all(sum(s.values()) > 0 for s in per_worker), per_worker  # both served some
+    for dummy in range(4):  # new connections: any worker may answer the scrape
+        assert _statuses(scrape(p), route=ROUTE) == sent
+    m = scrape(p)
+    assert value(m, "litellm_deployment_success_responses_total", model_group="stub-model") == 40
+    assert value(m, "litellm_input_tokens_metric_total", model="stub-model") == 40 * 2
+
+
+def _snap(requests: int, queue: int, state: int, in_flight: int) -> dict:
+    labels = ["m", "m-1", "openai/m", "http://up/v1", "openai"]
+    return {"counters": {"requests": [[["m", ROUTE, "200", "None"], requests]]}, "histograms": {"latency": [["m", [1, 0, 0.5]]]},
+            "deployments": [[labels, state, in_flight, requests, requests, 0, {"503": 1}]], "fallbacks_ok": [], "fallbacks_bad": [],
+            "lookups": [1, 1], "gauges": {"litellm_in_memory_spend_update_queue_size": queue}}
+
+
+def test_merge_adds_counters_and_combines_gauges_by_meaning():
+    """Counters and histograms add up; the spend backlog and requests in flight add up; a deployment cooling down in
+    one worker is cooling down for the pod; a worker that stopped answering keeps its counters but not its gauges."""
+    from litemaas_proxy.metrics import merge
+
+    pod = merge([_snap(3, 10, 0, 1), _snap(4, 5, 2, 2), _snap(7, 1000, 2, 9)], [True, True, False])
+    assert pod["counters"]["requests"] == {("m", ROUTE, "200", "None"): 14}
+    assert pod["histograms"]["latency"] == {"m": [3, 0, 1.5]}
+    assert pod["gauges"] == {"litellm_in_memory_spend_update_queue_size": 15}
+    dep = pod["deployments"][("m", "m-1", "openai/m", "http://up/v1", "openai")]
+    assert dep == {"state": 2, "in_flight": 3, "requests": 14, "successes": 14, "cooldowns": 0, "errors": {"503": 3}}
+    assert pod["lookups"] == [3, 3]
+    assert merge([_snap(1, 0, 0, 0)], [True])["deployments"][("m", "m-1", "openai/m", "http://up/v1", "openai")]["state"] == 0

@@ -309,7 +309,7 @@ def http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
     return ProxyError(exc.status, exc.text or exc.reason, etype, "None")
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, worker: Optional[metrics.Worker] = None) -> web.Application:
     from litemaas_proxy import guardrails, routing
     from litemaas_proxy.api import activity, data, health, keys, models, openapi, passthrough, teams, users
 
@@ -321,11 +321,14 @@ def create_app(settings: Settings) -> web.Application:
     routing.setup(proxy)
     guardrails.setup(app, proxy)
     routes.install(app, openapi.ROUTES)
-    routes.install(app, data.routes(proxy))
+    data_routes = data.routes(proxy)
+    routes.install(app, data_routes)
     for module in (keys, users, teams, models, activity, health):
         routes.install(app, module.ROUTES)
-    routes.install(app, metrics.routes(proxy))
-    routes.install(app, passthrough.routes(app, proxy))
+    passthrough_routes = passthrough.routes(app, proxy)
+    routes.install(app, passthrough_routes)
+    # Every answer of the LLM (POST) and pass-through routes is counted, with the pod's numbers at /metrics.
+    metrics.install(app, proxy, [r for r in data_routes if r.method == "POST"] + passthrough_routes, worker)
 
     async def on_startup(_app):
         await proxy.start()

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+from typing import Optional
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from litemaas_proxy import __version__
 from litemaas_proxy.accesslog import AccessLogger
 from litemaas_proxy.app import CLOSE_TIMEOUT, create_app
 from litemaas_proxy.config import load_settings
+from litemaas_proxy.metrics import Worker, worker_group
 
 
 def _install_uvloop() -> None:
@@ -114,12 +116,12 @@ def _close_loop(loop) -> None:
     loop.close()
 
 
-def _serve(args, sock: socket.socket) -> None:
+def _serve(args, sock: socket.socket, worker: Optional[Worker] = None) -> None:
     _install_uvloop()
     settings = load_settings(args.config)
     if not settings.master_key:
         log.warning("LITELLM_MASTER_KEY is not set: every request is accepted as proxy admin")
-    app = create_app(settings)
+    app = create_app(settings, worker)
     access = {"access_log": None}
     if settings.access_log:
         access = {"access_log": logging.getLogger("litemaas_proxy.access"), "access_log_class": AccessLogger}
@@ -167,13 +169,14 @@ def main(argv=None) -> int:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     children = []
-    for dummy in range(args.workers):
+    group = worker_group()  # the workers find each other to report the pod's metrics
+    for index in range(args.workers):
         pid = os.fork()
         if pid == 0:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
             status = 1
             try:
-                _serve(args, sock)
+                _serve(args, sock, Worker(group, index, args.workers))
                 status = 0
             except Exception:
                 log.exception("worker stopped on an error")
