@@ -27,6 +27,8 @@ ensure_os_packages() {
   command -v git >/dev/null 2>&1 || missing+=(git)
   # A developer tool: only the test command needs it (scripts/local.sh sets LITEMAAS_DEV_TOOLS=0).
   if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck); fi
+  # The browser of the CORS test (tests/proxy/test_cors.py drives it with Playwright; Playwright's own download is not used).
+  if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then [ -x /usr/bin/chromium ] || missing+=(chromium); fi
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "Installing OS packages: ${missing[*]}"

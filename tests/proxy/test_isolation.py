@@ -289,6 +289,9 @@ def test_listings_hold_only_the_callers_rows(proxy, tenants, caller):
         assert_holds(path, data, t, t.own_tokens(caller), f"{caller} {path} without a filter")
         if path == "/key/list":
             assert data["total_count"] == len(t.own_tokens(caller)), data
+    # A key that does not exist is refused as another tenant's is: its absence is not revealed.
+    status, data = call(proxy, "GET", "/key/info?key=sk-no-such-key-0042", t.keys[caller])
+    assert_refused(status, data, "key", "sk-no-such-key-0042", f"{caller} /key/info on a key that does not exist")
     # /user/info without user_id: the caller's own user; a key without a user has none to show.
     status, data = call(proxy, "GET", "/user/info", t.keys[caller])
     if t.user_of[caller] is None:
