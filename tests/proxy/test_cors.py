@@ -106,7 +106,7 @@ def test_every_answer_to_a_browser_carries_the_cors_headers(proxy, db_model):
 def test_rate_limit_answer_carries_cors_and_preflights_count_nothing(proxy):
     key = new_key(proxy, key_alias=uid("cors-rpm"), models=["stub-model"], rpm_limit=1, max_parallel_requests=1)
     token = hash_token(key)
-    for _ in range(5):  # preflights carry no key; they must not use the key's one request or its parallel slot
+    for dummy in range(5):  # preflights carry no key; they must not use the key's one request or its parallel slot
         assert_preflight_allowed(preflight(proxy.url + "/v1/chat/completions"))
     body = {"model": "stub-model", "messages": [{"role": "user", "content": "one two"}], "max_tokens": 2}
     headers = {"Authorization": f"Bearer {key}", "Origin": PAGE_ORIGIN}
@@ -119,7 +119,7 @@ def test_rate_limit_answer_carries_cors_and_preflights_count_nothing(proxy):
     assert second.headers["Access-Control-Allow-Origin"] == "*"
     assert {"retry-after", "rate_limit_type"} <= set(second.headers["Access-Control-Expose-Headers"].split(", "))
     assert second.json()["error"]["message"].startswith(f"Rate limit exceeded for api_key: {token}. Limit type: requests.")
-    for _ in range(3):
+    for dummy in range(3):
         assert_preflight_allowed(preflight(proxy.url + "/v1/chat/completions"))
     # Exactly one request was charged: the one answered.
     wait_for(lambda: db_value(proxy.dsn, 'SELECT count(*) FROM "LiteLLM_SpendLogs" WHERE api_key = %s', token) == 1, message="spend row")
