@@ -340,7 +340,8 @@ def test_backend_environment(renders):
     env = env_of(backend)
     assert backend["image"] == "quay.io/rh-aiservices-bu/litemaas-backend:0.4.0"
     assert env["NODE_ENV"] == "production" and env["PORT"] == "8080"
-    assert env["LITELLM_API_URL"] == "http://litellm.litemaas.svc:4000"
+    # The public route: the portal hands this URL to browsers, and its Chat Playground calls it from the page.
+    assert env["LITELLM_API_URL"] == "https://litellm.apps.example.com"
     assert env["OAUTH_CALLBACK_URL"] == "https://litellm-frontend.apps.example.com/api/auth/callback"
     assert env["CORS_ORIGIN"] == "https://litellm-frontend.apps.example.com"
     assert env["OAUTH_ISSUER"] == "https://oauth-openshift.apps.example.com"

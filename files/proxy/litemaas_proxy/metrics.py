@@ -1,5 +1,8 @@
 """Prometheus metrics at ``/metrics``, with LiteLLM's metric names where LiteLLM has one.
 
+Long file: the counting, the merge across workers and the exposition share the stores' shapes; they are to move
+into modules of their own with the data plane's restructuring.
+
 **Every answer is counted once, with the status the client got.** The outermost middleware (:func:`count_answers`)
 counts each answer of the LLM and pass-through routes: successes, and refusals the handlers never see (401 for a
 missing or unknown key, 503 while the database cannot verify a key) or raise before routing (400 for an unknown
