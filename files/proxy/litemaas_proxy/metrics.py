@@ -184,8 +184,10 @@ class _Collector:
         yield from _deployment_families()
 
         queue = GaugeMetricFamily("litellm_in_memory_spend_update_queue_size", "Spend records waiting to be written to the database")
-        queue.add_metric([], len(_proxy.spend.buffer) if _proxy is not None else 0)
+        queue.add_metric([], _proxy.spend.pending_records if _proxy is not None else 0)
         yield queue
+        yield GaugeMetricFamily("litemaas_spend_records_on_disk", "Spend records waiting only in the journal on disk (memory cap reached, or adopted)",
+                                value=_proxy.spend.on_disk_records if _proxy is not None else 0)
 
         lookups = getattr(_proxy, "lookups", None)
         yield CounterMetricFamily("litemaas_key_lookups", "Keys looked up in the database on a key-cache miss (concurrent misses of one key count once)",
