@@ -26,6 +26,7 @@ log = logging.getLogger("litemaas_proxy.spend")
 
 FIELDS = ("request_id", "call_type", "api_key", "spend", "total_tokens", "prompt_tokens", "completion_tokens", "start_time", "end_time", "model",
           "model_id", "model_group", "provider", "api_base", "user", "team_id", "metadata", "status", "end_user")
+START, END = FIELDS.index("start_time"), FIELDS.index("end_time")
 SEGMENT_GLOB = "litemaas-spend-*"  # journal segments, and spill files written by earlier versions (also "*.replaying")
 NEW_GLOB = ".litemaas-new-*"  # a segment between its creation and its lock
 
@@ -49,7 +50,8 @@ class Segment:
 
 
 def record_line(rec: tuple) -> bytes:
-    return orjson.dumps(dict(zip(FIELDS, rec))) + b"\n"
+    """One record as a JSON array in ``FIELDS`` order and a newline (an array: a third of the cost of an object)."""
+    return orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def parse_lines(data: bytes, path: str) -> list:
@@ -59,9 +61,12 @@ def parse_lines(data: bytes, path: str) -> list:
             continue
         try:
             item = orjson.loads(line)
-            for name in ("start_time", "end_time"):
-                item[name] = parse_timestamp(item[name])
-            out.append(tuple(item[f] for f in FIELDS))
+            if isinstance(item, dict):  # a spill file of an earlier version: one object per record
+                item = [item[f] for f in FIELDS]
+            if len(item) != len(FIELDS):
+                raise ValueError(f"{len(item)} fields")
+            item[START], item[END] = parse_timestamp(item[START]), parse_timestamp(item[END])
+            out.append(tuple(item))
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
             # A line cut short by a kill during its write(): that request was never answered (the write comes first).
             log.warning("skipping an unreadable spend journal line in %s (%s: %s)", path, type(exc).__name__, line[:80])
