@@ -310,7 +310,7 @@ class SpendWriter:
         if memory_only:
             self.spill(memory_only)
         if left:
-            log.error("database unreachable at shutdown: %d spend records not written are kept in %s; they are replayed at the next start",
+            log.error("database unreachable at shutdown: %d spend records written to the journal in %s are replayed at the next start",
                       left, self.spill_dir)
 
     def spill(self, records: list) -> Optional[str]:
