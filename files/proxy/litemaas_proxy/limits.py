@@ -215,8 +215,6 @@ class Limiter:
             try:
                 await self.client.run_script(ALIVE_LUA, [PREFIX + "alive:" + self.holder], [self.lease_ttl])
             except Exception as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
                 self._warn("parallel-slot lease not renewed", exc)
             await asyncio.sleep(self.lease_ttl / 3)
 
