@@ -471,6 +471,17 @@ def test_proxy_workers_and_listen_backlog(renders):
     assert renders["upstream_serviceaccount"].one("Deployment", "litellm")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
 
 
+def test_proxy_spend_journal_outlives_a_container_restart(renders):
+    """The spend journal is on an emptyDir (it lives as long as the pod, so a restarted container replays it), and the
+    proxy writes it there (its root file system is read-only)."""
+    pod = renders["defaults"].one("Deployment", "litellm")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert env_of(container)["LITEMAAS_SPILL_DIR"] == "/var/lib/litemaas/spend"
+    assert {"name": "spend-journal", "mountPath": "/var/lib/litemaas/spend"} in container["volumeMounts"]
+    assert {"name": "spend-journal", "emptyDir": {}} in pod["volumes"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_prebuilt_proxy_image(renders):
     run = renders["prebuilt_oauth_off"]
     assert run.find("BuildConfig") == [] and run.find("ImageStream") == []
