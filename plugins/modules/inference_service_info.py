@@ -55,8 +55,8 @@ options:
     type: str
   model_info:
     description:
-      - Extra C(model_info) (prices, C(max_tokens), capabilities) per public model name, merged over what is discovered,
-        for example C({granite-3-2-8b-instruct: {input_cost_per_token: 0.0000002}}).
+      - Extra C(model_info) (prices, C(max_tokens), capabilities) per public model name, merged over what is discovered.
+      - 'For example C({"granite-3-2-8b-instruct": {"input_cost_per_token": 0.0000002}}).'
     type: dict
     default: {}
   probe:

@@ -6,12 +6,13 @@ removed InferenceService is removed."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
 import yaml
 
-from tests.playbooks.conftest import load_dir, recap
+from tests.playbooks.conftest import REPO, load_dir, recap
 from tests.playbooks.test_day2_roles import test_argument_specs_match_defaults as argument_specs_match_defaults
 from tests.support import k8s_schemas
 from tests.support.kserve_objects import docling_runtime, inference_service, status, tei_runtime, vllm_runtime
@@ -337,3 +338,43 @@ def test_discovered_model_under_auth_without_token_fails_clearly(playbook, proxy
                                        "litemaas_models_discover_k8s_kubeconfig": str(kubeconfig)}, expect_rc=2)
     assert f"No token in Secret litemaas-model-client-token (key token) of {ns}" in proc.stdout
     assert _deployments(proxy, ["guarded"]) == []
+
+
+def test_deploy_playbook_renders_the_platform_and_its_models_in_one_run(playbook, work_dir):
+    out = work_dir / "render-deploy-with-models"
+    variables = {"ocp4_workload_litemaas_render_dir": str(out), "litemaas_model_serving_models": ["nomic-embed-text-v1-5"],
+                 "litemaas_models_discover": True}
+    first = playbook.run("deploy.yml", variables)
+    assert "Register the served models in the proxy" in first.stdout  # skipped in render mode: no proxy to register in
+    docs = load_dir(out)
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs["model-serving/inferenceservice-nomic-embed-text-v1-5.yaml"]] == [
+        ("InferenceService", "nomic-embed-text-v1-5")]
+    assert any(d["kind"] == "Deployment" and d["metadata"]["name"] == "litellm" for objs in docs.values() for d in objs)
+    again = playbook.run("deploy.yml", variables)
+    assert recap(again.stdout)["changed"] == 0
+
+
+def test_gitops_command_line_of_the_docs_renders_the_example(ansible_env, tmp_path):
+    """The GitOps command of docs/model-serving.md, exactly as written, with the models.yml shown there."""
+    import subprocess
+
+    text = (REPO / "docs" / "model-serving.md").read_text()
+    (tmp_path / "models.yml").write_text(re.search(r"with `models.yml` like:\n\n```yaml\n(.*?)```", text, re.S).group(1))
+    line = next(m for m in re.findall(r"```sh\n(.*?)\n```", text, re.S) if "/gitops" in m)
+    proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=ansible_env, capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    docs = load_dir(tmp_path / "gitops")
+    assert sorted(docs) == ["model-serving-argocd/application.yaml", "model-serving/inferenceservice-granite-3-2-8b-instruct.yaml",
+                            "model-serving/inferenceservice-nomic-embed-text-v1-5.yaml", "model-serving/inferenceservice-phi-mini.yaml",
+                            "model-serving/servingruntime-ovms-runtime.yaml", "model-serving/servingruntime-tei-gpu.yaml",
+                            "model-serving/servingruntime-vllm-runtime.yaml"]
+    assert docs["model-serving/inferenceservice-nomic-embed-text-v1-5.yaml"][0]["spec"]["predictor"]["model"]["storage"] == {
+        "key": "my-s3-connection", "path": "models/nomic-embed-text-v1.5"}
+    k8s_schemas.assert_valid(tmp_path / "gitops", minimum=7)
+
+
+def test_catalog_table_of_the_docs_matches_the_defaults():
+    text = (REPO / "docs" / "model-serving.md").read_text()
+    catalog = yaml.safe_load((REPO / "roles" / "litemaas_model_serving" / "defaults" / "main.yml").read_text())["litemaas_model_serving_catalog"]
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \| `(\w+)` \|", text.split("### Default catalog", 1)[1].split("###", 1)[0], re.M)
+    assert rows == [(name, entry["runtime"]) for name, entry in catalog.items()]
