@@ -25,7 +25,9 @@ try:
 except ImportError as exc:  # pragma: no cover - reported by the module with missing_required_lib
     HAS_KUBERNETES = False
     KUBERNETES_IMPORT_ERROR = exc
-    ApiException = Exception
+
+    class ApiException(Exception):  # noqa: N818 - the name of the kubernetes library's class
+        """Stands in for kubernetes.client.rest.ApiException when the library is missing (the module then fails first)."""
 
 GROUP = "serving.kserve.io"
 ISVC_VERSION = "v1beta1"

@@ -73,12 +73,12 @@ options:
 notes:
   - Talks to the Kubernetes API, not to the proxy; belongs to the C(rhpds.litemaas.k8s) action group, which also holds
     kubernetes.core's modules, so one C(module_defaults) block gives both the cluster credentials.
+  - The role rhpds.litemaas.litemaas_model_serving deploys InferenceServices; the role rhpds.litemaas.litemaas_models
+    registers what this module finds (C(litemaas_models_discover)).
   - Needs get/list on C(inferenceservices) and C(servingruntimes) in the namespaces (a runtime that cannot be read only
     loses the runtime-args fallback of the served model name).
 seealso:
   - module: rhpds.litemaas.model
-  - role: rhpds.litemaas.litemaas_model_serving
-  - role: rhpds.litemaas.litemaas_models
 """
 
 EXAMPLES = r"""
