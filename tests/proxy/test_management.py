@@ -328,7 +328,6 @@ def test_team_new_and_info(proxy):
     assert proxy.admin("POST", "/team/new", {"max_budget": -1})[0] == 400
 
 
-
 @pytest.mark.parametrize("members, fragment", [([None], "members_with_roles must hold objects"),
                                                ([{"role": "owner", "user_id": "u1"}], "role must be 'admin' or 'user'"),
                                                ([{"role": "user", "user_id": 7}], "user_id must be a string")])
