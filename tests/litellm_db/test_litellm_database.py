@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -258,6 +259,14 @@ def test_rows_written_by_the_proxy_are_valid_for_litellm(on_litellm, litellm_dsn
     assert key_row["models"] == [] and key_row["allowed_routes"] == []
     team_row = rows_json(litellm_dsn, "LiteLLM_TeamTable", "team_id = %s", team["team_id"])[0]
     assert team_row["admins"] == [] and team_row["members"] == [] and team_row["models"] == []
+
+
+def test_documented_prechecks_answer_as_documented(litellm_dsn):
+    """The SQL of docs/migration.md's pre-checks, run exactly as written, on the LiteLLM database the proxy now runs on."""
+    blocks = re.findall(r"```sql\n(.*?)\n\s*```", (REPO / "docs" / "migration.md").read_text(), flags=re.S)
+    assert len(blocks) == 2
+    assert sql(litellm_dsn, blocks[0]) == [(1,)]
+    assert sql(litellm_dsn, blocks[1]) == [("shared-alias", 2)]
 
 
 def test_survives_litellm_dropping_what_the_proxy_added(on_litellm, litellm_dsn):
