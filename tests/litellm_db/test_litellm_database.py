@@ -133,6 +133,10 @@ def litellm_dsn(pg_server, stub_upstream):
                 "startTime", "endTime", model, model_group, "user", metadata)
                 VALUES ('req-from-litellm', 'acompletion', %s, 0.25, 30, 10, 20, '2026-01-15 10:00:00', '2026-01-15 10:00:01',
                         'stub-model', 'll-chat', 'u-live', '{}')""", sha(LIVE_KEY), fetch=False)
+    sql(dsn, """INSERT INTO "LiteLLM_DailyUserSpend" (id, user_id, date, api_key, model, model_group, prompt_tokens, completion_tokens, spend,
+                api_requests, successful_requests, updated_at)
+                VALUES ('daily-from-litellm', 'u-live', '2026-01-15', %s, 'stub-model', 'll-chat', 10, 20, 0.25, 1, 1, '2026-01-15 10:00:02')""",
+        sha(LIVE_KEY), fetch=False)
     return dsn
 
 
@@ -245,8 +249,35 @@ def test_rows_written_by_the_proxy_are_valid_for_litellm(on_litellm, litellm_dsn
     assert status == 200, user
     status, team = on_litellm.admin("POST", "/team/new", {"team_alias": uid("team")})
     assert status == 200, team
+    status, team_key = on_litellm.admin("POST", "/key/generate", {"team_id": team["team_id"], "user_id": user["user_id"]})
+    assert status == 200, team_key
     assert chat(on_litellm, user["key"], model="ll-chat")[0] == 200
-    wait_for(lambda: rows_json(litellm_dsn, "LiteLLM_SpendLogs", "\"user\" = %s", user["user_id"]), message="the spend log row")
+    assert chat(on_litellm, team_key["key"], model="ll-chat")[0] == 200
+
+    def both_logged():
+        logged = rows_json(litellm_dsn, "LiteLLM_SpendLogs", "\"user\" = %s", user["user_id"])
+        return logged if len(logged) == 2 else None
+
+    logs = wait_for(both_logged, message="the two spend log rows")
+    # LiteLLM's usage pages read its daily tables: the proxy fills them from its spend logs, per user and per team.
+    def user_daily():
+        rows = rows_json(litellm_dsn, "LiteLLM_DailyUserSpend", "user_id = %s", user["user_id"])
+        return sorted(rows, key=lambda r: r["api_key"]) if len(rows) == 2 else None
+
+    daily = wait_for(user_daily, message="the user's daily rows (one per key)")
+    by_key = {r["api_key"]: r for r in logs}
+    assert [r["api_key"] for r in daily] == sorted(by_key)
+    for row in daily:
+        log = by_key[row["api_key"]]
+        assert row["id"].startswith("litemaas-") and (row["model_group"], row["model"], row["date"]) == ("ll-chat", log["model"], log["startTime"][:10])
+        assert (row["spend"], row["prompt_tokens"], row["completion_tokens"]) == (log["spend"], log["prompt_tokens"], log["completion_tokens"])
+        assert (row["api_requests"], row["successful_requests"], row["failed_requests"]) == (1, 1, 0)
+    team_daily = wait_for(lambda: rows_json(litellm_dsn, "LiteLLM_DailyTeamSpend", "team_id = %s", team["team_id"]) or None,
+                          message="the team's daily row")
+    assert [(r["api_key"], r["api_requests"]) for r in team_daily] == [(team_key["token"], 1)]
+    # Spend LiteLLM logged before the cut-over stays LiteLLM's: its daily row is untouched and not counted again.
+    assert [(r["id"], r["spend"], r["api_requests"]) for r in rows_json(litellm_dsn, "LiteLLM_DailyUserSpend", "date = '2026-01-15'")] \
+        == [("daily-from-litellm", 0.25, 1)]
     rows = {"LiteLLM_VerificationToken": rows_json(litellm_dsn, "LiteLLM_VerificationToken"),
             "LiteLLM_UserTable": rows_json(litellm_dsn, "LiteLLM_UserTable"),
             "LiteLLM_TeamTable": rows_json(litellm_dsn, "LiteLLM_TeamTable"),

@@ -20,6 +20,7 @@ from litemaas_proxy.errors import DetailError, ProxyError
 from litemaas_proxy.fastredis import FastRedis
 from litemaas_proxy.limits import Limiter
 from litemaas_proxy.queries import models as model_queries
+from litemaas_proxy.queries import spend as spend_queries
 from litemaas_proxy.routing import Deployment, Router, config_model_id
 from litemaas_proxy.sealed import ParamSealer, SealedValueError
 from litemaas_proxy.spend import SpendWriter, reset_budgets
@@ -176,6 +177,8 @@ class Proxy:
             await self.reload_models()
 
     async def _budget_resets(self) -> None:
+        """Budget resets, then the roll-up of spend into LiteLLM's daily tables (every day of this stint the first time)."""
+        first_rollup = True
         while not self.stop_event.is_set():
             await asyncio.sleep(self.settings.budget_reset_interval)
             if self.pool is None:
@@ -185,6 +188,12 @@ class Proxy:
                     await self.publish("all:")
             except Exception as exc:
                 log.warning("budget reset failed: %s", exc)
+            try:
+                async with self.pool.acquire() as conn:
+                    await spend_queries.roll_up_daily(conn, since_stint_start=first_rollup)
+                first_rollup = False
+            except Exception as exc:
+                log.warning("daily spend roll-up failed: %s", exc)
 
     async def _connect_db(self) -> None:
         pool = await db.wait_for_db(self.settings.database_url, self.settings.db_pool_size, self.stop_event)

@@ -178,9 +178,18 @@ def deleted_key_columns() -> dict:
     return deleted
 
 
-TABLES = ((KEY_TABLE, KEY_COLUMNS), (USER_TABLE, USER_COLUMNS), (TEAM_TABLE, TEAM_COLUMNS), (MODEL_TABLE, MODEL_COLUMNS),
-          (SPEND_TABLE, SPEND_COLUMNS))
 VERSION_TABLE = '"LiteMaaS_SchemaVersion"'
+VERSION_COLUMNS = {
+    "id": "INTEGER PRIMARY KEY",
+    "version": "INTEGER NOT NULL",
+    "migrated_at": "TIMESTAMPTZ NOT NULL DEFAULT now()",
+    # Spend logged from this moment on is rolled up into LiteLLM's daily tables (queries.spend.roll_up_daily); what
+    # came before is LiteLLM's. Set when the row is first written (LiteLLM drops the table: a new stint starts).
+    "spend_rollup_from": "TIMESTAMPTZ NOT NULL DEFAULT now()",
+}
+
+TABLES = ((KEY_TABLE, KEY_COLUMNS), (USER_TABLE, USER_COLUMNS), (TEAM_TABLE, TEAM_COLUMNS), (MODEL_TABLE, MODEL_COLUMNS),
+          (SPEND_TABLE, SPEND_COLUMNS), (VERSION_TABLE, VERSION_COLUMNS))
 
 # The key alias index is unique unless the table already holds duplicate aliases (LiteLLM enforces uniqueness only
 # in its code, so a database it wrote can): then it is created without UNIQUE and the duplicates are reported.
@@ -210,9 +219,6 @@ def schema_statements(live: Optional[dict] = None, indexes: Iterable[str] = (), 
     live = live or {}
     indexes = set(indexes)
     stmts = []
-    if bare(VERSION_TABLE) not in live:
-        stmts.append(f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
-                     "(id INTEGER PRIMARY KEY, version INTEGER NOT NULL, migrated_at TIMESTAMPTZ NOT NULL DEFAULT now())")
     for table, cols in TABLES + ((DELETED_KEY_TABLE, deleted_key_columns()),):
         have = live.get(bare(table))
         if have is None:
@@ -240,7 +246,7 @@ SELECT key_alias, count(*) AS keys FROM {KEY_TABLE} WHERE key_alias IS NOT NULL 
 
 async def live_schema(conn) -> tuple:
     """(table -> set of its columns, set of index names) of the proxy's tables as they are in the database."""
-    tables = [bare(t) for t, _ in TABLES] + [bare(DELETED_KEY_TABLE), bare(VERSION_TABLE)]
+    tables = [bare(t) for t, _ in TABLES] + [bare(DELETED_KEY_TABLE)]
     live = {r["table_name"]: set(r["columns"]) for r in await conn.fetch(LIVE_COLUMNS_QUERY, tables)}
     indexes = {r["indexname"] for r in await conn.fetch(LIVE_INDEXES_QUERY, tables)}
     return live, indexes
