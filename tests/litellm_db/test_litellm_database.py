@@ -56,7 +56,7 @@ def litellm_python() -> str:
     python = venv / "bin" / "python"
     wanted = " ".join(spec.split("==")[1] for spec in (LITELLM, LITELLM_EXTRA))
     probe = "import importlib.metadata as m; print(m.version('litellm'), m.version('PyNaCl'))"
-    if not python.exists() or subprocess.run([str(python), "-c", probe], capture_output=True, text=True).stdout.strip() != wanted:
+    if not python.exists() or subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False).stdout.strip() != wanted:
         base = getattr(sys, "_base_executable", None) or sys.executable
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", LITELLM, LITELLM_EXTRA], check=True)
@@ -67,7 +67,7 @@ def litellm_side(**request) -> dict:
     """Run ``litellm_side.py`` in LiteLLM's venv with ``request`` (salt key defaults to SALT)."""
     request.setdefault("salt_key", SALT)
     done = subprocess.run([litellm_python(), str(REPO / "tests" / "litellm_db" / "litellm_side.py")], input=json.dumps(request),
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode:
         raise AssertionError(f"litellm_side.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
@@ -95,7 +95,7 @@ def seal_url_safe(values: dict, salt: str) -> dict:
     """Each string of ``values`` sealed by LiteLLM's helper; a sealed value with a URL-safe character (``-``, ``_``) is
     chosen, as a reader that knows only standard base64 fails on those."""
     strings = [v for v in values.values() if isinstance(v, str)]
-    sealed = litellm_side(salt_key=salt, seal=[v for v in strings for _ in range(8)])["sealed"]
+    sealed = litellm_side(salt_key=salt, seal=[v for v in strings for dummy in range(8)])["sealed"]
     out = dict(values)
     for i, name in enumerate(k for k, v in values.items() if isinstance(v, str)):
         candidates = sealed[i * 8:(i + 1) * 8]
@@ -108,7 +108,7 @@ def litellm_dsn(pg_server, stub_upstream):
     """A database built by LiteLLM 1.81's migrations and seeded as LiteLLM writes it."""
     dsn = pg_server.create_database("litellm_181")
     for name, text in migrations():
-        done = subprocess.run([pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], input=text, text=True, capture_output=True)
+        done = subprocess.run([pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], input=text, text=True, capture_output=True, check=False)
         assert done.returncode == 0, f"LiteLLM migration {name}: {done.stderr}"
     params = {"model": "openai/stub-model", "api_base": stub_upstream.url, "api_key": "sk-upstream", "input_cost_per_token": 1e-6,
               "output_cost_per_token": 2e-6}
@@ -167,7 +167,7 @@ def test_encrypted_model_served_and_never_resealed(on_litellm, litellm_dsn, stub
     assert status == 200, info
     assert info["data"][0]["litellm_params"]["api_base"] == stub_upstream.url
     assert info["data"][0]["litellm_params"]["model"] == "openai/stub-model"
-    status, body, _ = chat(on_litellm, LIVE_KEY, model="ll-chat", content="hi there")
+    status, body, dummy = chat(on_litellm, LIVE_KEY, model="ll-chat", content="hi there")
     assert status == 200, body
     assert body["choices"][0]["message"]["role"] == "assistant" and body["model"]
     # The proxy started, loaded and served the model without touching its row: LiteLLM can still open every value.
@@ -178,7 +178,7 @@ def test_encrypted_model_served_and_never_resealed(on_litellm, litellm_dsn, stub
 
 def test_model_sealed_under_another_key_is_refused_by_name(on_litellm, litellm_dsn):
     stored = sql(litellm_dsn, "SELECT litellm_params FROM \"LiteLLM_ProxyModelTable\" WHERE model_id = 'm-foreign'")[0][0]
-    status, body, _ = chat(on_litellm, LIVE_KEY, model="ll-foreign")
+    status, body, dummy = chat(on_litellm, LIVE_KEY, model="ll-foreign")
     assert status == 503
     assert "model 'll-foreign': litellm_params.api_base, litellm_params.model is sealed with another key" in body["error"]["message"]
     status, err = on_litellm.admin("POST", "/model/update", {"model_info": {"id": "m-foreign"}, "litellm_params": {"rpm": 5}})
@@ -259,6 +259,7 @@ def test_rows_written_by_the_proxy_are_valid_for_litellm(on_litellm, litellm_dsn
         return logged if len(logged) == 2 else None
 
     logs = wait_for(both_logged, message="the two spend log rows")
+
     # LiteLLM's usage pages read its daily tables: the proxy fills them from its spend logs, per user and per team.
     def user_daily():
         rows = rows_json(litellm_dsn, "LiteLLM_DailyUserSpend", "user_id = %s", user["user_id"])

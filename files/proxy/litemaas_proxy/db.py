@@ -246,7 +246,7 @@ SELECT key_alias, count(*) AS keys FROM {KEY_TABLE} WHERE key_alias IS NOT NULL 
 
 async def live_schema(conn) -> tuple:
     """(table -> set of its columns, set of index names) of the proxy's tables as they are in the database."""
-    tables = [bare(t) for t, _ in TABLES] + [bare(DELETED_KEY_TABLE)]
+    tables = [bare(table) for table, dummy in TABLES] + [bare(DELETED_KEY_TABLE)]
     live = {r["table_name"]: set(r["columns"]) for r in await conn.fetch(LIVE_COLUMNS_QUERY, tables)}
     indexes = {r["indexname"] for r in await conn.fetch(LIVE_INDEXES_QUERY, tables)}
     return live, indexes
