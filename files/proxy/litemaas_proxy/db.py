@@ -1,4 +1,8 @@
-"""PostgreSQL: schema (LiteLLM table names), idempotent migrations under an advisory lock, queries."""
+"""PostgreSQL: schema (LiteLLM table names), idempotent migrations under an advisory lock, queries.
+
+Long file: the five LiteLLM tables are declared column by column (about 150 lines), next to the migration that
+compares them with a live database, which LiteLLM may have written.
+"""
 
 from __future__ import annotations
 
