@@ -221,8 +221,7 @@ def _snap(requests: int, queue: int, state: int, in_flight: int) -> dict:
     labels = ["m", "m-1", "openai/m", "http://up/v1", "openai"]
     return {"counters": {"requests": [[["m", ROUTE, "200", "None"], requests]]}, "histograms": {"latency": [["m", [1, 0, 0.5]]]},
             "deployments": [[labels, state, in_flight, requests, requests, 0, {"503": 1}]], "fallbacks_ok": [], "fallbacks_bad": [],
-            "lookups": [1, 1], "gauges": {"litellm_in_memory_spend_update_queue_size": queue,
-                                                       "litemaas_spend_records_on_disk": 2 * queue}}
+            "lookups": [1, 1], "gauges": {"litellm_in_memory_spend_update_queue_size": queue, "litemaas_spend_records_on_disk": 2 * queue}}
 
 
 def test_merge_adds_counters_and_combines_gauges_by_meaning():
