@@ -6,8 +6,21 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from importlib.util import find_spec
+
 from ansible.errors import AnsibleError
 from ansible.plugins.loader import action_loader, module_loader
+
+
+def _collection_present(name):
+    """False when ``name`` is the FQCN of a collection that is not installed (so the loaders print no warning)."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[0] == "ansible":
+        return True
+    try:
+        return find_spec(f"ansible_collections.{parts[0]}.{parts[1]}") is not None
+    except ImportError:
+        return False
 
 
 def _resolves(loader, name):
@@ -24,7 +37,9 @@ def action_available(name):
     ansible-galaxy or checked out in a collections path, the action plugin path, and action_plugins next to the playbook.
     """
     if not isinstance(name, str) or not name:
-        raise AnsibleError("action_available needs the name of an action as a string, got %r" % (name,))
+        raise AnsibleError(f"action_available needs the name of an action as a string, got {name!r}")
+    if not _collection_present(name):
+        return False
     return _resolves(action_loader, name) or _resolves(module_loader, name)
 
 

@@ -350,3 +350,74 @@ def test_many_users_in_one_bulk_call(workshop, proxy):
     gone = w.run("destroy")
     assert gone.rc == 0, gone
     assert w.proxy_keys() == {}
+
+
+@pytest.mark.parametrize("kind, users, prefix", [("galaxy", 5, "cluster1_"), ("legacy", 2, "")])
+def test_each_attendee_gets_only_their_key_in_every_agnosticd_layout(workshop, proxy, ansible_env, tmp_path, kind, users, prefix):
+    """agnosticd.core installed with ansible-galaxy (no galaxy.yml; the runner's data_prefix in module_defaults), and
+    legacy AgnosticD (the plugin in action_plugins next to the playbook): the default (auto) publishes through either."""
+    layout = Layout(kind, tmp_path / kind, ansible_env)
+    models = ["stub-model", "granite-3-8b"]
+    w = workshop(users=users, layout=layout, agnosticd_data_prefix=prefix, ocp4_workload_litellm_virtual_keys_models=models)
+    first = w.run()
+    assert first.rc == 0, first
+    store = w.store()
+    keys = w.proxy_keys()
+    assert sorted(keys) == sorted(store) == sorted(f"virtkey-{w.guid}-user{n}" for n in range(1, users + 1))
+    expected_action = "agnosticd.core.agnosticd_user_info" if kind == "galaxy" else "agnosticd_user_info"
+    assert f"User info: published with {expected_action}, users: " + ", ".join(f"user{n}" for n in range(1, users + 1)) in first.output
+    assert_rhdp_multi_user_view(w, proxy, store, keys, models=models, prefix=prefix)
+    assert_no_secret(first, proxy.master_key, *(e["key"] for e in store.values()))
+    published = layout.files()
+    again = w.run()
+    assert again.rc == 0 and again.changed == 0, again
+    assert layout.files() == published
+
+
+def test_publishing_required_but_impossible_fails_before_any_key(workshop, proxy, ansible_env, tmp_path):
+    w = workshop(users=2, layout=Layout("none", tmp_path / "none", ansible_env), ocp4_workload_litellm_virtual_keys_agnosticd_user_info=True)
+    run = w.run()
+    assert run.rc != 0
+    assert ("ocp4_workload_litellm_virtual_keys_agnosticd_user_info is true, but neither agnosticd.core.agnosticd_user_info "
+            "(the agnosticd.core collection) nor the legacy agnosticd_user_info action plugin can be called from this play") in run.output, run
+    assert "No key was created or changed." in run.output
+    assert w.proxy_keys() == {} and not w.store_file.exists()
+    # auto without any plugin: the keys are made and the user info is left in the fact, as before.
+    auto = w.run(ocp4_workload_litellm_virtual_keys_agnosticd_user_info="auto")
+    assert auto.rc == 0, auto
+    assert "User info: in the fact ocp4_workload_litellm_virtual_keys_user_info (agnosticd_user_info not used)" in auto.output
+    assert len(w.proxy_keys()) == 2 and w.layout.files() == {}
+
+
+def test_single_user_in_rhdp_workshop_user_modes(workshop, proxy, ansible_env, tmp_path):
+    layout = Layout("in-tree", tmp_path / "agnosticd", ansible_env)
+    api = proxy.url + "/v1"
+
+    # workshopUserMode single: the catalog sets num_users 1; the attendee's assignment comes from users.user.
+    single = workshop(users=1, layout=layout, requester_email="owner@example.com")
+    run = single.run()
+    assert run.rc == 0, run
+    key = single.store()[f"virtkey-{single.guid}"]["key"]
+    token = single.proxy_keys()[f"virtkey-{single.guid}"]["token"]
+    assert_no_secret(run, key, proxy.master_key)
+    body = callback_body(layout.output_dir)
+    lines = [f"LiteMaaS API Base URL: {api}", f"LiteMaaS Virtual Key: {key}", "Available Models: stub-model", "Key Duration: 2d"]
+    assert requester_email(body["messages"]) == body["messages"] == lines
+    assert assignments(body, "single") == {"user": {"messages": lines, "data": {
+        "litellm_api_endpoint": proxy.url, "litellm_api_base_url": api, "litellm_available_models": ["stub-model"],
+        "litellm_available_models_list": "stub-model", "litellm_key_duration": "2d", "litellm_virtual_key": key,
+        "litellm_key_alias": f"virtkey-{single.guid}", "litellm_key_id": token, "litellm_user_email": "owner@example.com"}}}
+    assert chat(proxy, assignments(body, "single")["user"]["data"]["litellm_virtual_key"])
+
+    # workshopUserMode none: no num_users; the one seat gets the whole data and messages, no users entry. With no_log
+    # off the plugin prints what it publishes, as the real one does, key included.
+    service = workshop(users=None, layout=layout, requester_email="owner@example.com", ocp4_workload_litellm_virtual_keys_no_log=False)
+    run = service.run()
+    assert run.rc == 0, run
+    key = service.store()[f"virtkey-{service.guid}"]["key"]
+    body = callback_body(layout.output_dir)
+    assert "users" not in body["data"] and body["data"]["litellm_virtual_key"] == key
+    assert assignments(body, "none")[""]["messages"] == [f"LiteMaaS API Base URL: {api}", f"LiteMaaS Virtual Key: {key}",
+                                                          "Available Models: stub-model", "Key Duration: 2d"]
+    assert f'"user.info: LiteMaaS Virtual Key: {key}"' in run.output
+    assert "User info: published with agnosticd.core.agnosticd_user_info, users: none" in run.output
