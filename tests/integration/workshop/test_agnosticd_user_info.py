@@ -144,4 +144,3 @@ def test_deploy_role_fails_when_publishing_is_required_and_impossible(ansible_en
     assert ("ocp4_workload_litemaas_agnosticd_user_info is true, but neither agnosticd.core.agnosticd_user_info (the "
             "agnosticd.core collection) nor the legacy agnosticd_user_info action plugin can be called from this play") in proc.stdout
     assert layout.files() == {}
-
