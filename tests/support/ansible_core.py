@@ -1,0 +1,58 @@
+"""The tests that run again with another ansible-core than the main virtualenv's.
+
+``scripts/test.sh`` runs the whole suite with the ansible-core of ``requirements/dev.txt`` (the newest supported),
+then the tests below once more with the oldest one ``meta/runtime.yml`` claims (``requirements/ansible-2.16.txt``):
+``LITEMAAS_ANSIBLE_CORE_VENV=.work/ansible-2.16 python -m pytest -m ansible_core``. They cover what a user of that
+version runs: ``ansible-doc`` of every module and role, every role's render mode (deploy, monitoring, day 2), the
+modules against the real proxy, the workshop keys role, and the documented command lines with their ``-e`` values.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from pathlib import Path
+
+# Node id prefixes (a file, a directory or one test).
+SUBSET = (
+    "tests/playbooks/test_ansible_core.py",
+    "tests/playbooks/test_boolean_switches.py",
+    "tests/playbooks/test_artifact.py::test_installed_tarball_documents_every_module_and_role",
+    "tests/roles/test_deploy_role_render.py",
+    "tests/playbooks/test_monitoring.py",
+    "tests/playbooks/test_day2.py",
+    "tests/playbooks/test_upgrade.py",
+    "tests/integration/modules/",
+    "tests/integration/workshop/",
+)
+
+VENV_VARIABLE = "LITEMAAS_ANSIBLE_CORE_VENV"
+
+
+def chosen_venv() -> Path | None:
+    """The virtualenv of the ansible-core under test, or None for the main virtualenv's."""
+    value = os.environ.get(VENV_VARIABLE, "")
+    if not value:
+        return None
+    venv = Path(value).resolve()
+    if not (venv / "bin" / "ansible-playbook").is_file():
+        raise RuntimeError(f"{VENV_VARIABLE}={value}: no bin/ansible-playbook there (make it with scripts/lib.sh ensure_ansible_core_venv)")
+    return venv
+
+
+def apply_to(env: dict, collections_path: Path) -> dict:
+    """Point an ansible environment at the chosen ansible-core, keeping the main virtualenv's dependency collections."""
+    venv = chosen_venv()
+    if venv is None:
+        return env
+    env = dict(env)
+    env["PATH"] = str(venv / "bin") + os.pathsep + env.get("PATH", "")
+    # That interpreter's sys.path holds no collection: name the main virtualenv's site-packages (kubernetes.core,
+    # community.okd, community.postgresql, community.general from PyPI's ``ansible``) after this checkout.
+    env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join([str(collections_path), sysconfig.get_paths()["purelib"]])
+    return env
+
+
+def matching(nodeid: str) -> list:
+    """The SUBSET entries that select a test."""
+    return [p for p in SUBSET if nodeid == p or (nodeid.startswith(p) and (p.endswith("/") or nodeid[len(p)] in ":["))]
