@@ -163,6 +163,7 @@ def test_key_sync_dry_run_as_documented_changes_nothing(ansible_env, tmp_path, p
         proc, active = key_sync(ansible_env, tmp_path, proxy, portal_with_a_stale_key, with_value(line[0], "litemaas_key_sync_dry_run", value))
         assert "Dry run only: nothing changed." in proc.stdout
         assert active == {"live": True, "gone": True}
+        assert recap(proc.stdout)["changed"] == 1  # the dry run only
 
 
 @pytest.mark.parametrize("value", FALSE[:3])
@@ -171,4 +172,4 @@ def test_key_sync_dry_run_false_reconciles(ansible_env, tmp_path, proxy, portal_
     proc, active = key_sync(ansible_env, tmp_path, proxy, portal_with_a_stale_key, line)
     assert "Dry run only" not in proc.stdout
     assert active == {"live": True, "gone": False}
-    assert recap(proc.stdout)["changed"] == 1
+    assert recap(proc.stdout)["changed"] == 2  # the dry run that always comes first, and the reconciliation

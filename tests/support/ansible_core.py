@@ -10,6 +10,7 @@ modules against the real proxy, the workshop keys role, and the documented comma
 from __future__ import annotations
 
 import os
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def apply_to(env: dict, collections_path: Path) -> dict:
     # That interpreter's sys.path holds no collection: name the main virtualenv's site-packages (kubernetes.core,
     # community.okd, community.postgresql, community.general from PyPI's ``ansible``) after this checkout.
     env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join([str(collections_path), sysconfig.get_paths()["purelib"]])
+    # Modules run with the main virtualenv's Python (requests, psycopg2, kubernetes). ANSIBLE_PYTHON_INTERPRETER does
+    # that for an inventory's hosts, but the implicit localhost of a play run without one (the documented command
+    # lines) takes the controller's Python: an inventory naming localhost keeps those command lines as written.
+    inventory = collections_path.parent / "ansible-core-inventory.ini"
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    env["ANSIBLE_INVENTORY"] = str(inventory)
     return env
 
 
