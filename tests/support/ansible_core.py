@@ -49,9 +49,10 @@ def chosen_venv() -> Path | None:
     return venv
 
 
-def apply_to(env: dict, collections_path: Path) -> dict:
-    """Point an ansible environment at the chosen ansible-core, keeping the main virtualenv's dependency collections."""
-    venv = chosen_venv()
+def apply_to(env: dict, collections_path: Path, venv: Path | None = None) -> dict:
+    """Point an ansible environment at the chosen ansible-core (or ``venv``), keeping the main virtualenv's dependency
+    collections."""
+    venv = venv or chosen_venv()
     if venv is None:
         return env
     env = dict(env)
