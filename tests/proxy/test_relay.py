@@ -133,8 +133,8 @@ def test_relay_json_refuses_an_answer_that_is_not_json(tmp_path):
     proxy = make_proxy(tmp_path)
     status, headers, content, seen = relay_through_server(proxy, CHAT, {"model": "m", "messages": []}, FakeUpstream(b"<html>oops"), stream=False)
     assert status == 502
-    assert orjson.loads(content)["error"] == {"message": f"Upstream model server returned invalid JSON: {API_BASE} (model=m)",
-                                             "type": "upstream_error", "param": "None", "code": "502"}
+    message = f"Upstream model server returned invalid JSON: {API_BASE} (model=m)"
+    assert orjson.loads(content)["error"] == {"message": message, "type": "upstream_error", "param": "None", "code": "502"}
     assert records(proxy) == []  # nothing charged
 
 
