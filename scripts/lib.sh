@@ -29,6 +29,8 @@ ensure_os_packages() {
   if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then command -v ss >/dev/null 2>&1 || missing+=(iproute2); fi
   # A developer tool: only the test command needs it (scripts/local.sh sets LITEMAAS_DEV_TOOLS=0).
   if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck); fi
+  # The browser of the CORS test (tests/proxy/test_cors.py drives it with Playwright; Playwright's own download is not used).
+  if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then [ -x /usr/bin/chromium ] || missing+=(chromium); fi
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   # Only the test command too: the monitoring tests run the real Prometheus and promtool (alert rules, a 2-worker proxy).
   if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus); fi

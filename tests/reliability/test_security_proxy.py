@@ -301,8 +301,9 @@ def app_routes() -> tuple:
 
 
 MANAGEMENT_MODULES = {f"litemaas_proxy.api.{m}" for m in ("keys", "users", "teams", "models", "activity", "health")}
-# Routes a virtual key may call for itself, as in LiteLLM: its own key info and the models it may use.
-SELF_SERVICE = {"key_info", "model_info", "model_group_info"}
+# Routes a virtual key may call for itself, as in LiteLLM: its own key, user and spend, and the models it may use
+# (what each shows to which key: tests/proxy/test_isolation.py).
+SELF_SERVICE = {"key_info", "key_list", "user_info", "spend_logs", "daily_activity", "model_info", "model_group_info"}
 
 
 def management_routes() -> list:

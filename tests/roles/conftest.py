@@ -34,6 +34,7 @@ VARSETS = {
         "ocp4_workload_litemaas_branding_enabled": False,
         "ocp4_workload_litemaas_proxy_workers": 3,
         "ocp4_workload_litemaas_proxy_listen_backlog": 1024,
+        "ocp4_workload_litemaas_proxy_cors_extra_origins": ["https://chat.example.com"],
         "ocp4_workload_litemaas_proxy_config": {
             "router_settings": {"routing_strategy": "least-busy", "cooldown_time": 30},
             "litellm_settings": {"metrics_key_alias": True},

@@ -432,6 +432,23 @@ def test_proxy_built_in_cluster_from_the_collection_sources(renders):
     assert bc["spec"]["strategy"]["type"] == "Docker" and bc["spec"]["source"]["dockerfile"]
 
 
+def test_proxy_allows_the_portal_origin_for_browsers(renders):
+    from litemaas_proxy.config import load_settings
+
+    def origins(name):
+        env = env_of(renders[name].one("Deployment", "litellm")["spec"]["template"]["spec"]["containers"][0])
+        return env.get("LITEMAAS_CORS_ALLOW_ORIGINS")
+
+    # The portal's Chat Playground calls the proxy from the portal's origin; extra origins are added to it.
+    assert origins("defaults") == "https://litellm-frontend.apps.example.com"
+    assert origins("prebuilt_oauth_off") == "https://litellm-frontend.apps.example.com,https://chat.example.com"
+    # The proxy reads the rendered value as it is.
+    assert load_settings(None, env={"LITEMAAS_CORS_ALLOW_ORIGINS": origins("prebuilt_oauth_off")}).cors_allow_origins == (
+        "https://litellm-frontend.apps.example.com", "https://chat.example.com")
+    # Upstream LiteLLM allows any origin and reads no such variable.
+    assert origins("upstream_serviceaccount") is None
+
+
 def test_proxy_workers_and_listen_backlog(renders):
     def proxy_container(name):
         return renders[name].one("Deployment", "litellm")["spec"]["template"]["spec"]["containers"][0]

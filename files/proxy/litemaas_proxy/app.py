@@ -12,9 +12,10 @@ from aiohttp import web
 
 from litemaas_proxy import db, metrics
 from litemaas_proxy.api import body_too_large, max_request_size, routes
-from litemaas_proxy.api.routes import ADMIN, PUBLIC, not_admin
+from litemaas_proxy.api.routes import ADMIN, PUBLIC, check_targets, not_admin
 from litemaas_proxy.auth import MASTER, KeyCache, LookupBatcher, credential_from_headers, hash_token, is_master
 from litemaas_proxy.config import Settings
+from litemaas_proxy.cors import Cors
 from litemaas_proxy.errors import DetailError, ProxyError
 from litemaas_proxy.fastredis import FastRedis
 from litemaas_proxy.limits import Limiter
@@ -43,6 +44,7 @@ class Proxy:
         self.models_lock = asyncio.Lock()
         self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
         self.spend.enabled = bool(settings.database_url)
+        self.cors = Cors(settings.cors_allow_origins)
         self.sealer = ParamSealer(settings.salt_key or settings.master_key)
         self.lookups = LookupBatcher(self._load_keys)
         self.cache = KeyCache(self.lookups.load, settings.key_cache_ttl, settings.key_stale_max)
@@ -262,12 +264,15 @@ async def _within(closing, what: str) -> bool:
     return True
 
 
-def make_middleware(proxy: Proxy, levels: dict):
-    """The application's one middleware: the route table's auth check (before the handler reads anything),
-    then the handler, with every error turned into LiteLLM's error shape."""
+def make_middleware(proxy: Proxy, levels: dict, declared: dict):
+    """The application's one middleware: a browser's CORS preflight answered first (no key, no limits, no spend),
+    then the route table's auth check (before the handler reads anything), then the handler, with every error
+    turned into LiteLLM's error shape."""
 
     @web.middleware
     async def middleware(request: web.Request, handler):
+        if request.method == "OPTIONS" and Cors.is_preflight(request):
+            return proxy.cors.preflight(request)
         try:
             level = levels.get(request.match_info.route)
             if level is not None and level is not PUBLIC:
@@ -275,6 +280,9 @@ def make_middleware(proxy: Proxy, levels: dict):
                 entry = await proxy.authenticate(request)
                 if level is ADMIN and not entry.is_admin:
                     raise not_admin(request, entry)
+                route = declared[request.match_info.route]
+                if route.targets and not entry.is_admin:
+                    await check_targets(request, route, entry)
             return await handler(request)
         except (ProxyError, DetailError) as exc:
             return exc.response()
@@ -315,9 +323,12 @@ def create_app(settings: Settings, worker: Optional[metrics.Worker] = None) -> w
 
     proxy = Proxy(settings)
     levels: dict = {}
-    app = web.Application(middlewares=[make_middleware(proxy, levels)], client_max_size=max_request_size(settings))
+    declared: dict = {}
+    app = web.Application(middlewares=[make_middleware(proxy, levels, declared)], client_max_size=max_request_size(settings))
     app["proxy"] = proxy
+    app.on_response_prepare.append(proxy.cors.on_prepare)
     app[routes.LEVEL_KEY] = levels
+    app[routes.DECLARED_KEY] = declared
     routing.setup(proxy)
     guardrails.setup(app, proxy)
     routes.install(app, openapi.ROUTES)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, Callable, Optional
@@ -90,6 +91,30 @@ def redis_failure_mode(value: Any, label: str = "LITEMAAS_REDIS_FAILURE_MODE, ge
     if mode not in REDIS_FAILURE_MODES:
         raise ValueError(f"Invalid redis failure mode {value!r}: expected 'open' or 'closed' ({label.replace(' / ', ', ')})")
     return mode
+
+
+ANY_ORIGIN = "*"
+ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s@]+$")
+
+
+def origins(value: Any, label: str) -> tuple:
+    """``*`` or origins (``scheme://host[:port]``), as a list or one string separated by commas or spaces."""
+    items = value if isinstance(value, (list, tuple)) else re.split(r"[,\s]+", str(value))
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"Invalid {label} entry {item!r}: expected a string")
+        origin = item.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if origin != ANY_ORIGIN and not ORIGIN_RE.match(origin):
+            raise ValueError(f"Invalid {label} entry {item!r}: expected '*' or an origin such as https://portal.example.com "
+                             "(scheme and host, optionally a port; no path)")
+        if origin not in out:
+            out.append(origin)
+    if not out:
+        raise ValueError(f"Invalid {label} {value!r}: expected '*' or at least one origin")
+    return tuple(out)
 
 
 def a_list(value: Any, label: str) -> list:
@@ -190,6 +215,9 @@ SETTINGS = (
             "connections the kernel queues before accept (capped by net.core.somaxconn)"),
     Setting("max_request_size_mb", ("general_settings.max_request_size_mb", "env:LITEMAAS_MAX_REQUEST_SIZE_MB"), positive, 64.0,
             "largest JSON body in MB; a larger one gets 413 (pass-through bodies are streamed and not bound by it)"),
+    Setting("cors_allow_origins", ("env:LITEMAAS_CORS_ALLOW_ORIGINS", "general_settings.cors_allow_origins"), origins, (ANY_ORIGIN,),
+            "origins whose pages may call the proxy from a browser (CORS): `*` for any, or origins such as "
+            "`https://portal.example.com` separated by commas (a list in the config file)"),
     Setting("access_log", ("env:LITEMAAS_ACCESS_LOG", "general_settings.access_log"), on_off, False, "one log line per request"),
     Setting("metrics_key_alias", ("env:LITEMAAS_METRICS_KEY_ALIAS", "litellm_settings.metrics_key_alias"), on_off, False,
             "label request metrics with the key alias (a set of series per key)"),
@@ -237,6 +265,7 @@ class Settings:
     shutdown_flush_timeout: float = 10.0
     listen_backlog: int = 4096
     max_request_size_mb: float = 64.0
+    cors_allow_origins: tuple = (ANY_ORIGIN,)
     access_log: bool = False
     metrics_key_alias: bool = False
     metrics_require_auth: bool = False
@@ -327,7 +356,7 @@ def load_settings(config_path: Optional[str] = None, env=None) -> Settings:
 
 KIND_NAMES = {positive: "number > 0", non_negative: "number ≥ 0", whole: "whole number ≥ 0", whole_positive: "whole number ≥ 1",
               text: "string", on_off: "on/off", duration: "duration", timezone_name: "time zone", redis_failure_mode: "`open` or `closed`",
-              a_list: "list", a_mapping: "mapping", as_given: "as LiteLLM's"}
+              origins: "origins", a_list: "list", a_mapping: "mapping", as_given: "as LiteLLM's"}
 
 
 def _default_text(value: Any) -> str:
@@ -337,6 +366,8 @@ def _default_text(value: Any) -> str:
         return "on" if value else "off"
     if isinstance(value, (int, float)):
         return f"{value:g}"
+    if isinstance(value, tuple):
+        return ", ".join(f"`{v}`" for v in value)
     if isinstance(value, (list, dict)):
         return "empty"
     return f"`{value}`"

@@ -1,4 +1,6 @@
-"""Spend and usage reports (LiteLLM's spend_management_endpoints): /spend/logs, /user/daily/activity."""
+"""Spend and usage reports (LiteLLM's spend_management_endpoints): /spend/logs, /user/daily/activity.
+
+Any key may read them; a key that is not an admin's sees only its own rows (or its user's: routes.scope)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from aiohttp import web
 
 from litemaas_proxy.api.common import MAX_PAGE, check_range, int_query, parse_date, pool, proxy_of, query_filters
-from litemaas_proxy.api.routes import ADMIN, Route
+from litemaas_proxy.api.routes import KEY, KEY_ROW, USER_ROW, Route, scope_filters
 from litemaas_proxy.auth import hash_if_needed
 from litemaas_proxy.errors import bad_request, json_response
 from litemaas_proxy.queries import spend as q
@@ -28,6 +30,7 @@ async def spend_logs(request: web.Request) -> web.Response:
     for qname, col in q.LOG_FILTERS:
         if request.query.get(qname):
             filters.append((col, request.query[qname]))
+    filters += scope_filters(request, "api_key", '"user"')
     start = parse_date(request.query.get("start_date"), "start_date")
     end = parse_date(request.query.get("end_date"), "end_date")
     check_range(start, end)
@@ -78,7 +81,7 @@ async def daily_activity(request: web.Request) -> web.Response:
     check_range(start, end)
     page = int_query(request, "page", 1, 1, MAX_PAGE)
     page_size = int_query(request, "page_size", 50, 1, 1000)
-    filters = query_filters(request, q.ACTIVITY_FILTERS, "api_key")
+    filters = query_filters(request, q.ACTIVITY_FILTERS, "api_key") + scope_filters(request, "s.api_key", 's."user"')
     rows = await q.activity(pool(proxy_of(request)), filters, _midnight(start), _midnight(end + timedelta(days=1)))
     by_day: dict = {}
     total = empty_metrics()
@@ -110,6 +113,6 @@ async def daily_activity(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/spend/logs", spend_logs, ADMIN),
-    Route("GET", "/user/daily/activity", daily_activity, ADMIN),
+    Route("GET", "/spend/logs", spend_logs, KEY, targets=(("api_key", KEY_ROW), ("user_id", USER_ROW)), listing=True),
+    Route("GET", "/user/daily/activity", daily_activity, KEY, targets=(("api_key", KEY_ROW), ("user_id", USER_ROW)), listing=True),
 ]

@@ -26,10 +26,10 @@ from litemaas_proxy.api.common import (
     read_body,
     validate_models,
 )
-from litemaas_proxy.api.routes import ADMIN, KEY, Route
+from litemaas_proxy.api.routes import ADMIN, KEY, KEY_ROW, USER_ROW, Route, scope_filters
 from litemaas_proxy.auth import MASTER, abbreviate, generate_key, hash_if_needed, hash_token, is_master, key_name
 from litemaas_proxy.durations import duration_after
-from litemaas_proxy.errors import ProxyError, bad_request, json_response, not_found, validation_error
+from litemaas_proxy.errors import bad_request, json_response, not_found, validation_error
 from litemaas_proxy.queries import keys as q
 from litemaas_proxy.queries import teams as team_q
 from litemaas_proxy.values import parse_on_off, parse_timestamp
@@ -209,7 +209,7 @@ async def key_delete(request: web.Request) -> web.Response:
 
 
 async def key_info(request: web.Request) -> web.Response:
-    """Any key may ask about itself (or about keys of its own user); the master key about any key."""
+    """Any key may ask about itself (or about keys of its own user: routes.may_act_on); the master key about any key."""
     proxy = proxy_of(request)
     entry = caller(request)
     key = request.query.get("key")
@@ -222,9 +222,7 @@ async def key_info(request: web.Request) -> web.Response:
         row = await get_key_row(pool(proxy), entry.token)
         key = passed.strip()
     else:
-        row = await get_key_row(pool(proxy), key)
-        if row is not None and not entry.is_admin and row["token"] != entry.token and row.get("user_id") != entry.key.get("user_id"):
-            raise ProxyError(403, "You are not allowed to access this key's info. Your key is not the owner of this key.", "auth_error", "key")
+        row = await get_key_row(pool(proxy), key)  # the route table's ownership rule has checked ?key= already
     if row is None:
         raise not_found("Key not found in database", "key")
     return json_response({"key": key, "info": public_key_row(row)})
@@ -234,7 +232,7 @@ async def key_list(request: web.Request) -> web.Response:
     proxy = proxy_of(request)
     page = int_query(request, "page", 1, 1, MAX_PAGE)
     size = int_query(request, "size", 10, 1, 100)
-    filters = query_filters(request, q.LIST_FILTERS, "key_hash")
+    filters = query_filters(request, q.LIST_FILTERS, "key_hash") + scope_filters(request, "token", "user_id")
     sort_by = request.query.get("sort_by") or "created_at"
     if sort_by not in db.KEY_COLUMNS:
         raise bad_request(f"Invalid sort_by {sort_by!r}", "sort_by")
@@ -314,8 +312,8 @@ ROUTES = [
     Route("POST", "/key/generate", key_generate, ADMIN),
     Route("POST", "/key/update", key_update, ADMIN),
     Route("POST", "/key/delete", key_delete, ADMIN),
-    Route("GET", "/key/info", key_info, KEY),
-    Route("GET", "/key/list", key_list, ADMIN),
+    Route("GET", "/key/info", key_info, KEY, targets=(("key", KEY_ROW),)),
+    Route("GET", "/key/list", key_list, KEY, targets=(("user_id", USER_ROW), ("key_hash", KEY_ROW)), listing=True),
     Route("POST", "/key/block", key_block, ADMIN),
     Route("POST", "/key/unblock", key_unblock, ADMIN),
     Route("POST", "/key/regenerate", key_regenerate, ADMIN),

@@ -22,7 +22,7 @@ from litemaas_proxy.api.common import (
     strip_password,
 )
 from litemaas_proxy.api.keys import create_key
-from litemaas_proxy.api.routes import ADMIN, Route
+from litemaas_proxy.api.routes import ADMIN, KEY, USER_ROW, Route, not_owner, scope
 from litemaas_proxy.errors import DetailError, ProxyError, bad_request, json_response, not_found, validation_error
 from litemaas_proxy.queries import keys as key_q
 from litemaas_proxy.queries import users as q
@@ -86,6 +86,11 @@ async def user_info(request: web.Request) -> web.Response:
     proxy = proxy_of(request)
     user_id = request.query.get("user_id")
     p = pool(proxy)
+    own = scope(caller(request))
+    if not user_id and own is not None:  # a key that is not an admin's: its own user (LiteLLM), if it has one
+        if "user_id" not in own:
+            raise not_owner("the list of users (this key belongs to no user)")
+        user_id = own["user_id"]
     if not user_id:
         page = int_query(request, "page", 1, 1, MAX_PAGE)
         size = int_query(request, "page_size", 25, 1, 1000)
@@ -157,7 +162,7 @@ async def user_delete(request: web.Request) -> web.Response:
 
 ROUTES = [
     Route("POST", "/user/new", user_new, ADMIN),
-    Route("GET", "/user/info", user_info, ADMIN),
+    Route("GET", "/user/info", user_info, KEY, targets=(("user_id", USER_ROW),), listing=True),
     Route("POST", "/user/update", user_update, ADMIN),
     Route("POST", "/user/delete", user_delete, ADMIN),
 ]
