@@ -113,7 +113,7 @@ def test_limit_descriptors():
     descs = descriptors_for({"token": "h", "rpm_limit": 2, "tpm_limit": None, "max_parallel_requests": None}, {"user_id": "u"}, None)
     assert [(d.name, d.value, d.rpm, d.tpm, d.par) for d in descs] == [("api_key", "h", 2, -1, -1)]
     keys, argv = build_args([Descriptor("user", "u", 1, 2, 3)], 60)
-    assert keys == ["litemaas:rl:user:u:w", "litemaas:rl:user:u:p"] and argv == [60, 1, 1, 2, 3]
+    assert keys == ["litemaas:rl:user:u:w", "litemaas:rl:user:u:l"] and argv == [60, 1, 1, 2, 3]
 
 
 def test_sse_event_boundaries():

@@ -340,7 +340,8 @@ def test_backend_environment(renders):
     env = env_of(backend)
     assert backend["image"] == "quay.io/rh-aiservices-bu/litemaas-backend:0.4.0"
     assert env["NODE_ENV"] == "production" and env["PORT"] == "8080"
-    assert env["LITELLM_API_URL"] == "http://litellm.litemaas.svc:4000"
+    # The public route: the portal hands this URL to browsers, and its Chat Playground calls it from the page.
+    assert env["LITELLM_API_URL"] == "https://litellm.apps.example.com"
     assert env["OAUTH_CALLBACK_URL"] == "https://litellm-frontend.apps.example.com/api/auth/callback"
     assert env["CORS_ORIGIN"] == "https://litellm-frontend.apps.example.com"
     assert env["OAUTH_ISSUER"] == "https://oauth-openshift.apps.example.com"
@@ -468,6 +469,17 @@ def test_proxy_workers_and_listen_backlog(renders):
     assert shutdown_budget(Settings()) < 45
     assert renders["defaults"].one("Deployment", "litellm")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
     assert renders["upstream_serviceaccount"].one("Deployment", "litellm")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+
+
+def test_proxy_spend_journal_outlives_a_container_restart(renders):
+    """The spend journal is on an emptyDir (it lives as long as the pod, so a restarted container replays it), and the
+    proxy writes it there (its root file system is read-only)."""
+    pod = renders["defaults"].one("Deployment", "litellm")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert env_of(container)["LITEMAAS_SPILL_DIR"] == "/var/lib/litemaas/spend"
+    assert {"name": "spend-journal", "mountPath": "/var/lib/litemaas/spend"} in container["volumeMounts"]
+    assert {"name": "spend-journal", "emptyDir": {}} in pod["volumes"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_prebuilt_proxy_image(renders):

@@ -13,7 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-GROUPS = {"v1": {"configmaps": "ConfigMap", "secrets": "Secret"}, "apps/v1": {"deployments": "Deployment"}}
+GROUPS = {"v1": {"configmaps": "ConfigMap", "secrets": "Secret", "serviceaccounts": "ServiceAccount"},
+          "apps/v1": {"deployments": "Deployment"},
+          "rbac.authorization.k8s.io/v1": {"roles": "Role", "rolebindings": "RoleBinding"},
+          "serving.kserve.io/v1beta1": {"inferenceservices": "InferenceService"},
+          "serving.kserve.io/v1alpha1": {"servingruntimes": "ServingRuntime"},
+          "argoproj.io/v1alpha1": {"applications": "Application"}}
 RESOURCES = {name: kind for resources in GROUPS.values() for name, kind in resources.items()}
 
 
@@ -21,6 +26,15 @@ def _resource_list(group_version):
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [
         {"name": name, "singularName": kind.lower(), "namespaced": True, "kind": kind,
          "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]} for name, kind in GROUPS[group_version].items()]}
+
+
+def _group_list():
+    groups = {}
+    for group_version in GROUPS:
+        if "/" in group_version:
+            group, version = group_version.split("/")
+            groups.setdefault(group, []).append({"groupVersion": group_version, "version": version})
+    return [{"name": g, "versions": v, "preferredVersion": v[0]} for g, v in groups.items()]
 
 
 def _object_path(parts):
@@ -61,6 +75,11 @@ class FakeKubernetes:
     def stop(self):
         self._server.shutdown()
         self._server.server_close()
+
+    def set_status(self, resource: str, namespace: str, name: str, status: dict) -> None:
+        """Set an object's status, as its controller would (server-side apply of the spec keeps it)."""
+        with self._lock:
+            self.objects[(resource, namespace, name)]["status"] = status
 
     def names(self, resource: str, namespace: str) -> list:
         return sorted(n for (r, ns, n) in self.objects if r == resource and ns == namespace)
@@ -106,11 +125,9 @@ class FakeKubernetes:
                 if parts == ["api"]:
                     return self._send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
                 if parts == ["apis"]:
-                    return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                        {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-                         "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}]})
-                if parts in (["api", "v1"], ["apis", "apps", "v1"]):
-                    return self._send(200, _resource_list("v1" if parts[0] == "api" else "apps/v1"))
+                    return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": _group_list()})
+                if parts == ["api", "v1"] or (parts[:1] == ["apis"] and len(parts) == 3 and "/".join(parts[1:]) in GROUPS):
+                    return self._send(200, _resource_list("v1" if parts[0] == "api" else "/".join(parts[1:])))
                 target = _object_path(parts)
                 if target is None:
                     return self._not_found(self.path)

@@ -44,7 +44,7 @@ class Proxy:
         # Reloads run one at a time: a slow reload that read the table before a change must not
         # overwrite the list of a later one (each reload starts its read after the previous finished).
         self.models_lock = asyncio.Lock()
-        self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir)
+        self.spend = SpendWriter(settings.spend_flush_interval, settings.spill_dir, memory_max=settings.spend_memory_max)
         self.spend.enabled = bool(settings.database_url)
         self.cors = Cors(settings.cors_allow_origins)
         self.sealer = ParamSealer(settings.salt_key or settings.master_key)
@@ -185,7 +185,6 @@ class Proxy:
             return
         self.pool = pool
         self.spend.pool = pool
-        self.spend.load_spills()
         await self.seal_plain_models()
         await self.reload_models()
         self.db_ready.set()
@@ -211,14 +210,17 @@ class Proxy:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        self.spend.open_journal()  # before the first request: every answer's spend is journaled
         self.config_deployments = self.build_config_deployments()
         self.router.set_deployments(self.config_deployments, [])
         self.upstream = UpstreamClient(self.settings.connect_timeout)
         if self.settings.redis_url:
             self.fast_redis = FastRedis(self.settings.redis_url)
             self.redis = self.fast_redis  # publish, readiness ping
-            self.limiter = Limiter(self.fast_redis, self.settings.rate_limit_window, failure_mode=self.settings.redis_failure_mode)
+            self.limiter = Limiter(self.fast_redis, self.settings.rate_limit_window, failure_mode=self.settings.redis_failure_mode,
+                                   lease_ttl=self.settings.parallel_lease_ttl)
             self.tasks.append(asyncio.get_running_loop().create_task(self._listen()))
+            self.tasks.append(asyncio.get_running_loop().create_task(self.limiter.keep_alive()))
         if self.settings.database_url:
             connect = asyncio.get_running_loop().create_task(self._connect_db())
             self.tasks.append(connect)

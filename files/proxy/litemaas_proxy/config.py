@@ -193,6 +193,8 @@ SETTINGS = (
     Setting("key_stale_max", ("env:LITEMAAS_KEY_STALE_MAX",), non_negative, 300.0,
             "seconds a cached key keeps working while PostgreSQL is unreachable"),
     Setting("rate_limit_window", ("env:LITELLM_RATE_LIMIT_WINDOW_SIZE",), whole_positive, 60, "seconds of a rate-limit window"),
+    Setting("parallel_lease_ttl", ("env:LITEMAAS_PARALLEL_LEASE_TTL",), whole_positive, 30,
+            "seconds after which the max_parallel_requests slots of a proxy process that died are free again"),
     Setting("budget_reset_interval", ("env:LITEMAAS_BUDGET_RESET_INTERVAL",), positive, 60.0, "seconds between budget reset runs"),
     Setting("budget_timezone", ("env:LITEMAAS_BUDGET_TIMEZONE", "litellm_settings.timezone"), timezone_name, UTC,
             "time zone budget resets align to (midnight, Monday, the 1st)"),
@@ -207,7 +209,10 @@ SETTINGS = (
             "seconds between spend batch writes"),
     Setting("db_pool_size", ("env:LITEMAAS_DB_POOL_SIZE", "general_settings.database_connection_pool_limit"), whole_positive, 10,
             "PostgreSQL connections per worker"),
-    Setting("spill_dir", ("env:LITEMAAS_SPILL_DIR",), text, "/tmp", "where spend that cannot be written at shutdown is spilled and replayed from"),
+    Setting("spill_dir", ("env:LITEMAAS_SPILL_DIR",), text, "/tmp",
+            "directory of the spend journal (every answered request's record until it is in the database; replayed at start)"),
+    Setting("spend_memory_max", ("env:LITEMAAS_SPEND_MEMORY_MAX",), whole_positive, 10000,
+            "spend records a worker holds in memory while the database is away; the rest waits in the journal on disk"),
     Setting("shutdown_flush_timeout", ("env:LITEMAAS_SHUTDOWN_FLUSH_TIMEOUT",), non_negative, 10.0,
             "seconds the spend buffer may take to flush on SIGTERM"),
     # HTTP
@@ -254,6 +259,7 @@ class Settings:
     key_cache_ttl: float = 10.0
     key_stale_max: float = 300.0
     rate_limit_window: int = 60
+    parallel_lease_ttl: int = 30
     budget_reset_interval: float = 60.0
     budget_timezone: tzinfo = UTC
     default_user_budget_duration: Optional[str] = None
@@ -262,6 +268,7 @@ class Settings:
     spend_flush_interval: float = 1.0
     db_pool_size: int = 10
     spill_dir: str = "/tmp"
+    spend_memory_max: int = 10000
     shutdown_flush_timeout: float = 10.0
     listen_backlog: int = 4096
     max_request_size_mb: float = 64.0

@@ -9,6 +9,13 @@ While Redis is unreachable the failure mode decides (``LITEMAAS_REDIS_FAILURE_MO
 ``general_settings.redis_failure_mode``): ``open`` (default) admits requests unchecked, ``closed``
 refuses every request that needs a limit check with a 503. Keys without limits are never checked.
 Post-call updates that could not reach Redis are kept and applied once it is back.
+
+Parallel slots are leases. A descriptor's slots are a hash: one field per proxy process (a random id
+per process start) counting the slots it holds. Each process keeps ``litemaas:rl:alive:<id>`` alive
+(set on every check that takes a slot and by a heartbeat every third of the lease TTL); a check counts
+only the fields of processes still alive and deletes the others. So the slots of a process killed
+in the middle of its requests are free again at most ``LITEMAAS_PARALLEL_LEASE_TTL`` seconds (default
+30) after its last heartbeat, on every replica, while the count of live processes stays exact.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -31,8 +39,11 @@ PREFIX = "litemaas:rl:"
 #
 # KEYS: per descriptor i: KEYS[2i-1] = window hash, KEYS[2i] = parallel counter; then per queued update j
 #       KEYS[2n+2j-1] = window hash, KEYS[2n+2j] = parallel counter
-# ARGV: window, n, per descriptor rpm, tpm, par (-1 = no limit), m, per update tokens, releases
+# ARGV: window, n, per descriptor rpm, tpm, par (-1 = no limit), m, per update tokens, releases; then the
+#       process id and the lease TTL (the last two arguments of both scripts)
 APPLY_LUA = """
+local ME = ARGV[#ARGV - 1]
+local ALIVE = 'litemaas:rl:alive:'
 local function apply(keys_base, argv_base, m)
   for j = 1, m do
     local wkey = KEYS[keys_base + 2 * j - 1]
@@ -43,14 +54,26 @@ local function apply(keys_base, argv_base, m)
       redis.call('HINCRBY', wkey, 't', tokens)
     end
     if rel > 0 then
-      local v = redis.call('DECRBY', pkey, rel)
-      if v < 0 then redis.call('SET', pkey, 0, 'EX', 3600) end
+      if redis.call('HINCRBY', pkey, ME, -rel) <= 0 then redis.call('HDEL', pkey, ME) end
     end
   end
 end
 """
 
 CHECK_LUA = APPLY_LUA + """
+local function held(pkey)
+  local v = redis.call('HGETALL', pkey)
+  local total = 0
+  for j = 1, #v, 2 do
+    local c = tonumber(v[j + 1]) or 0
+    if c > 0 and (v[j] == ME or redis.call('EXISTS', ALIVE .. v[j]) == 1) then
+      total = total + c
+    else
+      redis.call('HDEL', pkey, v[j])
+    end
+  end
+  return total
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local win = tonumber(ARGV[1])
@@ -74,13 +97,13 @@ for i = 1, n do
   end
   local p = 0
   if par >= 0 then
-    p = tonumber(redis.call('GET', KEYS[2 * i]) or '0') or 0
-    if p < 0 then p = 0 end
+    p = held(KEYS[2 * i])
     if p + 1 > par then return {0, i, 3, par, 0} end
   end
   st[i] = {rpm, tpm, par, start, req, tok, reset, p}
 end
 local out = {1}
+local leased = false
 for i = 1, n do
   local s = st[i]
   if s[1] >= 0 or s[2] >= 0 then
@@ -92,19 +115,27 @@ for i = 1, n do
     redis.call('EXPIRE', KEYS[2 * i - 1], win * 2)
   end
   if s[3] >= 0 then
-    redis.call('INCR', KEYS[2 * i])
+    redis.call('HINCRBY', KEYS[2 * i], ME, 1)
     redis.call('EXPIRE', KEYS[2 * i], 3600)
+    leased = true
   end
   table.insert(out, s[5] + 1)
   table.insert(out, s[6])
   table.insert(out, s[8] + 1)
 end
+if leased then redis.call('SET', ALIVE .. ME, 1, 'EX', tonumber(ARGV[#ARGV])) end
 return out
 """
 
-# ARGV: m, per update tokens, releases
+# ARGV: m, per update tokens, releases, process id, lease TTL
 POST_LUA = APPLY_LUA + """
 apply(0, 1, tonumber(ARGV[1]))
+return 1
+"""
+
+# KEYS: the alive key of this process; ARGV: lease TTL
+ALIVE_LUA = """
+redis.call('SET', KEYS[1], 1, 'EX', tonumber(ARGV[1]))
 return 1
 """
 
@@ -141,7 +172,7 @@ def build_args(descs: list, window: int) -> tuple:
     for d in descs:
         base = f"{PREFIX}{d.name}:{d.value}"
         keys.append(base + ":w")
-        keys.append(base + ":p")
+        keys.append(base + ":l")
         argv.extend((d.rpm, d.tpm, d.par))
     return keys, argv
 
@@ -153,9 +184,13 @@ def _reset_text(reset_epoch: float) -> str:
 class Limiter:
     """``client`` has ``async run_script(script, keys, args)`` (litemaas_proxy.fastredis.FastRedis)."""
 
-    def __init__(self, client, window: int = 60, flush_delay: float = 0.02, failure_mode: str = "open"):
+    def __init__(self, client, window: int = 60, flush_delay: float = 0.02, failure_mode: str = "open", lease_ttl: int = 30):
         self.client = client
         self.window = window
+        self.lease_ttl = int(lease_ttl)
+        # This process's lease holder id: a new one per start, so a restarted process never inherits the slots of the dead one.
+        self.holder = uuid.uuid4().hex[:16]
+        self._tail = [self.holder, self.lease_ttl]
         self.flush_delay = flush_delay
         self.failure_mode = redis_failure_mode(failure_mode)  # Settings.redis_failure_mode
         self.pending: dict = {}
@@ -168,10 +203,20 @@ class Limiter:
         self._flushing: Optional[asyncio.Task] = None
 
     async def _check(self, keys, args):
-        return await self.client.run_script(CHECK_LUA, keys, args)
+        return await self.client.run_script(CHECK_LUA, keys, args + self._tail)
 
     async def _post(self, keys, args):
-        return await self.client.run_script(POST_LUA, keys, args)
+        return await self.client.run_script(POST_LUA, keys, args + self._tail)
+
+    async def keep_alive(self) -> None:
+        """Renew this process's lease every third of its TTL, for as long as the process lives (its slots are counted
+        while it does). Runs as a background task; a Redis outage only skips renewals."""
+        while True:
+            try:
+                await self.client.run_script(ALIVE_LUA, [PREFIX + "alive:" + self.holder], [self.lease_ttl])
+            except Exception as exc:
+                self._warn("parallel-slot lease not renewed", exc)
+            await asyncio.sleep(self.lease_ttl / 3)
 
     def _warn(self, what: str, exc: Exception) -> None:
         """Log a Redis outage at most every 5 s (every request hits it), with the count of repeats left out."""

@@ -1,5 +1,8 @@
 """Prometheus metrics at ``/metrics``, with LiteLLM's metric names where LiteLLM has one.
 
+Long file: the counting, the merge across workers and the exposition share the stores' shapes; they are to move
+into modules of their own with the data plane's restructuring.
+
 **Every answer is counted once, with the status the client got.** The outermost middleware (:func:`count_answers`)
 counts each answer of the LLM and pass-through routes: successes, and refusals the handlers never see (401 for a
 missing or unknown key, 503 while the database cannot verify a key) or raise before routing (400 for an unknown
@@ -68,6 +71,7 @@ HISTOGRAMS = {"latency": _latency, "ttft": _ttft}
 # How the pod's value of each process-level gauge is made from its workers' values.
 GAUGES = {
     "litellm_in_memory_spend_update_queue_size": sum,  # records waiting in any worker wait in the pod
+    "litemaas_spend_records_on_disk": sum,  # likewise those held only in a journal on disk
 }
 DEPLOYMENT_STATE = max  # a deployment cooling down in one worker is reported as cooling down
 DEPLOYMENT_IN_FLIGHT = sum
@@ -251,7 +255,8 @@ def local_snapshot(proxy) -> dict:
         "histograms": {name: _rows(store) for name, store in HISTOGRAMS.items()},
         "deployments": deployments, "fallbacks_ok": fallbacks_ok, "fallbacks_bad": fallbacks_bad,
         "lookups": [lookups.lookups, lookups.batches] if lookups is not None else [0, 0],
-        "gauges": {"litellm_in_memory_spend_update_queue_size": len(proxy.spend.buffer)},
+        "gauges": {"litellm_in_memory_spend_update_queue_size": proxy.spend.pending_records,
+                   "litemaas_spend_records_on_disk": proxy.spend.on_disk_records},
     }
 
 
@@ -439,6 +444,8 @@ def families(pod: dict, key_alias: bool) -> list:
     queue = GaugeMetricFamily("litellm_in_memory_spend_update_queue_size", "Spend records waiting to be written to the database (all workers)")
     queue.add_metric([], pod["gauges"].get("litellm_in_memory_spend_update_queue_size", 0))
     out.append(queue)
+    out.append(GaugeMetricFamily("litemaas_spend_records_on_disk", "Spend records waiting only in a journal on disk (memory cap reached, or adopted)",
+                                 value=pod["gauges"].get("litemaas_spend_records_on_disk", 0)))
     out.append(CounterMetricFamily("litemaas_key_lookups", "Keys looked up in the database on a key-cache miss (concurrent misses of one key count once)",
                                    value=pod["lookups"][0]))
     out.append(CounterMetricFamily("litemaas_key_lookup_batches", "Database queries made for those lookups (keys missed together share one)",

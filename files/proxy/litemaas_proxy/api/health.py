@@ -39,7 +39,7 @@ async def readiness(request: web.Request) -> web.Response:
         except Exception as exc:
             healthy = False
             status["cache"] = f"redis error: {type(exc).__name__}"
-    status["spend_records_buffered"] = len(proxy.spend.buffer)
+    status["spend_records_buffered"] = proxy.spend.pending_records
     if not healthy:
         status["status"] = "unhealthy"
         return json_response(status, status=503)
