@@ -85,7 +85,7 @@ def split_text(parts: list[str], chunks: int) -> list[str]:
 
 def _tool_arguments(schema) -> dict:
     required = schema.get("required") if isinstance(schema, dict) else None
-    return {str(name): "tok0" for name in (required or [])}
+    return {name: "tok0" for name in required if isinstance(name, str)} if isinstance(required, list) else {}
 
 
 # ---- chat completions tool calls ----------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def wav_seconds(data: bytes) -> float | None:
     pos, byte_rate = 12, None
     while pos + 8 <= len(data):
         cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        if cid == b"fmt " and size >= 16:
+        if cid == b"fmt " and size >= 16 and pos + 20 <= len(data):
             byte_rate = struct.unpack("<I", data[pos + 16:pos + 20])[0]
         elif cid == b"data":
             if not byte_rate:
@@ -392,8 +392,8 @@ def token_id(word: str) -> int:
 
 
 def tokenize_answer(body: dict, vocab: dict, max_model_len: int) -> tuple[int, dict | str]:
-    if "messages" in body:
-        text = " ".join(str(m.get("content") or "") for m in body.get("messages") or [] if isinstance(m, dict))
+    if isinstance(body.get("messages"), list):
+        text = " ".join(str(m.get("content") or "") for m in body["messages"] if isinstance(m, dict))
     elif isinstance(body.get("prompt"), str):
         text = body["prompt"]
     else:

@@ -310,6 +310,8 @@ def make_middleware(proxy: Proxy, levels: dict, declared: dict):
 def error_response(request: web.Request, declared: dict, exc) -> web.Response:
     """The error in the shape of the route's API: Anthropic's on the Messages routes, LiteLLM's everywhere else."""
     route = declared.get(request.match_info.route)
+    if route is None:  # no route matched this method: the shape of the routes at this path
+        route = next((r for r in declared.values() if r.path == request.path), None)
     if route is not None and route.errors == "anthropic" and isinstance(exc, ProxyError):
         return web.Response(status=exc.status, body=orjson.dumps(error_body(exc.status, exc.message)), content_type="application/json",
                             headers=exc.headers)

@@ -45,7 +45,7 @@ def _text_of(content) -> str:
 
 
 def _image(block: dict, where: str) -> dict:
-    source = block.get("source") or {}
+    source = block.get("source") if isinstance(block.get("source"), dict) else {}
     if source.get("type") == "url":
         return {"type": "image_url", "image_url": {"url": source.get("url")}}
     if source.get("type") == "base64":
