@@ -291,3 +291,26 @@ def test_rerank_score_and_tokenize(apis_proxy):
     assert spend_of(apis_proxy, key, 3) == pytest.approx((11 + 2 + 3) * RERANK_COST, rel=1e-9)  # tokenizing is not charged
     status, data, dummy = http_json("POST", apis_proxy.url + "/v1/rerank", {"model": "nope", "query": "a", "documents": ["a"]}, auth)
     assert status == 400 and "Invalid model name passed in model=nope" in data["error"]["message"]
+
+
+def test_metrics_count_each_api_route(apis_proxy):
+    from tests.proxy.test_metrics import scrape, value
+
+    alias = uid("metrics")
+    key = new_key(apis_proxy, key_alias=alias)
+    before = scrape(apis_proxy)
+    oai(apis_proxy, key).responses.create(model="bridge-model", input="one two", max_output_tokens=3)
+    claude(apis_proxy, key).messages.create(model="stub-model", max_tokens=2, messages=[{"role": "user", "content": "a"}])
+    with pytest.raises(anthropic.BadRequestError):
+        claude(apis_proxy, key).messages.create(model="no-such-model", max_tokens=2, messages=[{"role": "user", "content": "a"}])
+    after = scrape(apis_proxy)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("litellm_proxy_total_requests_metric_total", route="/v1/responses", status_code="200") == 1
+    assert delta("litellm_proxy_total_requests_metric_total", route="/v1/messages", status_code="200") == 1
+    assert delta("litellm_proxy_total_requests_metric_total", route="/v1/messages", status_code="400") == 1
+    assert delta("litellm_input_tokens_metric_total", model="bridge-model") == 2
+    assert delta("litellm_output_tokens_metric_total", model="bridge-model") == 3
+    assert delta("litellm_spend_metric_total", model="stub-model") == pytest.approx(cost(1, 2))
