@@ -53,6 +53,8 @@ def apis_proxy(proxy_factory, stub_upstream, second_stub):
                                                           "responses_api": "chat", "messages_api": "chat"}, "model_info": {"mode": "chat"}},
         {"model_name": "twin", "litellm_params": {"model": "openai/twin-a", "api_base": stub_upstream.url, **costs}, "model_info": {"id": "twin-a"}},
         {"model_name": "twin", "litellm_params": {"model": "openai/twin-b", "api_base": second_stub.url, **costs}, "model_info": {"id": "twin-b"}},
+        {"model_name": "shaky", "litellm_params": {"model": "openai/shaky-fail-503", "api_base": stub_upstream.url, **costs}, "model_info": {"id": "shaky-a"}},
+        {"model_name": "shaky", "litellm_params": {"model": "openai/shaky-ok", "api_base": stub_upstream.url, **costs}, "model_info": {"id": "shaky-b"}},
         {"model_name": "whisper", "litellm_params": {"model": "openai/whisper-large", "api_base": stub_upstream.url, "api_key": "sk-upstream",
                                                      "input_cost_per_second": PER_SECOND}, "model_info": {"mode": "audio_transcription"}},
         {"model_name": "reranker", "litellm_params": {"model": "openai/bge-reranker", "api_base": stub_upstream.url, "api_key": "sk-upstream",
@@ -249,6 +251,19 @@ def test_refusals_in_each_api_shape(apis_proxy):
         oai(apis_proxy, narrow).responses.create(model="stub-model", input="x")
     with pytest.raises(openai.RateLimitError):
         oai(apis_proxy, limited).responses.create(model="stub-model", input="x")
+
+
+def test_a_failing_deployment_is_retried_on_the_next(apis_proxy, stub_upstream):
+    key = new_key(apis_proxy, key_alias=uid("retry"))
+    stub_upstream.reset()
+    for _attempt in range(2):  # round-robin: one of the two calls tries the failing deployment first
+        msg = claude(apis_proxy, key).messages.create(model="shaky", max_tokens=2, messages=[{"role": "user", "content": "a"}])
+        assert (msg.content[0].text, msg.model) == ("tok0 tok1", "shaky-ok")
+        resp = oai(apis_proxy, key).responses.create(model="shaky", input="a", max_output_tokens=2)
+        assert resp.output_text == "tok0 tok1"
+    seen = stub_upstream.stats()["by_model"]
+    assert seen["shaky-ok"] == 4 and seen["shaky-fail-503"] >= 1
+    assert spend_of(apis_proxy, key, 4) == pytest.approx(4 * cost(1, 2), rel=1e-9)
 
 
 # ---- audio, rerank, score, tokenize ------------------------------------------------------------------------------
