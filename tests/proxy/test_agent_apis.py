@@ -156,7 +156,7 @@ def test_responses_retrieve_and_cancel_go_to_the_creating_deployment(apis_proxy,
     client = oai(apis_proxy, key)
     stub_upstream.reset()
     second_stub.reset()
-    made = [client.responses.create(model="twin", input="hello") for _ in range(6)]
+    made = [client.responses.create(model="twin", input="hello") for _turn in range(6)]
     by_stub = {"a": stub_upstream.stats()["by_path"].get("/v1/responses", 0), "b": second_stub.stats()["by_path"].get("/v1/responses", 0)}
     assert by_stub["a"] + by_stub["b"] == 6 and by_stub["a"] and by_stub["b"]  # both deployments served some
     for resp in made:

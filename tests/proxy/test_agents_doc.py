@@ -32,7 +32,7 @@ def doc_proxy(proxy_factory, stub_upstream):
 
 
 def run_block(block: str, env: dict) -> str:
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, f"{block}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     return result.stdout
 

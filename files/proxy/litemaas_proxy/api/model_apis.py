@@ -221,9 +221,9 @@ def check_api_body(api: Api, body: dict) -> None:
         _require(value is not None, "Invalid request: 'input' is required (a string or a list of input items)", "input")
         if not isinstance(value, (str, list)):
             raise invalid_field("input", "a string or a list of input items", value)
-        if body.get("max_output_tokens") is not None and not (isinstance(body["max_output_tokens"], int) and not isinstance(body["max_output_tokens"], bool)
-                                                             and body["max_output_tokens"] >= 1):
-            raise invalid_field("max_output_tokens", "an integer >= 1", body["max_output_tokens"])
+        limit = body.get("max_output_tokens")
+        if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1):
+            raise invalid_field("max_output_tokens", "an integer >= 1", limit)
     elif api in (MESSAGES, COUNT_TOKENS):
         messages = body.get("messages")
         _require(messages is not None, "messages: Field required", "messages")
