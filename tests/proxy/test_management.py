@@ -328,7 +328,6 @@ def test_team_new_and_info(proxy):
     assert proxy.admin("POST", "/team/new", {"max_budget": -1})[0] == 400
 
 
-
 @pytest.mark.parametrize("members, fragment", [([None], "members_with_roles must hold objects"),
                                                ([{"role": "owner", "user_id": "u1"}], "role must be 'admin' or 'user'"),
                                                ([{"role": "user", "user_id": 7}], "user_id must be a string")])
@@ -527,23 +526,23 @@ def test_model_params_are_sealed_in_the_database(proxy, stub_upstream):
 
 
 def test_plain_model_rows_are_sealed_at_start(proxy_factory, stub_upstream):
-    # Rows stored in plain text (before sealing existed) are sealed by the next proxy start; a value shaped like one
-    # sealed under another key is left alone (never wrapped twice). The model keeps working throughout.
+    # Rows stored in plain text (before sealing existed) are sealed by the next proxy start, including a 64-character
+    # hexadecimal upstream key (which has the length of a sealed value). The model keeps working throughout. A value
+    # sealed under another key is never sealed again: tests/litellm_db covers it with LiteLLM's own helper.
     first = proxy_factory(database=f"sealing_{uuid.uuid4().hex[:8]}")
-    model_id, name, upstream_key = uid("plain-id"), uid("plain"), "sk-plain-upstream-" + uuid.uuid4().hex
-    foreign = "A" * 64  # base64 of 48 bytes: the shape of a value sealed with some other key
+    model_id, name, upstream_key = uid("plain-id"), uid("plain"), uuid.uuid4().hex + uuid.uuid4().hex
     conn = psycopg2.connect(first.dsn)
     try:
         with conn, conn.cursor() as cur:
             cur.execute('INSERT INTO "LiteLLM_ProxyModelTable" (model_id, model_name, litellm_params, model_info) VALUES (%s, %s, %s::jsonb, %s::jsonb)',
-                        (model_id, name, json.dumps({"model": "openai/stub-model", "api_base": stub_upstream.url, "api_key": upstream_key, "rpm": 50,
-                                                     "extra_sealed_elsewhere": foreign}), json.dumps({"mode": "chat"})))
+                        (model_id, name, json.dumps({"model": "openai/stub-model", "api_base": stub_upstream.url, "api_key": upstream_key, "rpm": 50}),
+                         json.dumps({"mode": "chat"})))
     finally:
         conn.close()
     second = proxy_factory(dsn=first.dsn)
     stored = db_value(first.dsn, 'SELECT litellm_params FROM "LiteLLM_ProxyModelTable" WHERE model_id = %s', model_id)
     assert upstream_key not in json.dumps(stored) and stub_upstream.url not in json.dumps(stored)
-    assert stored["rpm"] == 50 and stored["extra_sealed_elsewhere"] == foreign
+    assert stored["rpm"] == 50 and set(stored) == {"model", "api_base", "api_key", "rpm"}
     entry = next(m for m in second.admin("GET", "/model/info")[1]["data"] if m["model_name"] == name)
     assert entry["litellm_params"]["api_base"] == stub_upstream.url
     key = gen(second, models=[name])["key"]

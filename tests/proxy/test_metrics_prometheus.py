@@ -36,9 +36,9 @@ def prometheus(two_workers, work_dir):
     assert binary, "prometheus missing: scripts/lib.sh installs Debian's prometheus package"
     root = work_dir / f"prometheus-{uid()}"
     root.mkdir()
+    target = {"targets": [f"127.0.0.1:{two_workers.port}"], "labels": {"namespace": NS}}
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "scrape_configs": [{"job_name": "litellm", "static_configs": [{"targets": [f"127.0.0.1:{two_workers.port}"],
-                                                                              "labels": {"namespace": NS}}]}]}
+              "scrape_configs": [{"job_name": "litellm", "static_configs": [target]}]}
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     with open(root / "prometheus.log", "wb") as log:

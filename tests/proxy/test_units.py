@@ -131,7 +131,7 @@ def test_sealed_model_params_round_trip_and_format():
 
     import nacl.bindings
 
-    from litemaas_proxy.sealed import ParamSealer
+    from litemaas_proxy.sealed import ParamSealer, SealedValueError
 
     sealer = ParamSealer("salt-key-1")
     params = {"model": "openai/m", "api_key": "sk-upstream-secret", "rpm": 10, "api_base": "http://vllm:8000/v1"}
@@ -139,14 +139,43 @@ def test_sealed_model_params_round_trip_and_format():
     assert sealed["rpm"] == 10 and all(sealed[k] != params[k] for k in ("model", "api_key", "api_base"))
     assert "sk-upstream-secret" not in repr(sealed)
     assert sealer.open(sealed) == params
-    assert sealer.seal(sealed) == sealed  # sealing twice changes nothing
+    assert sealer.plain_values(sealed) == [] and sealer.plain_values(params) == ["model", "api_key", "api_base"]
     assert sealer.open(params) == params  # rows written before sealing are used as they are
-    assert ParamSealer("another-key").open(sealed) == sealed  # a wrong key opens nothing
+    # A value sealed under another key is refused by name, never used as it is (and never sealed again).
+    with pytest.raises(SealedValueError) as err:
+        ParamSealer("another-key").open(sealed, "granite")
+    assert str(err.value).startswith("model 'granite': litellm_params.api_base, litellm_params.api_key, litellm_params.model is sealed with "
+                                     "another key and cannot be opened with this proxy's LITELLM_SALT_KEY")
+    assert ParamSealer("another-key").unopenable(sealed) == ["model", "api_key", "api_base"]
     assert ParamSealer(None).seal(params) == params  # without any key nothing is sealed
-    # The stored form: base64(nonce + secretbox) under SHA-256 of the key, built here with libsodium directly.
-    nonce = bytes(range(24))
-    box = nacl.bindings.crypto_secretbox(b"http://upstream:8080/v1", nonce, hashlib.sha256(b"salt-key-1").digest())
-    assert sealer.open_value(base64.b64encode(nonce + box).decode()) == "http://upstream:8080/v1"
+    # The stored form is LiteLLM's: URL-safe base64(nonce + secretbox) under SHA-256 of the key, built here with
+    # libsodium directly; standard base64 (what this proxy wrote before) opens too.
+    key = hashlib.sha256(b"salt-key-1").digest()
+    nonce = bytes([251] * 24)  # bytes that encode to "-" and "_" in URL-safe base64 and to "+" and "/" in standard
+    box = nacl.bindings.crypto_secretbox(b"http://upstream:8080/v1", nonce, key)
+    url_safe, standard = base64.urlsafe_b64encode(nonce + box).decode(), base64.b64encode(nonce + box).decode()
+    assert "_" in url_safe and "/" in standard
+    assert sealer.open_value(url_safe) == "http://upstream:8080/v1" and sealer.open_value(standard) == "http://upstream:8080/v1"
+    written = sealer.seal_value("x")
+    assert set(written) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
+    raw = base64.urlsafe_b64decode(written)
+    assert nacl.bindings.crypto_secretbox_open(raw[24:], raw[:24], key) == b"x"
+    # Hexadecimal text of a sealed value's length (upstream keys often are) is plain.
+    assert sealer.plain_values({"api_key": "ab" * 32}) == ["api_key"]
+
+
+def test_litellm_timestamps_read_aware_and_written_as_utc():
+    from datetime import datetime, timedelta, timezone
+
+    from litemaas_proxy.db import decode_timestamp, encode_timestamp
+
+    paris = timezone(timedelta(hours=1))
+    aware = datetime(2026, 1, 15, 11, 30, tzinfo=paris)
+    assert encode_timestamp(aware) == encode_timestamp(datetime(2026, 1, 15, 10, 30))  # naive means UTC
+    assert decode_timestamp(encode_timestamp(aware)) == datetime(2026, 1, 15, 10, 30, tzinfo=timezone.utc)
+    assert decode_timestamp((2**63 - 1,)) == datetime.max.replace(tzinfo=timezone.utc)  # 'infinity'
+    with pytest.raises(TypeError, match="expected a datetime for a timestamp column, got str"):
+        encode_timestamp("2026-01-15")
 
 
 @pytest.mark.parametrize("path,expected", [

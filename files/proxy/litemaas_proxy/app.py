@@ -21,8 +21,9 @@ from litemaas_proxy.errors import DetailError, ProxyError
 from litemaas_proxy.fastredis import FastRedis
 from litemaas_proxy.limits import Limiter
 from litemaas_proxy.queries import models as model_queries
+from litemaas_proxy.queries import spend as spend_queries
 from litemaas_proxy.routing import Deployment, Router, config_model_id
-from litemaas_proxy.sealed import ParamSealer
+from litemaas_proxy.sealed import ParamSealer, SealedValueError
 from litemaas_proxy.spend import SpendWriter, reset_budgets
 from litemaas_proxy.translate.messages import error_body
 from litemaas_proxy.upstream import UpstreamClient
@@ -48,6 +49,8 @@ class Proxy:
         self.spend.enabled = bool(settings.database_url)
         self.cors = Cors(settings.cors_allow_origins)
         self.sealer = ParamSealer(settings.salt_key or settings.master_key)
+        self.unusable_models: dict = {}  # model name -> why it is not served (parameters sealed under another key)
+        self.duplicate_aliases: dict = {}  # key alias -> number of keys holding it (a database LiteLLM wrote can have them)
         self.lookups = LookupBatcher(self._load_keys)
         self.cache = KeyCache(self.lookups.load, settings.key_cache_ttl, settings.key_stale_max)
         self.limiter: Optional[Limiter] = None
@@ -156,12 +159,19 @@ class Proxy:
                     log.warning("could not load models from the database: %s", exc)
                     return
             deps = []
+            unusable = {}
             for r in rows:
                 try:
-                    deps.append(Deployment(r["model_id"], r["model_name"], self.sealer.open(r["litellm_params"]), r["model_info"], True))
+                    deps.append(Deployment(r["model_id"], r["model_name"], self.sealer.open(r["litellm_params"], r["model_name"]),
+                                           r["model_info"] or {}, True))
+                except SealedValueError as exc:  # never served with ciphertext as its parameters, never sealed again
+                    unusable[r["model_name"]] = str(exc)
+                    if self.unusable_models.get(r["model_name"]) != str(exc):
+                        log.error("not serving database model %s: %s", r["model_id"], exc)
                 except Exception as exc:  # one unusable row must not take the other models down
                     log.warning("skipping database model %s (%s): %s: %s", r["model_id"], r["model_name"], type(exc).__name__, exc)
             self.router.set_deployments(self.config_deployments, deps)
+            self.unusable_models = unusable
 
     async def _poll_models(self) -> None:
         while not self.stop_event.is_set():
@@ -169,6 +179,8 @@ class Proxy:
             await self.reload_models()
 
     async def _budget_resets(self) -> None:
+        """Budget resets, then the roll-up of spend into LiteLLM's daily tables (every day of this stint the first time)."""
+        first_rollup = True
         while not self.stop_event.is_set():
             await asyncio.sleep(self.settings.budget_reset_interval)
             if self.pool is None:
@@ -178,6 +190,12 @@ class Proxy:
                     await self.publish("all:")
             except Exception as exc:
                 log.warning("budget reset failed: %s", exc)
+            try:
+                async with self.pool.acquire() as conn:
+                    await spend_queries.roll_up_daily(conn, since_stint_start=first_rollup)
+                first_rollup = False
+            except Exception as exc:
+                log.warning("daily spend roll-up failed: %s", exc)
 
     async def _connect_db(self) -> None:
         pool = await db.wait_for_db(self.settings.database_url, self.settings.db_pool_size, self.stop_event)
@@ -185,6 +203,10 @@ class Proxy:
             return
         self.pool = pool
         self.spend.pool = pool
+        try:
+            self.duplicate_aliases = await db.duplicate_aliases(pool)
+        except Exception as exc:  # a report only: never keeps the proxy from starting
+            log.warning("could not look for duplicate key aliases: %s", exc)
         await self.seal_plain_models()
         await self.reload_models()
         self.db_ready.set()

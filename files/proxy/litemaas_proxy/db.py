@@ -1,9 +1,14 @@
-"""PostgreSQL: schema (LiteLLM table names), idempotent migrations under an advisory lock, queries."""
+"""PostgreSQL: schema (LiteLLM table names), idempotent migrations under an advisory lock, queries.
+
+Long file: the five LiteLLM tables are declared column by column (about 150 lines), next to the migration that
+compares them with a live database, which LiteLLM may have written.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional
 
 import asyncpg
@@ -167,64 +172,161 @@ def _add_columns(table: str, columns: dict) -> list:
     return out
 
 
-def schema_statements() -> list:
-    stmts = [
-        'CREATE TABLE IF NOT EXISTS "LiteMaaS_SchemaVersion" '
-        "(id INTEGER PRIMARY KEY, version INTEGER NOT NULL, migrated_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    ]
-    for table, cols in ((KEY_TABLE, KEY_COLUMNS), (USER_TABLE, USER_COLUMNS), (TEAM_TABLE, TEAM_COLUMNS), (MODEL_TABLE, MODEL_COLUMNS),
-                        (SPEND_TABLE, SPEND_COLUMNS)):
-        stmts.append(_create(table, cols))
-        stmts.extend(_add_columns(table, cols))
+def deleted_key_columns() -> dict:
+    """The deleted-keys table of a database this proxy creates (LiteLLM's own has a text ``id`` without default)."""
     deleted = dict(KEY_COLUMNS)
     deleted["token"] = "TEXT NOT NULL"
     deleted["id"] = "BIGSERIAL PRIMARY KEY"
     deleted["deleted_at"] = "TIMESTAMPTZ NOT NULL DEFAULT now()"
     deleted["deleted_by"] = "TEXT"
-    stmts.append(_create(DELETED_KEY_TABLE, deleted))
-    stmts += [
-        f'CREATE UNIQUE INDEX IF NOT EXISTS "LiteLLM_VerificationToken_key_alias_key" ON {KEY_TABLE} (key_alias) WHERE key_alias IS NOT NULL',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_VerificationToken_user_id_idx" ON {KEY_TABLE} (user_id)',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_VerificationToken_team_id_idx" ON {KEY_TABLE} (team_id)',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_ProxyModelTable_model_name_idx" ON {MODEL_TABLE} (model_name)',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_SpendLogs_startTime_idx" ON {SPEND_TABLE} ("startTime")',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_SpendLogs_api_key_idx" ON {SPEND_TABLE} (api_key)',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_SpendLogs_user_idx" ON {SPEND_TABLE} ("user")',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_UserTable_user_email_idx" ON {USER_TABLE} (lower(user_email))',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_UserTable_budget_reset_idx" ON {USER_TABLE} (budget_reset_at)',
-        f'CREATE INDEX IF NOT EXISTS "LiteLLM_VerificationToken_budget_reset_idx" ON {KEY_TABLE} (budget_reset_at)',
-    ]
+    return deleted
+
+
+VERSION_TABLE = '"LiteMaaS_SchemaVersion"'
+VERSION_COLUMNS = {
+    "id": "INTEGER PRIMARY KEY",
+    "version": "INTEGER NOT NULL",
+    "migrated_at": "TIMESTAMPTZ NOT NULL DEFAULT now()",
+    # Spend logged from this moment on is rolled up into LiteLLM's daily tables (queries.spend.roll_up_daily); what
+    # came before is LiteLLM's. Set when the row is first written (LiteLLM drops the table: a new stint starts).
+    "spend_rollup_from": "TIMESTAMPTZ NOT NULL DEFAULT now()",
+}
+
+TABLES = ((KEY_TABLE, KEY_COLUMNS), (USER_TABLE, USER_COLUMNS), (TEAM_TABLE, TEAM_COLUMNS), (MODEL_TABLE, MODEL_COLUMNS),
+          (SPEND_TABLE, SPEND_COLUMNS), (VERSION_TABLE, VERSION_COLUMNS))
+
+# The key alias index is unique unless the table already holds duplicate aliases (LiteLLM enforces uniqueness only
+# in its code, so a database it wrote can): then it is created without UNIQUE and the duplicates are reported.
+ALIAS_INDEX = '"LiteLLM_VerificationToken_key_alias_key"'
+INDEXES = {
+    '"LiteLLM_VerificationToken_user_id_idx"': f"{KEY_TABLE} (user_id)",
+    '"LiteLLM_VerificationToken_team_id_idx"': f"{KEY_TABLE} (team_id)",
+    '"LiteLLM_ProxyModelTable_model_name_idx"': f"{MODEL_TABLE} (model_name)",
+    '"LiteLLM_SpendLogs_startTime_idx"': f'{SPEND_TABLE} ("startTime")',
+    '"LiteLLM_SpendLogs_api_key_idx"': f"{SPEND_TABLE} (api_key)",
+    '"LiteLLM_SpendLogs_user_idx"': f'{SPEND_TABLE} ("user")',
+    '"LiteLLM_UserTable_user_email_idx"': f"{USER_TABLE} (lower(user_email))",
+    '"LiteLLM_UserTable_budget_reset_idx"': f"{USER_TABLE} (budget_reset_at)",
+    '"LiteLLM_VerificationToken_budget_reset_idx"': f"{KEY_TABLE} (budget_reset_at)",
+}
+
+
+def bare(name: str) -> str:
+    """A quoted identifier without its quotes, as the catalogs name it."""
+    return name.strip('"')
+
+
+def schema_statements(live: Optional[dict] = None, indexes: Iterable[str] = (), unique_alias: bool = True) -> list:
+    """What is missing from the database. ``live`` maps each existing table (bare name) to its set of columns and
+    ``indexes`` names the existing indexes; without them, the whole schema of an empty database. Only tables, columns
+    and indexes that are absent are created: what LiteLLM declared stays exactly as LiteLLM declared it."""
+    live = live or {}
+    indexes = set(indexes)
+    stmts = []
+    for table, cols in TABLES + ((DELETED_KEY_TABLE, deleted_key_columns()),):
+        have = live.get(bare(table))
+        if have is None:
+            stmts.append(_create(table, cols))
+        elif table != DELETED_KEY_TABLE:  # an existing deleted-keys table is used as it is (queries.keys.archive)
+            stmts.extend(_add_columns(table, {n: t for n, t in cols.items() if bare(n) not in have}))
+    if bare(ALIAS_INDEX) not in indexes:
+        kind = "UNIQUE INDEX" if unique_alias else "INDEX"
+        stmts.append(f"CREATE {kind} IF NOT EXISTS {ALIAS_INDEX} ON {KEY_TABLE} (key_alias) WHERE key_alias IS NOT NULL")
+    for name, target in INDEXES.items():
+        if bare(name) not in indexes:
+            stmts.append(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
     return stmts
+
+
+LIVE_COLUMNS_QUERY = """
+SELECT table_name::text, array_agg(column_name::text) AS columns FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = ANY($1::text[]) GROUP BY table_name
+"""
+LIVE_INDEXES_QUERY = "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY($1::text[])"
+DUPLICATE_ALIASES_QUERY = f"""
+SELECT key_alias, count(*) AS keys FROM {KEY_TABLE} WHERE key_alias IS NOT NULL GROUP BY key_alias HAVING count(*) > 1 ORDER BY key_alias
+"""
+
+
+async def live_schema(conn) -> tuple:
+    """(table -> set of its columns, set of index names) of the proxy's tables as they are in the database."""
+    tables = [bare(table) for table, dummy in TABLES] + [bare(DELETED_KEY_TABLE)]
+    live = {r["table_name"]: set(r["columns"]) for r in await conn.fetch(LIVE_COLUMNS_QUERY, tables)}
+    indexes = {r["indexname"] for r in await conn.fetch(LIVE_INDEXES_QUERY, tables)}
+    return live, indexes
+
+
+async def duplicate_aliases(conn) -> dict:
+    """Key aliases held by more than one key -> how many keys hold each."""
+    return {r["key_alias"]: r["keys"] for r in await conn.fetch(DUPLICATE_ALIASES_QUERY)}
+
+
+# PostgreSQL's epoch for timestamps, and the range a Python datetime can hold (``infinity`` is clamped to it).
+PG_EPOCH = datetime(2000, 1, 1)
+_MIN_US = (datetime.min - PG_EPOCH) // timedelta(microseconds=1)
+_MAX_US = (datetime.max - PG_EPOCH) // timedelta(microseconds=1)
+
+
+def encode_timestamp(value: datetime) -> tuple:
+    """A datetime for a ``timestamp without time zone`` column (LiteLLM's, holding UTC): an aware one is converted to
+    UTC, a naive one is taken as UTC."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime for a timestamp column, got {type(value).__name__}: {value!r}")
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return ((value - PG_EPOCH) // timedelta(microseconds=1),)
+
+
+def decode_timestamp(value: tuple) -> datetime:
+    """A ``timestamp without time zone`` value (UTC) as an aware UTC datetime."""
+    micros = min(max(value[0], _MIN_US), _MAX_US)
+    return (PG_EPOCH + timedelta(microseconds=micros)).replace(tzinfo=timezone.utc)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog")
+    # LiteLLM's tables use timestamp(3) without time zone holding UTC, the tables this proxy creates timestamptz:
+    # both read as aware UTC datetimes and take aware (or naive UTC) ones.
+    await conn.set_type_codec("timestamp", encoder=encode_timestamp, decoder=decode_timestamp, schema="pg_catalog", format="tuple")
 
 
 async def create_pool(dsn: str, size: int = 10) -> asyncpg.Pool:
+    # Session time zone UTC: now(), and comparisons between timestamp and timestamptz values, mean UTC.
     return await asyncpg.create_pool(dsn, min_size=1, max_size=max(2, size), init=_init_connection, command_timeout=30, timeout=5,
-                                     server_settings={"application_name": "litemaas-proxy"})
+                                     server_settings={"application_name": "litemaas-proxy", "timezone": "UTC"})
 
 
-async def migrate(pool: asyncpg.Pool) -> None:
-    """Create or upgrade the schema. Serialized across replicas with a session advisory lock; idempotent."""
+async def migrate(pool: asyncpg.Pool) -> dict:
+    """Create what is missing from the schema; return the duplicate key aliases (alias -> number of keys holding it).
+
+    Serialized across replicas with a session advisory lock, and idempotent. It compares the live database with the
+    schema on every start (two catalog queries) instead of trusting a version number, because LiteLLM drops on its
+    first start whatever it does not declare (a column, the version table, indexes): after a round trip through
+    LiteLLM they are added again. Nothing LiteLLM declared is altered."""
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
         try:
-            current = None
-            exists = await conn.fetchval("SELECT to_regclass('\"LiteMaaS_SchemaVersion\"') IS NOT NULL")
-            if exists:
-                current = await conn.fetchval('SELECT version FROM "LiteMaaS_SchemaVersion" WHERE id = 1')
-            if current is not None and current >= SCHEMA_VERSION:
-                return
+            live, indexes = await live_schema(conn)
+            dups = await duplicate_aliases(conn) if bare(KEY_TABLE) in live else {}
+            if dups:
+                log.error("%d key alias(es) are held by more than one key: %s. The alias index stays non-unique until each "
+                          "is renamed (/key/update key_alias); new aliases are still checked", len(dups),
+                          ", ".join(f"{alias!r} ({n} keys)" for alias, n in list(dups.items())[:20]))
+            elif bare(ALIAS_INDEX) in indexes and not await conn.fetchval(
+                    "SELECT indisunique FROM pg_index WHERE indexrelid = to_regclass($1)", ALIAS_INDEX):
+                indexes.discard(bare(ALIAS_INDEX))  # the duplicates are gone: make the index unique again
+                await conn.execute(f"DROP INDEX IF EXISTS {ALIAS_INDEX}")
+            stmts = schema_statements(live, indexes, unique_alias=not dups)
             async with conn.transaction():
-                for stmt in schema_statements():
+                for stmt in stmts:
                     await conn.execute(stmt)
                 await conn.execute(
-                    'INSERT INTO "LiteMaaS_SchemaVersion" (id, version) VALUES (1, $1) '
+                    f"INSERT INTO {VERSION_TABLE} (id, version) VALUES (1, $1) "
                     "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, migrated_at = now()", SCHEMA_VERSION)
-            log.info("database schema migrated to version %s", SCHEMA_VERSION)
+            if stmts:
+                log.info("database schema at version %s (%d statement(s) applied)", SCHEMA_VERSION, len(stmts))
+            return dups
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
 
@@ -283,6 +385,8 @@ def _cast(column: str, columns: dict) -> str:
 
 
 async def insert_row(conn, table: str, columns: dict, values: dict) -> dict:
+    # List columns are never left NULL: LiteLLM declares some without a default, and its types refuse NULL for a list.
+    values = {**values, **{n: [] for n, t in columns.items() if t.startswith("TEXT[]") and values.get(n) is None}}
     names = [n for n in values if n in columns]
     cols = ", ".join(names)
     params = ", ".join(f"${i + 1}{_cast(n, columns)}" for i, n in enumerate(names))

@@ -17,7 +17,10 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.support.agnosticd import Layout, assignments, callback_body, requester_email, showroom_pages
+
 REPO = Path(__file__).resolve().parents[3]
+ROLE = "rhpds.litemaas.ocp4_workload_litellm_virtual_keys"
 RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -33,17 +36,19 @@ class Run:
 
 
 class Workshop:
-    """One workshop (guid) driven through ansible-playbook rhpds.litemaas.workshop_keys."""
+    """One workshop (guid) driven through ansible-playbook rhpds.litemaas.workshop_keys, or, given an AgnosticD layout
+    (tests/support/agnosticd.py), through AgnosticD's way of running the role as a workload."""
 
-    def __init__(self, proxy, env: dict, tmp: Path, users: int = 3, **extra):
+    def __init__(self, proxy, env: dict, tmp: Path, users: int | None = 3, layout: Layout | None = None, **extra):
         self.proxy = proxy
-        self.env = env
+        self.layout = layout
+        self.env = layout.env if layout else env
         self.tmp = tmp
         self.guid = "w" + uuid.uuid4().hex[:6]
         self.store_dir = tmp / "store"
         self.vars = {
             "guid": self.guid,
-            "num_users": users,
+            **({} if users is None else {"num_users": users}),
             "litellm_url": proxy.url + "/",
             "litellm_master_key": proxy.master_key,
             "ocp4_workload_litellm_virtual_keys_models": ["stub-model"],
@@ -69,9 +74,12 @@ class Workshop:
     def run(self, action: str = "provision", check: bool = False, **extra) -> Run:
         self.n += 1
         vars_file = self.tmp / f"vars-{self.n}.json"
-        vars_file.write_text(json.dumps({**self.vars, "ACTION": action, **extra}))
+        agnosticd = self.layout.extra_vars([ROLE], action) if self.layout else {}
+        if self.layout:
+            self.layout.reset(action)
+        vars_file.write_text(json.dumps({**self.vars, "ACTION": action, **agnosticd, **extra}))
         vars_file.chmod(0o600)
-        cmd = ["ansible-playbook", "rhpds.litemaas.workshop_keys", "-e", f"@{vars_file}"]
+        cmd = self.layout.command(vars_file) if self.layout else ["ansible-playbook", "rhpds.litemaas.workshop_keys", "-e", f"@{vars_file}"]
         if check:
             cmd.append("--check")
         proc = subprocess.run(cmd, cwd=str(self.tmp), env=self.env, capture_output=True, text=True, timeout=300, check=False)
@@ -91,36 +99,6 @@ class Workshop:
             page += 1
 
 
-# A stand-in for AgnosticD's agnosticd.core.agnosticd_user_info action (that collection is not installed here): it
-# records the arguments of every call, one JSON line each, so the test can see what each user would be shown.
-FAKE_AGNOSTICD_ACTION = """
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-import json
-import os
-from ansible.plugins.action import ActionBase
-
-
-class ActionModule(ActionBase):
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        args = dict((k, self._task.args.get(k)) for k in ("msg", "data", "user", "body"))
-        with open(os.environ["FAKE_AGNOSTICD_LOG"], "a") as fh:
-            fh.write(json.dumps(args) + "\\n")
-        return result
-"""
-
-
-def fake_agnosticd(root: Path, env: dict) -> tuple[dict, Path]:
-    coll = root / "ansible_collections" / "agnosticd" / "core"
-    (coll / "plugins" / "action").mkdir(parents=True)
-    (coll / "galaxy.yml").write_text("namespace: agnosticd\nname: core\nversion: 1.0.0\nreadme: README.md\nauthors: [test]\n")
-    (coll / "plugins" / "action" / "agnosticd_user_info.py").write_text(FAKE_AGNOSTICD_ACTION)
-    log = root / "user_info.jsonl"
-    env = dict(env, ANSIBLE_COLLECTIONS_PATH=env["ANSIBLE_COLLECTIONS_PATH"] + os.pathsep + str(root), FAKE_AGNOSTICD_LOG=str(log))
-    return env, log
-
-
 def chat(proxy, secret: str) -> str:
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=secret, max_retries=0)
     resp = client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hello"}], max_tokens=8)
@@ -131,6 +109,50 @@ def assert_no_secret(run: Run, *secrets: str) -> None:
     for secret in secrets:
         assert secret and secret not in run.output, "a secret appears in the ansible-playbook output"
     assert not re.search(r"sk-[A-Za-z0-9_-]{16,}", run.output), "something like a key appears in the output"
+
+
+def assert_rhdp_multi_user_view(w: Workshop, proxy, store: dict, keys: dict, models: list, prefix: str = "") -> None:
+    """Replay the published files through RHDP (workshopUserMode multi) and Showroom: the requester's e-mail shows one
+    line per message and no key; each attendee's assignment, messages and Showroom page hold their own key and no
+    other; data keys carry the runner's data_prefix."""
+    body = callback_body(w.layout.output_dir)
+    secrets = [e["key"] for e in store.values()]
+    users = sorted(e["user"] for e in store.values())
+    api = proxy.url + "/v1"
+    assert body["message_body"] == []
+    assert requester_email(body["messages"]) == body["messages"] == [
+        f"LiteLLM API Endpoint: {api}",
+        f"{len(users)} virtual keys, one per user; each user finds theirs in their own user data",
+        f"Available Models: {', '.join(models)}",
+        f"Key Duration: {w.vars['ocp4_workload_litellm_virtual_keys_duration']}"]
+    shared = {k: v for k, v in body["data"].items() if k != "users"}
+    assert shared == {
+        f"{prefix}litellm_api_endpoint": proxy.url, f"{prefix}litellm_api_base_url": api,
+        f"{prefix}litellm_available_models": models, f"{prefix}litellm_available_models_list": ", ".join(models),
+        f"{prefix}litellm_key_duration": w.vars["ocp4_workload_litellm_virtual_keys_duration"],
+        f"{prefix}litellm_user_count": len(users),
+        f"{prefix}litellm_key_aliases": [f"virtkey-{w.guid}-{u}" for u in sorted(users, key=lambda u: int(u[4:]))],
+        f"{prefix}litellm_user_ids": [f"{u}-{w.guid}@lab.opentlc.com" for u in sorted(users, key=lambda u: int(u[4:]))]}
+    seats = assignments(body, "multi")
+    pages = showroom_pages(body)
+    assert sorted(seats) == sorted(pages) == users
+    for user, seat in seats.items():
+        alias = f"virtkey-{w.guid}-{user}"
+        own = store[alias]["key"]
+        assert seat["data"] == {
+            f"{prefix}litellm_api_endpoint": proxy.url, f"{prefix}litellm_api_base_url": api,
+            f"{prefix}litellm_available_models": models, f"{prefix}litellm_available_models_list": ", ".join(models),
+            f"{prefix}litellm_key_duration": w.vars["ocp4_workload_litellm_virtual_keys_duration"],
+            f"{prefix}litellm_virtual_key": own, f"{prefix}litellm_key_alias": alias,
+            f"{prefix}litellm_key_id": keys[alias]["token"], f"{prefix}litellm_user_email": keys[alias]["user_id"]}
+        assert seat["messages"] == [f"LiteMaaS API Base URL: {api}", f"LiteMaaS Virtual Key: {own}",
+                                    f"Available Models: {', '.join(models)}",
+                                    f"Key Duration: {w.vars['ocp4_workload_litellm_virtual_keys_duration']}"]
+        assert pages[user] == {**shared, **seat["data"]}
+        others = [s for s in secrets if s != own]
+        assert not any(other in json.dumps([seat, pages[user]]) for other in others), f"{user} can see another key"
+        assert chat(proxy, seat["data"][f"{prefix}litellm_virtual_key"])
+    assert not any(secret in json.dumps([body["messages"], shared]) for secret in secrets + [proxy.master_key])
 
 
 @pytest.fixture
@@ -150,8 +172,7 @@ def workshop(proxy, ansible_env, tmp_path):
 
 
 def test_three_users_lifecycle(workshop, proxy, ansible_env, tmp_path):
-    env, user_info_log = fake_agnosticd(tmp_path / "agnosticd", ansible_env)
-    w = workshop(users=3, env=env)
+    w = workshop(users=3, layout=Layout("in-tree", tmp_path / "agnosticd", ansible_env))
 
     # Provision: three keys, one bulk call, in the store with mode 0600.
     first = w.run()
@@ -179,21 +200,10 @@ def test_three_users_lifecycle(workshop, proxy, ansible_env, tmp_path):
     assert len(set(secrets)) == 3
     assert_no_secret(first, proxy.master_key, *secrets)
 
-    # User info in agnosticd_user_info form: the summary holds no key; each user gets only their own key.
-    calls = [json.loads(line) for line in user_info_log.read_text().splitlines()]
-    shared = [c for c in calls if not c["user"]]
-    assert shared and not any(secret in json.dumps(shared) for secret in secrets)
-    summary = next(c["data"] for c in shared if c["data"])
-    assert summary["litellm_user_count"] == 3 and summary["litellm_key_aliases"] == aliases
-    assert summary["litellm_api_base_url"] == proxy.url + "/v1"
-    per_user = {c["user"]: c["data"] for c in calls if c["user"]}
-    assert sorted(per_user) == ["user1", "user2", "user3"]
-    for user, data in per_user.items():
-        alias = f"virtkey-{w.guid}-{user}"
-        assert data["litellm_virtual_key"] == store[alias]["key"] and data["litellm_key_alias"] == alias
-        assert data["litellm_key_id"] == keys[alias]["token"] and data["litellm_user_email"] == keys[alias]["user_id"]
-        assert data["litellm_available_models"] == ["stub-model"]
-        assert not any(other in json.dumps(data) for other in secrets if other != store[alias]["key"])
+    # User info as RHDP shows it: the requester's messages and the shared data hold no key; each attendee only their own.
+    published = w.layout.files()
+    assert sorted(published) == ["provision-user-data.yaml", "provision-user-info.yaml"]
+    assert_rhdp_multi_user_view(w, proxy, store, keys, models=["stub-model"])
 
     # Re-run: nothing changes, the same keys are handed out.
     again = w.run()
@@ -202,6 +212,7 @@ def test_three_users_lifecycle(workshop, proxy, ansible_env, tmp_path):
     assert w.store() == store
     assert {a: k["token"] for a, k in w.proxy_keys().items()} == {a: k["token"] for a, k in keys.items()}
     assert_no_secret(again, proxy.master_key, *secrets)
+    assert w.layout.files() == published  # AgnosticD reset the files; the re-run wrote them byte for byte again
 
     # Check mode with one more user: reports the change, writes nothing.
     predicted = w.run(check=True, num_users=4)
@@ -339,3 +350,74 @@ def test_many_users_in_one_bulk_call(workshop, proxy):
     gone = w.run("destroy")
     assert gone.rc == 0, gone
     assert w.proxy_keys() == {}
+
+
+@pytest.mark.parametrize("kind, users, prefix", [("galaxy", 5, "cluster1_"), ("legacy", 2, "")])
+def test_each_attendee_gets_only_their_key_in_every_agnosticd_layout(workshop, proxy, ansible_env, tmp_path, kind, users, prefix):
+    """agnosticd.core installed with ansible-galaxy (no galaxy.yml; the runner's data_prefix in module_defaults), and
+    legacy AgnosticD (the plugin in action_plugins next to the playbook): the default (auto) publishes through either."""
+    layout = Layout(kind, tmp_path / kind, ansible_env)
+    models = ["stub-model", "granite-3-8b"]
+    w = workshop(users=users, layout=layout, agnosticd_data_prefix=prefix, ocp4_workload_litellm_virtual_keys_models=models)
+    first = w.run()
+    assert first.rc == 0, first
+    store = w.store()
+    keys = w.proxy_keys()
+    assert sorted(keys) == sorted(store) == sorted(f"virtkey-{w.guid}-user{n}" for n in range(1, users + 1))
+    expected_action = "agnosticd.core.agnosticd_user_info" if kind == "galaxy" else "agnosticd_user_info"
+    assert f"User info: published with {expected_action}, users: " + ", ".join(f"user{n}" for n in range(1, users + 1)) in first.output
+    assert_rhdp_multi_user_view(w, proxy, store, keys, models=models, prefix=prefix)
+    assert_no_secret(first, proxy.master_key, *(e["key"] for e in store.values()))
+    published = layout.files()
+    again = w.run()
+    assert again.rc == 0 and again.changed == 0, again
+    assert layout.files() == published
+
+
+def test_publishing_required_but_impossible_fails_before_any_key(workshop, proxy, ansible_env, tmp_path):
+    w = workshop(users=2, layout=Layout("none", tmp_path / "none", ansible_env), ocp4_workload_litellm_virtual_keys_agnosticd_user_info=True)
+    run = w.run()
+    assert run.rc != 0
+    assert ("ocp4_workload_litellm_virtual_keys_agnosticd_user_info is true, but neither agnosticd.core.agnosticd_user_info "
+            "(the agnosticd.core collection) nor the legacy agnosticd_user_info action plugin can be called from this play") in run.output, run
+    assert "No key was created or changed." in run.output
+    assert w.proxy_keys() == {} and not w.store_file.exists()
+    # auto without any plugin: the keys are made and the user info is left in the fact, as before.
+    auto = w.run(ocp4_workload_litellm_virtual_keys_agnosticd_user_info="auto")
+    assert auto.rc == 0, auto
+    assert "User info: in the fact ocp4_workload_litellm_virtual_keys_user_info (agnosticd_user_info not used)" in auto.output
+    assert len(w.proxy_keys()) == 2 and w.layout.files() == {}
+
+
+def test_single_user_in_rhdp_workshop_user_modes(workshop, proxy, ansible_env, tmp_path):
+    layout = Layout("in-tree", tmp_path / "agnosticd", ansible_env)
+    api = proxy.url + "/v1"
+
+    # workshopUserMode single: the catalog sets num_users 1; the attendee's assignment comes from users.user.
+    single = workshop(users=1, layout=layout, requester_email="owner@example.com")
+    run = single.run()
+    assert run.rc == 0, run
+    key = single.store()[f"virtkey-{single.guid}"]["key"]
+    token = single.proxy_keys()[f"virtkey-{single.guid}"]["token"]
+    assert_no_secret(run, key, proxy.master_key)
+    body = callback_body(layout.output_dir)
+    lines = [f"LiteMaaS API Base URL: {api}", f"LiteMaaS Virtual Key: {key}", "Available Models: stub-model", "Key Duration: 2d"]
+    assert requester_email(body["messages"]) == body["messages"] == lines
+    assert assignments(body, "single") == {"user": {"messages": lines, "data": {
+        "litellm_api_endpoint": proxy.url, "litellm_api_base_url": api, "litellm_available_models": ["stub-model"],
+        "litellm_available_models_list": "stub-model", "litellm_key_duration": "2d", "litellm_virtual_key": key,
+        "litellm_key_alias": f"virtkey-{single.guid}", "litellm_key_id": token, "litellm_user_email": "owner@example.com"}}}
+    assert chat(proxy, assignments(body, "single")["user"]["data"]["litellm_virtual_key"])
+
+    # workshopUserMode none: no num_users; the one seat gets the whole data and messages, no users entry. With no_log
+    # off the plugin prints what it publishes, as the real one does, key included.
+    service = workshop(users=None, layout=layout, requester_email="owner@example.com", ocp4_workload_litellm_virtual_keys_no_log=False)
+    run = service.run()
+    assert run.rc == 0, run
+    key = service.store()[f"virtkey-{service.guid}"]["key"]
+    body = callback_body(layout.output_dir)
+    assert "users" not in body["data"] and body["data"]["litellm_virtual_key"] == key
+    lines = [f"LiteMaaS API Base URL: {api}", f"LiteMaaS Virtual Key: {key}", "Available Models: stub-model", "Key Duration: 2d"]
+    assert assignments(body, "none") == {"": {"data": body["data"], "messages": lines}}
+    assert f'"user.info: LiteMaaS Virtual Key: {key}"' in run.output
+    assert "User info: published with agnosticd.core.agnosticd_user_info, users: none" in run.output

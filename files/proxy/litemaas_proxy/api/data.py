@@ -127,6 +127,8 @@ def routes(proxy) -> list:
                 ctx.guard = guard
         deps = router.candidates(model)
         if not deps:
+            if model in proxy.unusable_models:
+                raise ProxyError(503, f"{request.path}: {proxy.unusable_models[model]}", "None", "model")
             raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
                              "None", "model")
         await check_limits(proxy, ctx)

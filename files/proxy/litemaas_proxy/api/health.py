@@ -40,6 +40,9 @@ async def readiness(request: web.Request) -> web.Response:
             healthy = False
             status["cache"] = f"redis error: {type(exc).__name__}"
     status["spend_records_buffered"] = proxy.spend.pending_records
+    # Reported, not fatal: keys with a shared alias and models whose parameters do not open keep the rest running.
+    status["duplicate_key_aliases"] = proxy.duplicate_aliases
+    status["unusable_models"] = proxy.unusable_models
     if not healthy:
         status["status"] = "unhealthy"
         return json_response(status, status=503)

@@ -17,6 +17,7 @@ from litemaas_proxy.api.common import caller, caller_id, pool, proxy_of, read_bo
 from litemaas_proxy.api.routes import ADMIN, KEY, Route
 from litemaas_proxy.errors import bad_request, json_response, not_found, validation_error
 from litemaas_proxy.queries import models as q
+from litemaas_proxy.sealed import SealedValueError
 
 
 def normalise_model(proxy, body: dict, existing: Optional[dict] = None) -> tuple:
@@ -26,7 +27,12 @@ def normalise_model(proxy, body: dict, existing: Optional[dict] = None) -> tuple
         raise bad_request("litellm_params must be an object", "litellm_params")
     if info is not None and not isinstance(info, dict):
         raise bad_request("model_info must be an object", "model_info")
-    merged_params = proxy.sealer.open((existing or {}).get("litellm_params") or {})
+    given = {k for k, v in (params or {}).items() if v is not None}
+    stored = {k: v for k, v in ((existing or {}).get("litellm_params") or {}).items() if k not in given}
+    try:
+        merged_params = proxy.sealer.open(stored, (existing or {}).get("model_name"))
+    except SealedValueError as exc:  # never sealed again: the stored value stays as it is until replaced
+        raise bad_request(str(exc), "litellm_params")
     merged_params.update({k: v for k, v in (params or {}).items() if v is not None})
     merged_info = dict((existing or {}).get("model_info") or {})
     merged_info.update({k: v for k, v in (info or {}).items() if v is not None})

@@ -60,11 +60,27 @@ async def detach_teams(conn, team_ids: list) -> None:
     await conn.execute(f"UPDATE {db.KEY_TABLE} SET team_id = NULL WHERE team_id = ANY($1::text[])", team_ids)
 
 
+ARCHIVE_COLUMNS_QUERY = """
+SELECT table_name::text, column_name::text, column_default IS NOT NULL OR is_identity = 'YES' AS has_default
+FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ANY($1::text[])
+"""
+
+
 async def archive(conn, tokens: list, deleted_by: str) -> None:
-    """Move the keys to the deleted-keys table (as LiteLLM does), in the caller's transaction."""
-    cols = ", ".join(c for c in db.KEY_COLUMNS)
-    await conn.execute(f"INSERT INTO {db.DELETED_KEY_TABLE} ({cols}, deleted_by) SELECT {cols}, $2 FROM {db.KEY_TABLE} WHERE token = ANY($1::text[])",
-                       tokens, deleted_by)
+    """Move the keys to the deleted-keys table (as LiteLLM does), in the caller's transaction.
+
+    The columns copied are those both tables have as they are now: LiteLLM's deleted-keys table mirrors its own key
+    columns (not the ones this proxy adds) and has a required text ``id`` without default, which gets a UUID."""
+    rows = await conn.fetch(ARCHIVE_COLUMNS_QUERY, [db.bare(db.KEY_TABLE), db.bare(db.DELETED_KEY_TABLE)])
+    live = {r["column_name"] for r in rows if r["table_name"] == db.bare(db.KEY_TABLE)}
+    archived = {r["column_name"]: r["has_default"] for r in rows if r["table_name"] == db.bare(db.DELETED_KEY_TABLE)}
+    cols = ", ".join(c for c in db.KEY_COLUMNS if c in live and c in archived)
+    extra_cols, extra_values = ["deleted_by"], ["$2"]
+    if archived.get("id") is False:
+        extra_cols.append("id")
+        extra_values.append("gen_random_uuid()::text")
+    await conn.execute(f"INSERT INTO {db.DELETED_KEY_TABLE} ({cols}, {', '.join(extra_cols)}) SELECT {cols}, {', '.join(extra_values)} "
+                       f"FROM {db.KEY_TABLE} WHERE token = ANY($1::text[])", tokens, deleted_by)
     await conn.execute(f"DELETE FROM {db.KEY_TABLE} WHERE token = ANY($1::text[])", tokens)
 
 
