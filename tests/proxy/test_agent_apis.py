@@ -57,6 +57,8 @@ def apis_proxy(proxy_factory, stub_upstream, second_stub):
         {"model_name": "shaky", "litellm_params": {"model": "openai/shaky-ok", "api_base": stub_upstream.url, **costs}, "model_info": {"id": "shaky-b"}},
         {"model_name": "whisper", "litellm_params": {"model": "openai/whisper-large", "api_base": stub_upstream.url, "api_key": "sk-upstream",
                                                      "input_cost_per_second": PER_SECOND}, "model_info": {"mode": "audio_transcription"}},
+        {"model_name": "per-query", "litellm_params": {"model": "openai/bge-reranker", "api_base": stub_upstream.url, "api_key": "sk-upstream",
+                                                       "input_cost_per_query": 2e-3}, "model_info": {"mode": "rerank"}},
         {"model_name": "reranker", "litellm_params": {"model": "openai/bge-reranker", "api_base": stub_upstream.url, "api_key": "sk-upstream",
                                                       "input_cost_per_token": RERANK_COST}, "model_info": {"mode": "rerank"}},
     ]
@@ -329,3 +331,17 @@ def test_metrics_count_each_api_route(apis_proxy):
     assert delta("litellm_input_tokens_metric_total", model="bridge-model") == 2
     assert delta("litellm_output_tokens_metric_total", model="bridge-model") == 3
     assert delta("litellm_spend_metric_total", model="stub-model") == pytest.approx(cost(1, 2))
+
+
+def test_rerank_without_usage_is_charged_per_search_unit(apis_proxy, stub_upstream):
+    key = new_key(apis_proxy, key_alias=uid("per-query"))
+    auth = {"Authorization": f"Bearer {key}"}
+    stub_upstream.configure(omit_rerank_usage=True)
+    try:
+        for documents in (["a"] * 3, ["b"] * 101):
+            status, data, headers = http_json("POST", apis_proxy.url + "/v1/rerank", {"model": "per-query", "query": "a", "documents": documents}, auth)
+            assert status == 200 and "usage" not in data, data
+    finally:
+        stub_upstream.reset()
+    assert float(headers["x-litellm-response-cost"]) == pytest.approx(2 * 2e-3)
+    assert spend_of(apis_proxy, key, 2) == pytest.approx((1 + 2) * 2e-3, rel=1e-9)

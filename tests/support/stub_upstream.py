@@ -91,6 +91,7 @@ DEFAULT_CONFIG = {
     "stream_chunks": 4,  # number of content chunks in a stream
     "stream_chunk_delay": 0.0,  # seconds between stream chunks
     "omit_stream_usage": False,  # never send the usage chunk, even when asked for it
+    "omit_rerank_usage": False,  # answer rerank/score without "usage" (as servers that bill per query do)
     "embedding_dim": 8,  # default embedding dimension (the request's "dimensions" wins)
     "require_api_key": None,  # str: answer 401 unless "Authorization: Bearer <this>"
     "models": ["stub-model", "stub-embed"],  # ids listed by GET /v1/models
@@ -576,6 +577,8 @@ class StubServer:
         if status != 200:
             self.stats.failed += 1
             return conn.write(_error(status, str(answer), keep_alive, "invalid_request_error"))
+        if kind in ("rerank", "score") and cfg["omit_rerank_usage"]:
+            answer.pop("usage", None)
         if isinstance(answer, str):
             return conn.write(_response(200, answer.encode(), keep_alive, b"text/plain; charset=utf-8"))
         return conn.write(_response(200, _dumps(answer), keep_alive))

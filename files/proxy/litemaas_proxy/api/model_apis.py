@@ -18,7 +18,9 @@ count_tokens           chat completion (``messages_api: chat``)
                        (multipart upload)                             server's ``usage.seconds``, else the WAV's
                                                                       length); token usage when reported
 /rerank, /v1/rerank,   ``/rerank``; ``/score``                        ``usage.total_tokens`` (``prompt_tokens``)
-/v2/rerank, /score                                                    x ``input_cost_per_token``
+/v2/rerank, /score                                                    x ``input_cost_per_token``; without usage,
+                                                                      search units (a query per started 100
+                                                                      documents) x ``input_cost_per_query``
 /tokenize, /detokenize the server root's ``/tokenize``, ``/detokenize``  not charged
 =====================  ============================================  ==========================================
 
@@ -159,12 +161,19 @@ def wav_seconds(data: bytes) -> Optional[float]:
     return None
 
 
-def per_second_cost(dep) -> float:
-    value = dep.litellm_params.get("input_cost_per_second", dep.model_info.get("input_cost_per_second"))
+def price(dep, name: str) -> float:
+    """A price of the deployment (``litellm_params`` wins over ``model_info``), 0 when unset or not a number."""
+    value = dep.litellm_params.get(name, dep.model_info.get(name))
     try:
         return float(value or 0.0)
     except (TypeError, ValueError):
         return 0.0
+
+
+def search_units(body: dict) -> int:
+    """Cohere's billing unit of a rerank without token usage: one per query and started 100 documents."""
+    documents = body.get("documents")
+    return max(1, -(-len(documents) // 100)) if isinstance(documents, list) else 1
 
 
 # ---- multipart ----------------------------------------------------------------------------------------------------
@@ -420,8 +429,12 @@ def account(proxy, ctx: RequestContext, call: Call, prompt: int, completion: int
     cost = prompt * dep.input_cost + completion * dep.output_cost
     extra = None
     if seconds is not None:
-        cost += seconds * per_second_cost(dep)
+        cost += seconds * price(dep, "input_cost_per_second")
         extra = {"audio_seconds": seconds}
+    elif api in (RERANK, SCORE) and not prompt:  # no token usage in the answer: per query (input_cost_per_query)
+        units = search_units(ctx.body)
+        cost += units * price(dep, "input_cost_per_query")
+        extra = {"search_units": units}
     _record(proxy, ctx, dep, prompt, completion, cost, "success", extra)
     metrics.success(ctx.caller, ctx.model, ctx.route, prompt, completion, cost, ctx.elapsed())
     ctx.tokens = prompt + completion
