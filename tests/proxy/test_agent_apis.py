@@ -345,3 +345,14 @@ def test_rerank_without_usage_is_charged_per_search_unit(apis_proxy, stub_upstre
         stub_upstream.reset()
     assert float(headers["x-litellm-response-cost"]) == pytest.approx(2 * 2e-3)
     assert spend_of(apis_proxy, key, 2) == pytest.approx((1 + 2) * 2e-3, rel=1e-9)
+
+
+def test_cohere_embed_charged_from_billed_units(apis_proxy):
+    key = new_key(apis_proxy, key_alias=uid("embed"))
+    body = {"model": "stub-embed", "texts": ["hello big world", "x"], "input_type": "search_document", "embedding_types": ["float"]}
+    status, data, headers = http_json("POST", apis_proxy.url + "/v2/embed", body, {"Authorization": f"Bearer {key}"})
+    assert status == 200, data
+    assert len(data["embeddings"]["float"]) == 2 and data["meta"]["billed_units"] == {"input_tokens": 4}
+    assert float(headers["x-litellm-response-cost"]) == pytest.approx(4 * INPUT_COST)
+    assert spend_of(apis_proxy, key, 1) == pytest.approx(4 * INPUT_COST, rel=1e-9)
+    assert last_log(apis_proxy, key)[:3] == ["aembedding", 4, 0]

@@ -22,6 +22,9 @@ Shapes, as vLLM's OpenAI-compatible server answers them:
   Score (``/score``, ``/v1/score``): ``{"id", "object": "list", "created", "model", "data": [{"index", "object":
   "score", "score"}], "usage": {"prompt_tokens", "total_tokens", "completion_tokens": 0}}``.
 * ``/tokenize`` ``{"count", "max_model_len", "tokens", "token_strs"}``; ``/detokenize`` ``{"prompt"}``.
+* Cohere embed (``/v2/embed``): ``{"texts", "input_type", "embedding_types", "output_dimension"}`` ->
+  ``{"id", "embeddings": {"float": [[...]]}, "texts", "meta": {"api_version": {"version": "2"}, "billed_units":
+  {"input_tokens"}}, "response_type": "embeddings_by_type"}`` (``float`` and ``base64`` types).
 
 Deterministic numbers, as for chat: a token is a whitespace-separated word. Input tokens are the words of the
 instructions/system text and every message or input item (text parts, tool results, function call outputs).
@@ -35,6 +38,7 @@ document; usage counts query words once per document plus the document words.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import struct
@@ -385,6 +389,25 @@ def score_answer(body: dict, seq: int) -> tuple[int, dict | str]:
     tokens = sum(max(1, words(first) + words(t)) for t in seconds)
     return 200, {"id": f"score-{uuid.UUID(int=seq).hex}", "object": "list", "created": int(time.time()), "model": body.get("model"),
                  "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0, "prompt_tokens_details": None}}
+
+
+def cohere_embed_answer(body: dict, seq: int, dim: int) -> tuple[int, dict | str]:
+    texts = body.get("texts")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return 400, "'texts' must be a non-empty list of strings"
+    kinds = body.get("embedding_types") or ["float"]
+    if not isinstance(kinds, list) or any(k not in ("float", "base64") for k in kinds):
+        return 400, "embedding_types: only 'float' and 'base64' are served"
+    size = body.get("output_dimension") if isinstance(body.get("output_dimension"), int) and body["output_dimension"] > 0 else dim
+    vectors = [[round(((zlib.crc32(f"{i}:{t}".encode()) + 7919 * (j + 1)) % 2000) / 1000.0 - 1.0, 3) for j in range(size)] for i, t in enumerate(texts)]
+    embeddings: dict = {}
+    if "float" in kinds:
+        embeddings["float"] = vectors
+    if "base64" in kinds:
+        embeddings["base64"] = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+    tokens = sum(max(1, words(t)) for t in texts)
+    return 200, {"id": f"embd-{uuid.UUID(int=seq).hex}", "embeddings": embeddings, "texts": texts,
+                 "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": tokens}}, "response_type": "embeddings_by_type"}
 
 
 def token_id(word: str) -> int:

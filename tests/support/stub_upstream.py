@@ -16,7 +16,7 @@ Routes
                               (400 "Cannot cancel a synchronous response." for a finished one)
   POST /v1/messages           Anthropic Messages API, JSON or SSE; POST /v1/messages/count_tokens
   POST /v1/audio/transcriptions, /v1/audio/translations   multipart WAV upload
-  POST /rerank, /v1/rerank, /v2/rerank, /score, /v1/score, /tokenize, /detokenize
+  POST /rerank, /v1/rerank, /v2/rerank, /score, /v1/score, /tokenize, /detokenize, /v2/embed (Cohere)
                               (shapes and numbers of all these: ``tests/support/stub_apis.py``)
   POST /docling/..., .../convert/...   echo: received byte count, content type and multipart parts
   GET  /__stub/stats          request counters (see ``Stats``); POST /__stub/reset clears stats and config
@@ -243,13 +243,14 @@ def _named_event(name: str, obj) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-JSON_KINDS = ("chat", "completion", "embedding", "responses", "messages", "count_tokens", "rerank", "score", "tokenize", "detokenize")
+JSON_KINDS = ("chat", "completion", "embedding", "responses", "messages", "count_tokens", "rerank", "score", "tokenize", "detokenize",
+              "cohere_embed")
 ANTHROPIC_KINDS = ("messages", "count_tokens")
 _OTHER_KINDS = {
     "/v1/responses": "responses", "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens",
     "/v1/audio/transcriptions": "transcription", "/v1/audio/translations": "translation",
     "/rerank": "rerank", "/v1/rerank": "rerank", "/v2/rerank": "rerank", "/score": "score", "/v1/score": "score",
-    "/tokenize": "tokenize", "/detokenize": "detokenize",
+    "/tokenize": "tokenize", "/detokenize": "detokenize", "/v2/embed": "cohere_embed",
 }
 _RESPONSE_ID = re.compile(r"^/v1/responses/([^/]+)(/cancel)?$")
 
@@ -570,6 +571,8 @@ class StubServer:
             status, answer = stub_apis.rerank_answer(body, self.seq)
         elif kind == "score":
             status, answer = stub_apis.score_answer(body, self.seq)
+        elif kind == "cohere_embed":
+            status, answer = stub_apis.cohere_embed_answer(body, self.seq, int(cfg["embedding_dim"]))
         elif kind == "tokenize":
             status, answer = stub_apis.tokenize_answer(body, self.vocab, int(cfg["max_model_len"]))
         else:

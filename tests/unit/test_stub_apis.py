@@ -232,3 +232,15 @@ def test_tokenize_round_trip(stub):
 ])
 def test_words(value, expected):
     assert stub_apis.words(value) == expected
+
+
+def test_cohere_embed(stub):
+    stub.reset()
+    status, _ctype, data = post(stub, "/v2/embed", {"model": "e", "texts": ["hello world", "x"], "input_type": "search_document",
+                                                    "embedding_types": ["float", "base64"], "output_dimension": 4})
+    answer = json.loads(data)
+    assert status == 200
+    assert [len(v) for v in answer["embeddings"]["float"]] == [4, 4] and len(answer["embeddings"]["base64"]) == 2
+    assert answer["meta"] == {"api_version": {"version": "2"}, "billed_units": {"input_tokens": 3}}
+    assert (answer["texts"], answer["response_type"]) == (["hello world", "x"], "embeddings_by_type")
+    assert post(stub, "/v2/embed", {"model": "e", "texts": []})[0] == 400

@@ -1,4 +1,5 @@
-"""Data plane, the model servers' other APIs: OpenAI Responses, Anthropic Messages, audio, rerank/score, tokenize.
+"""Data plane, the model servers' other APIs: OpenAI Responses, Anthropic Messages, audio, rerank/score, Cohere embed,
+tokenize.
 
 Every route here takes a key like chat completions (``Authorization: Bearer``, ``x-api-key``,
 ``x-litellm-api-key``) and goes through the same steps: the key's state and budget, model access, guardrails on the
@@ -21,6 +22,7 @@ count_tokens           chat completion (``messages_api: chat``)
 /v2/rerank, /score                                                    x ``input_cost_per_token``; without usage,
                                                                       search units (a query per started 100
                                                                       documents) x ``input_cost_per_query``
+/v2/embed (Cohere)     the server root's ``/v2/embed``                ``meta.billed_units.input_tokens`` x input
 /tokenize, /detokenize the server root's ``/tokenize``, ``/detokenize``  not charged
 =====================  ============================================  ==========================================
 
@@ -82,6 +84,7 @@ RERANK = Api("rerank", "arerank", "rerank")
 SCORE = Api("score", "ascore", "score")
 TOKENIZE = Api("tokenize", "tokenize", "/tokenize", charged=False)
 DETOKENIZE = Api("detokenize", "detokenize", "/detokenize", charged=False)
+COHERE_EMBED = Api("cohere_embed", "aembedding", "/v2/embed")
 BRIDGE_VALUES = ("native", "chat")
 STREAMED = ("responses", "messages")
 
@@ -135,6 +138,10 @@ def _int(value) -> int:
 
 def usage_tokens(api: Api, data) -> tuple:
     """(prompt, completion) tokens from an answer of ``api`` (0, 0 when it reports none)."""
+    if api is COHERE_EMBED:
+        meta = data.get("meta") if isinstance(data, dict) else None
+        billed = meta.get("billed_units") if isinstance(meta, dict) else None
+        return (_int(billed.get("input_tokens")) if isinstance(billed, dict) else 0), 0
     usage = data.get("usage") if isinstance(data, dict) else None
     if not isinstance(usage, dict):
         return 0, 0
@@ -240,6 +247,10 @@ def check_api_body(api: Api, body: dict) -> None:
             raise invalid_field("messages", "a list of message objects", messages)
         if api is MESSAGES:
             _require(body.get("max_tokens") is not None, "max_tokens: Field required", "max_tokens")
+    elif api is COHERE_EMBED:
+        texts = body.get("texts")
+        _require(texts is not None or body.get("inputs") is not None or body.get("images") is not None,
+                 "Invalid request: 'texts' (or 'inputs' or 'images') is required", "texts")
     elif api is RERANK:
         _require(isinstance(body.get("query"), str), "Invalid request: 'query' is required (a string)", "query")
         _require(isinstance(body.get("documents"), list) and bool(body["documents"]), "Invalid request: 'documents' is required (a non-empty list)",
@@ -326,7 +337,7 @@ async def serve(request: web.Request, api: Api) -> web.StreamResponse:
     ctx.body = body
     if not api.form:
         check_api_body(api, body)
-        validate_llm_body(body, api.call_type)
+        validate_llm_body(body, api.name)  # the optional fields shared with chat (types); the API's own fields above
     check_key_state(proxy, entry, time.time())
     check_model_access(entry, model, router)
     guard = proxy.guardrails.for_request(entry)
@@ -705,6 +716,10 @@ async def score(request: web.Request) -> web.StreamResponse:
     return await serve(request, SCORE)
 
 
+async def cohere_embed(request: web.Request) -> web.StreamResponse:
+    return await serve(request, COHERE_EMBED)
+
+
 async def tokenize(request: web.Request) -> web.StreamResponse:
     return await serve(request, TOKENIZE)
 
@@ -727,6 +742,7 @@ ROUTES = [
     Route("POST", "/v2/rerank", rerank, KEY),
     Route("POST", "/score", score, KEY),
     Route("POST", "/v1/score", score, KEY),
+    Route("POST", "/v2/embed", cohere_embed, KEY),
     Route("POST", "/tokenize", tokenize, KEY),
     Route("POST", "/detokenize", detokenize, KEY),
 ]
