@@ -356,3 +356,24 @@ def test_cohere_embed_charged_from_billed_units(apis_proxy):
     assert float(headers["x-litellm-response-cost"]) == pytest.approx(4 * INPUT_COST)
     assert spend_of(apis_proxy, key, 1) == pytest.approx(4 * INPUT_COST, rel=1e-9)
     assert last_log(apis_proxy, key)[:3] == ["aembedding", 4, 0]
+
+
+def test_guardrails_on_the_other_apis(proxy_factory, stub_upstream):
+    from tests.proxy.test_guardrails import CARD, GUARDRAILS
+
+    gp = proxy_factory(database=uid("agent_guard").replace("-", "_"), config_extra={"guardrails": GUARDRAILS})
+    key = new_key(gp)
+    before = stub_upstream.stats()["requests"]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude(gp, key).messages.create(model="stub-model", max_tokens=2, messages=[{"role": "user", "content": f"my card is {CARD}"}])
+    assert "guardrail 'block-cards'" in info.value.body["error"]["message"] and CARD not in info.value.body["error"]["message"]
+    with pytest.raises(openai.BadRequestError) as info:
+        oai(gp, key).responses.create(model="stub-model", input=f"my card is {CARD}")
+    assert info.value.body["type"] == "guardrail_violation"
+    assert stub_upstream.stats()["requests"] == before  # neither reached the model
+    masked = new_key(gp, metadata={"guardrails": ["redact-output"]})  # output masking: only chat and text completions mask answers
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude(gp, masked).messages.create(model="stub-model", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body["error"]["message"].startswith("/v1/messages cannot apply this key's output guardrails")
+    assert oai(gp, masked).chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content \
+        == "tok0 [REDACTED] tok2 [REDACTED] tok4"
