@@ -52,6 +52,7 @@ from litemaas_proxy import metrics
 from litemaas_proxy.api import read_body_bytes
 from litemaas_proxy.api.checks import check_key_state, check_model_access, invalid_field, may_use_model, validate_llm_body
 from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
+from litemaas_proxy.api.data import _upstream_error as upstream_error
 from litemaas_proxy.api.routes import KEY, Route
 from litemaas_proxy.auth import MASTER, hash_token
 from litemaas_proxy.errors import ProxyError
@@ -396,9 +397,7 @@ async def forward(proxy, ctx: RequestContext, call: Call, deps: list) -> web.Str
             continue
         try:
             if upstream.status >= 400:
-                from litemaas_proxy.api.data import _upstream_error
-
-                last_error = _upstream_error(upstream.status, await upstream.read(), dep)
+                last_error = upstream_error(upstream.status, await upstream.read(), dep)
                 if upstream.status >= 500:
                     router.report_failure(dep, str(upstream.status), last_error.message)
                     continue
@@ -682,9 +681,7 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     except (UpstreamError, UpstreamTimeout) as exc:
         raise ProxyError(502, f"Upstream model server connection failed: {dep.api_base} (model={dep.model_name}): {exc}", "upstream_error", "None")
     if status >= 400:
-        from litemaas_proxy.api.data import _upstream_error
-
-        raise _upstream_error(status, content, dep)
+        raise upstream_error(status, content, dep)
     return web.Response(body=content.replace(found[2].encode(), public.encode()), content_type="application/json")
 
 
