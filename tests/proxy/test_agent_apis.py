@@ -377,3 +377,20 @@ def test_guardrails_on_the_other_apis(proxy_factory, stub_upstream):
     assert info.value.body["error"]["message"].startswith("/v1/messages cannot apply this key's output guardrails")
     assert oai(gp, masked).chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content \
         == "tok0 [REDACTED] tok2 [REDACTED] tok4"
+
+
+def test_a_stream_without_usage_is_charged_an_estimate(apis_proxy, stub_upstream):
+    """A server that sends no usage (no response.completed, no message_delta, no usage chunk): ~4 characters a token,
+    as for chat streams, rather than nothing."""
+    key = new_key(apis_proxy, key_alias=uid("no-usage"))
+    stub_upstream.configure(omit_stream_usage=True)
+    try:
+        for model in ("stub-model", "bridge-model"):
+            events = list(oai(apis_proxy, key).responses.create(model=model, input="a b c d", stream=True))
+            assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "tok0 tok1 tok2 tok3 tok4"
+        with claude(apis_proxy, key).messages.stream(model="stub-model", max_tokens=5, messages=[{"role": "user", "content": "a b c d"}]) as stream:
+            assert "".join(stream.text_stream) == "tok0 tok1 tok2 tok3 tok4"
+    finally:
+        stub_upstream.reset()
+    prompt, completion = (len("a b c d") + 3) // 4, (len("tok0 tok1 tok2 tok3 tok4") + 3) // 4
+    assert spend_of(apis_proxy, key, 3) == pytest.approx(3 * cost(prompt, completion), rel=1e-9)

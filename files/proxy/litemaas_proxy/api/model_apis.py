@@ -529,6 +529,33 @@ def _data(event: bytes):
     return None
 
 
+def text_chars(value) -> int:
+    """Characters of the text in a request field: strings, lists of them, and parts' text/content/input/output."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(text_chars(v) for v in value)
+    if isinstance(value, dict):
+        return sum(text_chars(value.get(k)) for k in ("text", "content", "input", "output"))
+    return 0
+
+
+def estimate_tokens(body: dict, streamed_chars: int) -> tuple:
+    """(prompt, completion) tokens estimated at ~4 characters each, for a stream whose server sent no usage."""
+    chars = sum(text_chars(body.get(k)) for k in ("instructions", "system", "input", "messages"))
+    return max(1, (chars + 3) // 4), (streamed_chars + 3) // 4
+
+
+def _delta_chars(event: bytes) -> int:
+    if b'"delta"' not in event or not (b"output_text.delta" in event or b"text_delta" in event):
+        return 0
+    data = _data(event)
+    delta = data.get("delta") if isinstance(data, dict) else None
+    if isinstance(delta, dict):
+        delta = delta.get("text")
+    return len(delta) if isinstance(delta, str) else 0
+
+
 class NativeStream:
     """Relays a Responses or Messages event stream unchanged (except the response id), noting its usage."""
 
@@ -538,8 +565,11 @@ class NativeStream:
         self.seen_usage = False
         self.server_id = None
         self.public_id = None
+        self.chars = 0  # streamed text, for an estimate when the server sends no usage
 
     def feed(self, event: bytes) -> bytes:
+        if not self.seen_usage:
+            self.chars += _delta_chars(event)
         if self.api is RESPONSES:
             if self.server_id is None and b'"response"' in event:
                 data = _data(event)
@@ -579,6 +609,7 @@ class BridgeStream:
         self.api = api
         self.conv = responses_bridge.ResponsesStream(body) if api is RESPONSES else messages_bridge.MessagesStream(body)
         self.seen_usage = False
+        self.chars = 0
 
     def feed(self, event: bytes) -> bytes:
         data = _data(event)
@@ -588,6 +619,10 @@ class BridgeStream:
             return b""
         if isinstance(data.get("usage"), dict):
             self.seen_usage = True
+        for choice in data.get("choices") or []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                self.chars += len(delta["content"])
         return self.conv.feed(data)
 
     def close(self) -> bytes:
@@ -631,9 +666,6 @@ async def relay_stream(proxy, ctx: RequestContext, call: Call, upstream, bridge:
     except UpstreamError as exc:
         failure = ProxyError(502, f"Upstream model server broke off the stream: {dep.api_base} (model={ctx.model}): {type(exc).__name__}",
                              "upstream_error", "None")
-    if failure is None and not client_gone and not conv.seen_usage:
-        failure = ProxyError(502, f"Upstream model server ended the stream without its usage: {dep.api_base} (model={ctx.model})", "upstream_error",
-                             "None")
     if failure is not None:
         # Headers are sent: report the error in the API's own event, and charge nothing for an incomplete answer.
         proxy.router.report_failure(dep, str(failure.status), failure.message)
@@ -652,7 +684,12 @@ async def relay_stream(proxy, ctx: RequestContext, call: Call, upstream, bridge:
             await resp.write((conv.feed(buf) if buf.strip() else b"") + tail)
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             client_gone = True
-    prompt, completion = conv.tokens()
+    if conv.seen_usage:
+        prompt, completion = conv.tokens()
+    else:  # the server sent no usage: estimate rather than charge nothing, as for chat streams
+        prompt, completion = estimate_tokens(call.body, conv.chars)
+        log.info("upstream %s sent no usage for a %s stream; estimated %s prompt and %s completion tokens", dep.api_base, call.api.name,
+                 prompt, completion)
     account(proxy, ctx, call, prompt, completion)
     if not client_gone:
         try:
