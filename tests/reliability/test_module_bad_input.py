@@ -23,6 +23,7 @@ P = "rbi"  # prefix of every alias and name the cases use
 VK, VKS, VKI = "rhpds.litemaas.virtual_key", "rhpds.litemaas.virtual_keys", "rhpds.litemaas.virtual_key_info"
 MODEL, MODEL_INFO, KEY_SYNC = "rhpds.litemaas.model", "rhpds.litemaas.model_info", "rhpds.litemaas.key_sync"
 PORTAL_USER, CAPACITY = "rhpds.litemaas.portal_user", "rhpds.litemaas.capacity_check"
+ISVC = "rhpds.litemaas.inference_service_info"
 WRONG_KEY = "sk-not-the-master-key"
 UNREACHABLE = "http://127.0.0.1:9"
 PORTAL_DSN = "{{ portal_dsn }}"  # filled in by the play's vars
@@ -127,6 +128,12 @@ CASES = [
     ("cap-missing-model", CAPACITY, {"api_keys": ["sk-x"]}, ["missing required arguments: model"]),
     ("cap-attendees-type", CAPACITY, {"api_keys": ["sk-x"], "model": "stub-model", "attendees": "ten"}, ["attendees", "int"]),
     ("cap-bad-url", CAPACITY, {"api_keys": ["sk-x"], "model": "stub-model", "api_url": "ftp://127.0.0.1/x"}, ["api_url"]),
+    # ---------------------------------------------------------------- inference_service_info (reads only: nothing to leave behind)
+    ("isvc-empty-namespace", ISVC, {"namespaces": ["llm-hosting", ""], "host": UNREACHABLE}, ["namespaces must name at least one namespace"]),
+    ("isvc-probe-type", ISVC, {"probe": "maybe", "host": UNREACHABLE}, ["probe", "bool"]),
+    ("isvc-no-kubeconfig", ISVC, {"kubeconfig": "/nonexistent/kubeconfig"}, ["Cannot read the kubeconfig", "/nonexistent/kubeconfig"]),
+    ("isvc-unreachable", ISVC, {"host": UNREACHABLE, "api_key": "sha256~token"}, ["InferenceService", "127.0.0.1", "port=9"]),
+    ("isvc-unknown-option", ISVC, {"namespace": "llm-hosting"}, ["Unsupported parameters", "namespace"]),
 ]
 NEEDS_PROXY_URL = {MODEL, MODEL_INFO, VK, VKS, VKI, KEY_SYNC}
 
