@@ -171,6 +171,8 @@ def test_responses_retrieve_and_cancel_go_to_the_creating_deployment(apis_proxy,
     assert sum(n for p, n in retrieved.items() if p.startswith("/v1/responses/resp_") and not p.endswith("/cancel")) == by_stub["a"]
     with pytest.raises(openai.NotFoundError):  # another key does not see it
         oai(apis_proxy, other).responses.retrieve(made[0].id)
+    status, data, dummy = http_json("GET", f"{apis_proxy.url}/v1/responses/{made[0].id}?stream=true", None, {"Authorization": f"Bearer {key}"})
+    assert (status, data["error"]["param"]) == (400, "stream"), data
 
 
 # ---- Anthropic Messages API --------------------------------------------------------------------------------------

@@ -712,7 +712,12 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
                if found is None and public.startswith("resp_") else "it does not exist or was created with another key")
         raise ProxyError(404, f"Response with id '{public}' not found: {why}.", "invalid_request_error", "response_id")
     check_key_state(proxy, entry, time.time())
+    if str(request.query.get("stream", "")).lower() in ("true", "1"):
+        raise ProxyError(400, "Streaming a stored response again (stream=true) is not relayed; retrieve it without stream", "invalid_request_error",
+                         "stream")
     url = upstream_url(dep, f"responses/{found[2]}" + ("/cancel" if cancel else ""))
+    if request.query_string:
+        url += "?" + request.query_string
     try:
         status, content = await proxy.upstream.send("POST" if cancel else "GET", url, b"", dep.header_bytes, dep.timeout or proxy.settings.request_timeout)
     except (UpstreamError, UpstreamTimeout) as exc:
