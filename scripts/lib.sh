@@ -86,6 +86,27 @@ ensure_venv() {
   echo "$want" > "$VENV/.litemaas-stamp"
 }
 
+# A virtualenv with another ansible-core (requirements/ansible-VERSION.txt), e.g. the oldest the collection supports:
+# $WORK/ansible-VERSION. Prints its path. The dependency collections stay the main virtualenv's (tests/conftest.py
+# puts its ansible_collections on ANSIBLE_COLLECTIONS_PATH), and modules still run with its Python.
+ensure_ansible_core_venv() {
+  local version="$1" req dir want have=""
+  req="$ROOT/requirements/ansible-$version.txt"
+  dir="$WORK/ansible-$version"
+  [ -f "$req" ] || { echo "error: no $req" >&2; return 1; }
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  [ -f "$dir/.litemaas-stamp" ] && have="$(cat "$dir/.litemaas-stamp")"
+  if [ ! -x "$dir/bin/ansible-playbook" ] || [ "$want" != "$have" ]; then
+    log "Installing ansible-core $version into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >"$WORK/pip-ansible-$version.log" 2>&1 \
+      || { cat "$WORK/pip-ansible-$version.log" >&2; return 1; }
+    echo "$want" > "$dir/.litemaas-stamp"
+  fi
+  printf '%s\n' "$dir"
+}
+
 # A collections path in which this checkout is rhpds.litemaas.
 ensure_collection_link() {
   mkdir -p "$WORK/collections/ansible_collections/rhpds"

@@ -6,7 +6,8 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-SVENV="$WORK/sanity-venv"
+# LITEMAAS_SANITY_VENV: a virtualenv with another ansible-core (scripts/test.sh passes the oldest supported one).
+SVENV="${LITEMAAS_SANITY_VENV:-$WORK/sanity-venv}"
 if [ ! -x "$SVENV/bin/ansible-test" ]; then
   log "Creating the ansible-test virtualenv"
   python3 -m venv "$SVENV"

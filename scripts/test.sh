@@ -28,6 +28,14 @@ ansible-lint --offline --profile production -q --nocolor
 log "ansible-test sanity"
 bash "$ROOT/scripts/sanity.sh"
 
+# The oldest ansible-core meta/runtime.yml claims (the main virtualenv has the newest): sanity, and in the whole run
+# the tests marked ansible_core (tests/support/ansible_core.py) once more with it.
+oldest_core="$(ensure_ansible_core_venv 2.16)"
+if [ "$#" -eq 0 ]; then
+  log "ansible-test sanity with ansible-core 2.16"
+  LITEMAAS_SANITY_VENV="$oldest_core" bash "$ROOT/scripts/sanity.sh"
+fi
+
 log "module reference is up to date"
 python scripts/gen_module_docs.py --check
 
@@ -41,6 +49,8 @@ else
   python -m pytest -n 2 --dist loadfile --ignore=tests/reliability/test_schemathesis.py
   log "pytest: schemathesis fuzzing of the proxy's OpenAPI document"
   python -m pytest tests/reliability/test_schemathesis.py
+  log "pytest: the tests marked ansible_core with ansible-core 2.16"
+  LITEMAAS_ANSIBLE_CORE_VENV="$oldest_core" python -m pytest -n 2 --dist loadfile -m ansible_core --ignore=tests/reliability/test_schemathesis.py
 fi
 
 log "molecule (deploy role, render scenario with idempotence)"

@@ -16,7 +16,23 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.support import ansible_core  # noqa: E402
 from tests.support.services import PostgresServer, RedisServer  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that also run with the oldest supported ansible-core (tests/support/ansible_core.py)."""
+    used = set()
+    for item in items:
+        found = ansible_core.matching(item.nodeid)
+        if found:
+            item.add_marker(pytest.mark.ansible_core)
+            used.update(found)
+    whole_suite = all(Path(arg.split("::", maxsplit=1)[0]).resolve() == REPO / "tests" for arg in config.args)
+    stale = [p for p in ansible_core.SUBSET if not (REPO / p.split("::", maxsplit=1)[0]).exists() or (whole_suite and p not in used)]
+    if stale:
+        raise pytest.UsageError(f"tests/support/ansible_core.py SUBSET names tests that do not exist: {stale}")
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +82,8 @@ def ansible_env(collections_path) -> dict:
     env["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = "false"
     env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return env
+    # LITEMAAS_ANSIBLE_CORE_VENV: ansible-playbook, ansible-doc, ansible-galaxy of another ansible-core.
+    return ansible_core.apply_to(env, collections_path)
 
 
 # ---------------------------------------------------------------- model boundary and proxy (tests/support/stub_upstream.py, proxy.py)

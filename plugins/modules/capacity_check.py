@@ -2,9 +2,9 @@
 # -*- coding: utf-8 -*-
 # Apache-2.0 (see LICENSE), a license compatible with the GNU General Public License version 3
 
-from __future__ import absolute_import, division, print_function  # noqa: UP010
+from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type  # noqa: UP001
+__metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
@@ -191,16 +191,16 @@ changed:
   type: bool
 """
 
-import http.client as http_client  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import ssl  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import http.client as http_client
+import json
+import socket
+import ssl
+import threading
+import time
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402
-from ansible_collections.rhpds.litemaas.plugins.module_utils.common import compose_argspec, known_model_names  # noqa: E402
-from ansible_collections.rhpds.litemaas.plugins.module_utils.proxy_api import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible_collections.rhpds.litemaas.plugins.module_utils.common import compose_argspec, known_model_names
+from ansible_collections.rhpds.litemaas.plugins.module_utils.proxy_api import (
     PROXY_API_ARGSPEC,
     HttpSession,
     ProxyApiError,
