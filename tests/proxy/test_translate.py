@@ -103,6 +103,7 @@ def test_responses_request_to_chat_full():
     ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id", "history"),
     ({"input": "x", "background": True}, "background", "background"),
     ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type", "'web_search'"),
+    ({"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]}, "tools[0].type", "free-form"),
     ({"input": "x", "tool_choice": {"type": "file_search"}}, "tool_choice.type", "'file_search'"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0].type", "'input_file'"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type", "'item_reference'"),

@@ -4,9 +4,10 @@ Carried over: ``instructions``; ``input`` as a string or a list of items (messag
 ``output_text`` / ``input_image`` parts, ``function_call`` and ``function_call_output`` items; ``reasoning``
 items are skipped); function ``tools`` and ``tool_choice``; ``max_output_tokens``, ``temperature``, ``top_p``,
 ``parallel_tool_calls``, ``user``, ``text.format`` (json_schema / json_object), ``reasoning.effort``; ``stream``.
+Ignored: ``include``, ``store`` (nothing is stored), ``prompt_cache_key``, ``text.verbosity``, ``truncation``.
 Not carried over (400 naming the field): ``previous_response_id`` and ``conversation`` (the server keeps no
-history), ``background``, built-in tools (web/file search, computer use, code interpreter, MCP, image generation),
-``input_file`` parts and item types other than the above. A translated response is not stored: it cannot be
+history), ``background``, built-in tools (web/file search, computer use, code interpreter, MCP, image generation)
+and free-form ``custom`` tools, ``input_file`` parts and item types other than the above. A translated response is not stored: it cannot be
 retrieved or cancelled later (``store`` answers ``false``).
 """
 
@@ -107,7 +108,8 @@ def request_to_chat(body: dict) -> dict:
         for i, tool in enumerate(tools):
             if not isinstance(tool, dict) or tool.get("type") != "function":
                 kind = tool.get("type") if isinstance(tool, dict) else tool
-                _refuse(f"tools[{i}].type", f"built-in tool {kind!r} runs on OpenAI's servers; only function tools are translated")
+                _refuse(f"tools[{i}].type", f"tool type {kind!r} (a built-in or free-form tool) has no chat completions equivalent; "
+                                            "only function tools are translated")
             function = {"name": tool.get("name"), "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
             if tool.get("description"):
                 function["description"] = tool["description"]
