@@ -10,10 +10,7 @@ budget) in the API's own error shape. Relayed models send the call to the deploy
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import struct
-import wave
 
 import anthropic
 import openai
@@ -21,21 +18,12 @@ import pytest
 
 from tests.proxy.conftest import INPUT_COST, OUTPUT_COST, db_value, new_key, uid, wait_for
 from tests.support.proxy import http_json, stub_models
+from tests.support.stub_apis import make_wav
 from tests.support.stub_upstream import StubUpstream
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 PER_SECOND = 1e-4  # the audio model's price per second of audio
 RERANK_COST = 3e-6
-
-
-def make_wav(seconds: float, rate: int = 8000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(struct.pack("<h", 0) * int(seconds * rate))
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -301,6 +301,20 @@ def wav_seconds(data: bytes) -> float | None:
     return None
 
 
+def make_wav(seconds: float, rate: int = 8000) -> bytes:
+    """A silent mono 16-bit PCM WAV file of ``seconds`` (what the audio tests upload)."""
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(struct.pack("<h", 0) * int(seconds * rate))
+    return buf.getvalue()
+
+
 def form_fields(body: bytes, content_type: str) -> tuple[dict, dict]:
     """A multipart/form-data body as (text fields, files): ``{name: str}``, ``{name: (filename, bytes)}``."""
     match = re.search(r'boundary="?([^";]+)"?', content_type)

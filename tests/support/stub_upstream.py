@@ -475,17 +475,7 @@ class StubServer:
             pieces.append(_sse_chunk({**base, "choices": [], "usage": usage}))
         pieces.append(_sse_chunk(b"[DONE]"))
         pieces.append(b"0\r\n\r\n")
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
-        head += b"\r\n" if req.keep_alive else b"Connection: close\r\n\r\n"
-        if cut:
-            self.stats.failed += 1
-            first = 2 if kind == "chat" else 1
-            conn.write(head + b"".join(pieces[:first]))
-            return conn.abort()
-        gap = float(self.config["stream_chunk_delay"] or 0.0)
-        if not gap:
-            return conn.write(head + b"".join(pieces))
-        return self._paced(conn, head, pieces, gap, req.keep_alive)
+        return self._send_stream(req, conn, pieces, cut, 2 if kind == "chat" else 1, b"text/event-stream")
 
     async def _paced(self, conn, head, pieces, gap, keep_alive):
         conn.write(head)
@@ -586,8 +576,10 @@ class StubServer:
             return conn.write(_response(200, answer.encode(), keep_alive, b"text/plain; charset=utf-8"))
         return conn.write(_response(200, _dumps(answer), keep_alive))
 
-    def _send_stream(self, req: Request, conn: _Connection, pieces: list, cut: bool, first: int):
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+    def _send_stream(self, req: Request, conn: _Connection, pieces: list, cut: bool, first: int,
+                     content_type: bytes = b"text/event-stream; charset=utf-8"):
+        """Send a chunked SSE answer; ``cut``: only the first ``first`` pieces, then drop the connection."""
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n" % content_type
         head += b"\r\n" if req.keep_alive else b"Connection: close\r\n\r\n"
         if cut:
             self.stats.failed += 1

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import http.client
-import io
 import json
-import struct
-import wave
 
 import anthropic
 import openai
 import pytest
 
 from tests.support import stub_apis
+from tests.support.stub_apis import make_wav
 from tests.support.stub_upstream import StubUpstream
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city"]}
-
-
-def make_wav(seconds: float, rate: int = 8000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(struct.pack("<h", 0) * int(seconds * rate))
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
