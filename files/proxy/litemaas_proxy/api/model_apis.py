@@ -42,6 +42,7 @@ import re
 import struct
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 import aiohttp
@@ -51,12 +52,12 @@ from aiohttp import web
 from litemaas_proxy import metrics
 from litemaas_proxy.api import read_body_bytes
 from litemaas_proxy.api.checks import check_key_state, check_model_access, invalid_field, may_use_model, validate_llm_body
+from litemaas_proxy.api.common import proxy_of
 from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
-from litemaas_proxy.api.data import _upstream_error as upstream_error
+from litemaas_proxy.api.relay import LlmApi, call_upstream, common_headers, upstream_error
 from litemaas_proxy.api.routes import KEY, Route
-from litemaas_proxy.auth import MASTER, hash_token
+from litemaas_proxy.auth import MASTER
 from litemaas_proxy.errors import ProxyError
-from litemaas_proxy.routing import attempt_headers
 from litemaas_proxy.translate import NotTranslatable, sse_event
 from litemaas_proxy.translate import messages as messages_bridge
 from litemaas_proxy.translate import responses as responses_bridge
@@ -318,7 +319,7 @@ def payload_for(call: Call, dep, bridge: bool) -> tuple:
 # ---- the handlers -------------------------------------------------------------------------------------------------
 
 async def serve(request: web.Request, api: Api) -> web.StreamResponse:
-    proxy = request.app["proxy"]
+    proxy = proxy_of(request)
     router = proxy.router
     ctx = RequestContext(request, api.call_type, api.upstream)
     entry = ctx.caller
@@ -349,6 +350,8 @@ async def serve(request: web.Request, api: Api) -> web.StreamResponse:
                              "use /v1/chat/completions with this key", "guardrail_violation", "None")
     deps = router.candidates(model)
     if not deps:
+        if model in proxy.unusable_models:
+            raise ProxyError(503, f"{request.path}: {proxy.unusable_models[model]}", "None", "model")
         raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
                          "None", "model")
     if api is RESPONSES and body.get("previous_response_id") is not None:
@@ -360,74 +363,34 @@ async def serve(request: web.Request, api: Api) -> web.StreamResponse:
                 raise ProxyError(400, f"previous_response_id {body['previous_response_id']} was created by a deployment of another model",
                                  "invalid_request_error", "previous_response_id")
     ctx.stream = api.name in STREAMED and body.get("stream") is True
+    request["litemaas_call"] = call
     await check_limits(proxy, ctx)
     try:
-        return await forward(proxy, ctx, call, deps)
+        return await call_upstream(proxy, ctx, RELAYED[api.name], deps)
     finally:
         release_limits(proxy, ctx)
 
 
-async def forward(proxy, ctx: RequestContext, call: Call, deps: list) -> web.StreamResponse:
-    """Try the deployments in the router's order (retries, fallbacks) until one answers; relay or translate its answer."""
-    router, settings, model = proxy.router, proxy.settings, ctx.model
-    last_error = None
-    tried = 0
-    plan = deps if call.server_id is not None else router.plan(model, deps, settings.num_retries)
-    for dep in plan:
-        if tried:
-            ctx.limit_headers = attempt_headers(ctx.limit_headers, model, dep, tried)
-        tried += 1
-        bridge = bridged(dep, call.api)
-        url, payload, headers = payload_for(call, dep, bridge)
-        timeout = dep.timeout or settings.request_timeout
-        router.acquire(dep)
-        try:
-            upstream = await proxy.upstream.post(url, payload, headers, timeout)
-        except UpstreamTimeout:
-            router.release(dep)
-            router.report_failure(dep, "timeout")
-            last_error = ProxyError(504, f"Upstream model server timed out after {timeout}s: {dep.api_base} (model={model})", "timeout", "None")
-            continue
-        except UpstreamError as exc:
-            router.release(dep)
-            router.report_failure(dep, "connection", str(exc))
-            status, etype = (503, "upstream_unavailable") if exc.connect else (502, "upstream_error")
-            last_error = ProxyError(status, f"Upstream model server {'unavailable' if exc.connect else 'connection failed'}: {dep.api_base} "
-                                            f"(model={model}): {exc}", etype, "None")
-            continue
-        try:
-            if upstream.status >= 400:
-                last_error = upstream_error(upstream.status, await upstream.read(), dep)
-                if upstream.status >= 500:
-                    router.report_failure(dep, str(upstream.status), last_error.message)
-                    continue
-                break
-            router.report_success(dep, model)
-            ctx.deployment = dep
-            if ctx.stream:
-                return await relay_stream(proxy, ctx, call, upstream, bridge)
-            return await relay_json(proxy, ctx, call, upstream, bridge)
-        except UpstreamTimeout:
-            router.report_failure(dep, "timeout")
-            last_error = ProxyError(504, f"Upstream model server timed out after {timeout}s: {dep.api_base} (model={model})", "timeout", "None")
-            break
-        except UpstreamError as exc:
-            router.report_failure(dep, "connection", str(exc))
-            last_error = ProxyError(502, f"Upstream model server connection failed: {dep.api_base} (model={model}): {exc}", "upstream_error", "None")
-            break
-        finally:
-            router.release(dep)
-    metrics.failure(ctx.caller, model, ctx.route, last_error.status)
-    if last_error.status >= 500:
-        _record(proxy, ctx, deps[0], 0, 0, 0.0, "failure")
-    raise last_error
+def _checked_in_serve(body: dict) -> None:
+    """The body checks of these APIs run in :func:`serve` (check_api_body), before the limits."""
+
+
+def request_for(api: Api, dep, ctx: RequestContext) -> tuple:
+    """The upstream request to ``dep`` (the shared relay's hook): relayed, translated, or the rewritten upload."""
+    return payload_for(ctx.request["litemaas_call"], dep, bridged(dep, api))
+
+
+async def answer(api: Api, proxy, ctx: RequestContext, upstream) -> web.StreamResponse:
+    """The caller's answer (the shared relay's hook): relayed or translated back, whole or streamed, and accounted."""
+    call, bridge = ctx.request["litemaas_call"], bridged(ctx.deployment, api)
+    if ctx.stream:
+        return await relay_stream(proxy, ctx, call, upstream, bridge)
+    return await relay_json(proxy, ctx, call, upstream, bridge)
 
 
 def _record(proxy, ctx: RequestContext, dep, prompt: int, completion: int, cost: float, status: str, extra: Optional[dict] = None) -> None:
-    settings = proxy.settings
-    master_token = hash_token(settings.master_key) if settings.master_key else ""
     user = ctx.body.get("user") if isinstance(ctx.body.get("user"), str) else None
-    record_spend(proxy, ctx, master_token, dep, prompt, completion, cost, status, {"status": status, **(extra or {})}, user)
+    record_spend(proxy, ctx, dep, prompt, completion, cost, status, {"status": status, **(extra or {})}, user)
 
 
 def account(proxy, ctx: RequestContext, call: Call, prompt: int, completion: int, seconds: Optional[float] = None) -> float:
@@ -451,28 +414,13 @@ def account(proxy, ctx: RequestContext, call: Call, prompt: int, completion: int
     return cost
 
 
-def answer_headers(ctx: RequestContext, cost: float) -> dict:
-    dep, entry = ctx.deployment, ctx.caller
-    headers = {"x-litellm-model-id": dep.id, "x-litellm-model-group": dep.model_name, "x-litellm-response-cost": repr(cost),
-               "x-litellm-response-duration-ms": f"{ctx.elapsed() * 1000:.3f}"}
-    if entry is not MASTER:
-        key = entry.key
-        headers["x-litellm-key-spend"] = str(key.get("spend") or 0.0)
-        for field in ("max_budget", "tpm_limit", "rpm_limit"):
-            if key.get(field) is not None:
-                headers[f"x-litellm-key-{field.replace('_', '-')}"] = str(key[field])
-    if ctx.limit_headers:
-        headers.update(ctx.limit_headers)
-    return headers
-
-
 async def relay_json(proxy, ctx: RequestContext, call: Call, upstream, bridge: bool) -> web.Response:
     dep, api = ctx.deployment, call.api
     content = await upstream.read()
     content_type = upstream.headers.get("content-type", "application/json")
     if api.form and not content_type.startswith("application/json"):  # response_format=text: plain text, charged by the file's length
         cost = account(proxy, ctx, call, 0, 0, call.audio_seconds or 0.0)
-        return web.Response(body=content, content_type=content_type.split(";")[0], headers=answer_headers(ctx, cost))
+        return web.Response(body=content, content_type=content_type.split(";")[0], headers=common_headers(ctx, cost))
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -498,7 +446,7 @@ async def relay_json(proxy, ctx: RequestContext, call: Call, upstream, bridge: b
         elif not (prompt or completion):
             seconds = call.audio_seconds or 0.0
     cost = account(proxy, ctx, call, prompt, completion, seconds)
-    return web.Response(body=content, content_type="application/json", headers=answer_headers(ctx, cost))
+    return web.Response(body=content, content_type="application/json", headers=common_headers(ctx, cost))
 
 
 def _events(buf: bytes):
@@ -639,7 +587,7 @@ class BridgeStream:
 
 async def relay_stream(proxy, ctx: RequestContext, call: Call, upstream, bridge: bool) -> web.StreamResponse:
     dep, api, request = ctx.deployment, call.api, ctx.request
-    headers = answer_headers(ctx, 0.0)
+    headers = common_headers(ctx, 0.0)
     headers.pop("x-litellm-response-cost", None)
     headers["Cache-Control"] = "no-cache"
     headers["Content-Type"] = "text/event-stream"
@@ -701,7 +649,7 @@ async def relay_stream(proxy, ctx: RequestContext, call: Call, upstream, bridge:
 
 async def stored_response(request: web.Request) -> web.StreamResponse:
     """``GET /v1/responses/{id}`` and ``POST .../cancel``: to the deployment that created the response."""
-    proxy = request.app["proxy"]
+    proxy = proxy_of(request)
     entry = request["litemaas_caller"]
     public = request.match_info["response_id"]
     cancel = request.path.endswith("/cancel")
@@ -766,6 +714,10 @@ async def tokenize(request: web.Request) -> web.StreamResponse:
 async def detokenize(request: web.Request) -> web.StreamResponse:
     return await serve(request, DETOKENIZE)
 
+
+# The shared relay's description of each API (api/relay.py): the upstream request and the answer come from the hooks.
+RELAYED = {api.name: LlmApi(api.upstream, api.call_type, _checked_in_serve, request_for=partial(request_for, api), answer=partial(answer, api))
+           for api in (RESPONSES, MESSAGES, COUNT_TOKENS, TRANSCRIPTION, TRANSLATION, RERANK, SCORE, COHERE_EMBED, TOKENIZE, DETOKENIZE)}
 
 ROUTES = [
     Route("POST", "/v1/responses", responses, KEY),
