@@ -54,6 +54,7 @@ from litemaas_proxy.api import read_body_bytes
 from litemaas_proxy.api.checks import check_key_state, check_model_access, invalid_field, may_use_model, validate_llm_body
 from litemaas_proxy.api.common import proxy_of
 from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
+from litemaas_proxy.api.data import read_json_body
 from litemaas_proxy.api.relay import LlmApi, call_upstream, common_headers, upstream_error
 from litemaas_proxy.api.routes import KEY, Route
 from litemaas_proxy.auth import MASTER
@@ -217,16 +218,6 @@ def form_body(parts: list, boundary: str) -> bytes:
 
 # ---- request reading and checks -------------------------------------------------------------------------------------
 
-def _json_body(raw: bytes) -> dict:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ProxyError(400, f"Invalid JSON payload: {exc}", "invalid_request_error", "None")
-    if not isinstance(body, dict):
-        raise ProxyError(400, f"Invalid JSON payload: expected an object, got {type(body).__name__}", "invalid_request_error", "None")
-    return body
-
-
 def _require(condition: bool, message: str, param: str) -> None:
     if not condition:
         raise ProxyError(400, message, "invalid_request_error", param)
@@ -323,12 +314,11 @@ async def serve(request: web.Request, api: Api) -> web.StreamResponse:
     router = proxy.router
     ctx = RequestContext(request, api.call_type, api.upstream)
     entry = ctx.caller
-    raw = await read_body_bytes(request)
     call = Call(api)
     if api.form:
-        read_form(call, raw, request.headers.get("Content-Type", ""))
+        read_form(call, await read_body_bytes(request), request.headers.get("Content-Type", ""))
     else:
-        call.body = _json_body(raw)
+        call.body = await read_json_body(request)
     body = call.body
     model = body.get("model")
     if model is None or model == "":
