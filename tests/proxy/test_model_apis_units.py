@@ -9,7 +9,8 @@ import wave
 
 import pytest
 
-from litemaas_proxy.api import model_apis as ma
+from litemaas_proxy.api import model_api_streams as streams
+from litemaas_proxy.api import model_api_wire as ma
 from litemaas_proxy.routing import Deployment
 
 
@@ -90,6 +91,6 @@ def test_usage_tokens(api, data, tokens):
 
 
 def test_estimate_tokens_and_search_units():
-    assert ma.estimate_tokens({"instructions": "abcd", "input": [{"role": "user", "content": [{"type": "input_text", "text": "efgh"}]}]}, 9) == (2, 3)
-    assert ma.estimate_tokens({"messages": []}, 0) == (1, 0)
+    assert streams.estimate_tokens({"instructions": "abcd", "input": [{"role": "user", "content": [{"type": "input_text", "text": "efgh"}]}]}, 9) == (2, 3)
+    assert streams.estimate_tokens({"messages": []}, 0) == (1, 0)
     assert [ma.search_units({"documents": ["d"] * n}) for n in (0, 1, 100, 101, 250)] == [1, 1, 1, 2, 3]
