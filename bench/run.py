@@ -46,6 +46,10 @@ REQUESTS = {
     "chat": ("/v1/chat/completions", CHAT_BODY),
     "stream": ("/v1/chat/completions", json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}, separators=(",", ":"))),
     "embeddings": ("/v1/embeddings", json.dumps({"model": EMBED_MODEL, "input": "hi", "encoding_format": "float"}, separators=(",", ":"))),
+    # The OpenAI Responses API and the Anthropic Messages API (each proxy relays them to the stub's own route or
+    # translates them to chat completions; the stub answers both in vLLM's shapes).
+    "responses": ("/v1/responses", json.dumps({"model": MODEL, "input": "hi"}, separators=(",", ":"))),
+    "messages": ("/v1/messages", json.dumps({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, separators=(",", ":"))),
 }
 POST_LUA = Path(__file__).resolve().parent / "post.lua"
 
@@ -454,7 +458,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=1, help="repeat the whole matrix N times; the table shows each row's median-req/s run")
     p.add_argument("--quick", action="store_true", help="short smoke run: 3 s runs, 1 s warm-up")
     p.add_argument("--request", choices=sorted(REQUESTS), default="chat",
-                   help="request to drive: chat (default; the bars are defined on it), stream (SSE chat) or embeddings")
+                   help="request to drive: chat (default; the bars are defined on it), stream (SSE chat), embeddings, responses "
+                        "(OpenAI Responses API) or messages (Anthropic Messages API)")
     p.add_argument("--skip-litellm", action="store_true", help="measure only direct and our proxy (no ratios)")
     p.add_argument("--skip-ours", action="store_true", help="measure only direct and LiteLLM (to check the harness)")
     p.add_argument("--proxy-bin", help="path of the litemaas-proxy executable (default: .venv, this Python's venv, PATH)")

@@ -309,18 +309,25 @@ def proxy_model(info, model_info_defaults=None):
         "supports_function_calling": bool(info.get("tool_calling")),
         "supports_tool_choice": bool(info.get("tool_calling")),
         "supports_parallel_function_calling": False,
-        "supports_tokenize": False,
+        # vLLM serves /tokenize, /v1/responses and /v1/messages itself; the proxy translates the Responses and Messages
+        # APIs to chat completions for the other chat runtimes (litellm_params responses_api / messages_api "chat").
+        "supports_tokenize": kind == "chat" and info.get("runtime_family") == "vllm",
+        "supports_responses_api": kind == "chat",
+        "supports_messages_api": kind == "chat",
         SOURCE_KEY: SOURCE_VALUE,
         ISVC_KEY: "%s/%s" % (info["namespace"], info["name"]),
     }
     if info.get("max_model_len"):
         model_info["max_tokens"] = info["max_model_len"]
     model_info.update(model_info_defaults or {})
+    litellm_params = {"custom_llm_provider": provider}
+    if kind == "chat" and info.get("runtime_family") != "vllm":
+        litellm_params.update(responses_api="chat", messages_api="chat")
     return {
         "model_name": info["model_name"],
         "model": model,
         "api_base": info["api_base"],
-        "litellm_params": {"custom_llm_provider": provider},
+        "litellm_params": litellm_params,
         "model_info": model_info,
         "namespace": info["namespace"],
         "auth": info["auth"],

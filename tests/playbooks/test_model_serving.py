@@ -237,11 +237,14 @@ def test_discovery_describes_each_inference_service(playbook, fake_cluster, tmp_
         "api_base": f"http://granite-3-2-8b-instruct-predictor.llm-hosting.{svc}/v1", "litellm_params": {"custom_llm_provider": "openai"},
         "model_info": {"mode": "chat", "supports_embeddings": False, "supports_convert": False, "supports_vision": False,
                        "supports_function_calling": True, "supports_tool_choice": True, "supports_parallel_function_calling": False,
-                       "supports_tokenize": False, "litemaas_source": "kserve", "litemaas_inference_service": "llm-hosting/granite-3-2-8b-instruct",
+                       "supports_tokenize": True, "supports_responses_api": True, "supports_messages_api": True,
+                       "litemaas_source": "kserve", "litemaas_inference_service": "llm-hosting/granite-3-2-8b-instruct",
                        "max_tokens": 8192, "input_cost_per_token": 2e-7},
         "namespace": "llm-hosting", "auth": False}
     assert models["llama-guard-3-1b"]["model"] == "openai/meta-llama/Llama-Guard-3-1B"
     assert (models["nomic-embed-text-v1-5"]["model_info"]["mode"], models["nomic-embed-text-v1-5"]["model_info"]["supports_embeddings"]) == ("embedding", True)
+    assert models["nomic-embed-text-v1-5"]["model_info"]["supports_responses_api"] is False
+    assert models["nomic-embed-text-v1-5"]["litellm_params"] == {"custom_llm_provider": "openai"}
     assert models["granite-docling-258m"]["model"] == "docling/granite-docling-258m"
     assert models["granite-docling-258m"]["litellm_params"] == {"custom_llm_provider": "docling"}
     assert models["granite-docling-258m"]["model_info"]["supports_convert"] is True

@@ -77,6 +77,12 @@ for _path in ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/
 for _path in ("/v1/models", "/models", "/v1/models/{model_id:.+}", "/models/{model_id:.+}", "/model/info", "/v1/model/info",
               "/model_group/info"):
     MATRIX[("GET", _path)] = Case(SELF, why="models the caller's key may use")
+for _path in ("/v1/responses", "/responses", "/v1/messages", "/v1/messages/count_tokens", "/v1/audio/transcriptions", "/v1/audio/translations",
+              "/rerank", "/v1/rerank", "/v2/rerank", "/score", "/v1/score", "/tokenize", "/detokenize", "/v2/embed"):
+    MATRIX[("POST", _path)] = Case(SELF, why="data plane: spend and limits of the caller's key")
+# A stored response is the creating key's: its id names that key, another key's id answers 404 (tests/proxy/test_agent_apis.py).
+MATRIX[("GET", "/v1/responses/{response_id}")] = Case(SELF, why="a response the caller's key created")
+MATRIX[("POST", "/v1/responses/{response_id}/cancel")] = Case(SELF, why="a response the caller's key created")
 MATRIX[("*", "/docling/{tail:.*}")] = Case(SELF, why="pass-through: spend of the caller's key")
 for _path in ("/metrics", "/metrics/"):
     MATRIX[("GET", _path)] = Case(SELF, why="process metrics (key level only with require_auth_for_metrics_endpoint)")

@@ -5,7 +5,8 @@ values, missing required fields, wrong types) and a bounded number of generated 
 (``positive`` and ``negative`` modes). The checks: no response is a 5xx; every answer's status code, content type,
 headers and body conform to the document (the response schemas name the fields the portal and the OpenAI client
 read, so a renamed or missing field fails); and every 4xx carries LiteLLM's error shape
-(``{"error": {"message", "type", "param", "code"}}`` with ``code`` equal to the status), or FastAPI's
+(``{"error": {"message", "type", "param", "code"}}`` with ``code`` equal to the status; Anthropic's
+``{"type": "error", "error": {"type", "message"}}`` on the Messages routes), or FastAPI's
 ``{"detail": ...}`` exactly where LiteLLM answers with it: 422 validation errors, and ``/user/delete``'s 404.
 Management routes get the master key, data-plane routes a virtual key; the data plane reaches the stub upstream.
 Generation is derandomized, so a run is reproducible.
@@ -77,7 +78,7 @@ def tame(case) -> None:
     body = case.body if isinstance(case.body, dict) else None
     if body is None:
         return
-    for name in ("max_tokens", "max_completion_tokens", "dimensions"):
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens", "dimensions"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > STUB_MAX_TOKENS:
             body[name] = STUB_MAX_TOKENS
@@ -102,6 +103,10 @@ def check_error_shape(response, method: str, path: str) -> None:
     except ValueError:
         raise AssertionError(f"{status} without a JSON body: {response.text[:300]!r}")
     assert isinstance(body, dict), body
+    if path.startswith("/v1/messages"):  # Anthropic's shape, which its clients parse
+        assert body.get("type") == "error" and set(body) == {"type", "error"}, body
+        assert isinstance(body["error"].get("type"), str) and isinstance(body["error"].get("message"), str) and body["error"]["message"], body
+        return
     if "error" in body:
         err = body["error"]
         assert isinstance(err, dict) and {"message", "type", "param", "code"} <= set(err), body

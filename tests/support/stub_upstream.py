@@ -11,6 +11,13 @@ Routes
   POST /v1/embeddings         ``encoding_format`` ``float`` or ``base64`` (the ``openai`` client's default)
   GET  /v1/models, /models    the configured model ids
   GET  /health, /v1/health    ``{"status": "ok"}`` (never faulted, never counted)
+  POST /v1/responses          OpenAI Responses API, JSON or named SSE events; stored for
+  GET  /v1/responses/{id}     retrieval (404 when unknown) and POST /v1/responses/{id}/cancel
+                              (400 "Cannot cancel a synchronous response." for a finished one)
+  POST /v1/messages           Anthropic Messages API, JSON or SSE; POST /v1/messages/count_tokens
+  POST /v1/audio/transcriptions, /v1/audio/translations   multipart WAV upload
+  POST /rerank, /v1/rerank, /v2/rerank, /score, /v1/score, /tokenize, /detokenize, /v2/embed (Cohere)
+                              (shapes and numbers of all these: ``tests/support/stub_apis.py``)
   POST /docling/..., .../convert/...   echo: received byte count, content type and multipart parts
   GET  /__stub/stats          request counters (see ``Stats``); POST /__stub/reset clears stats and config
   GET|POST /__stub/config     read / merge the fault and behaviour settings (see ``DEFAULT_CONFIG``)
@@ -20,7 +27,9 @@ Deterministic usage, so that tests can check spend exactly:
                        prompt, or each embedding input; a list of token ids counts its length); at least 1
   completion_tokens  = ``max_tokens`` / ``max_completion_tokens`` when given, else ``completion_tokens``
                        from the config (default 5). The reply text is exactly that many words ``tok0 tok1 ...``.
-The response echoes the requested ``model``.
+The response echoes the requested ``model``. A chat request that forces a tool (``tool_choice`` ``required`` or
+a named function) gets a tool call to it (arguments: each required property set to ``"tok0"``, finish_reason
+``tool_calls``, completion_tokens the configured default).
 
 Faults (for data-plane routes), from three sources, first match wins:
   request headers      ``x-stub-fail: 503``, ``x-stub-delay: 0.5`` (seconds), ``x-stub-hang: 1``, ``x-stub-cut: 1``
@@ -28,7 +37,7 @@ Faults (for data-plane routes), from three sources, first match wins:
                        name (works through a proxy that does not forward headers: point a deployment at
                        ``openai/stub-fail-503``)
   admin config         ``POST /__stub/config {"fail_status": 503, "fail_count": 2, "delay": 0.5, "hang": true}``
-``fail`` answers with an OpenAI-style error JSON and that status; ``delay`` waits before answering;
+``fail`` answers with an OpenAI-style error JSON (Anthropic-style on the Messages routes) and that status; ``delay`` waits before answering;
 ``hang`` never answers (until the client goes away); ``cut`` drops the connection without an answer
 (for streams: after the first content chunk).
 
@@ -52,6 +61,8 @@ import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
+
+from tests.support import stub_apis
 
 try:  # orjson is faster; plain json works too
     import orjson
@@ -80,9 +91,11 @@ DEFAULT_CONFIG = {
     "stream_chunks": 4,  # number of content chunks in a stream
     "stream_chunk_delay": 0.0,  # seconds between stream chunks
     "omit_stream_usage": False,  # never send the usage chunk, even when asked for it
+    "omit_rerank_usage": False,  # answer rerank/score without "usage" (as servers that bill per query do)
     "embedding_dim": 8,  # default embedding dimension (the request's "dimensions" wins)
     "require_api_key": None,  # str: answer 401 unless "Authorization: Bearer <this>"
     "models": ["stub-model", "stub-embed"],  # ids listed by GET /v1/models
+    "max_model_len": 4096,  # reported by /tokenize
 }
 
 RECENT_MAX = 100
@@ -220,6 +233,28 @@ def _error(status: int, message: str, keep_alive: bool, err_type: str = "server_
     return _response(status, _dumps({"error": {"message": message, "type": err_type, "param": None, "code": str(status)}}), keep_alive)
 
 
+def _anthropic_error(status: int, message: str, keep_alive: bool, err_type: str | None = None) -> bytes:
+    err_type = err_type if err_type and err_type != "server_error" else stub_apis.ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    return _response(status, _dumps(stub_apis.anthropic_error(err_type, message)), keep_alive)
+
+
+def _named_event(name: str, obj) -> bytes:
+    data = b"event: " + name.encode() + b"\ndata: " + _dumps(obj) + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+JSON_KINDS = ("chat", "completion", "embedding", "responses", "messages", "count_tokens", "rerank", "score", "tokenize", "detokenize",
+              "cohere_embed")
+ANTHROPIC_KINDS = ("messages", "count_tokens")
+_OTHER_KINDS = {
+    "/v1/responses": "responses", "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens",
+    "/v1/audio/transcriptions": "transcription", "/v1/audio/translations": "translation",
+    "/rerank": "rerank", "/v1/rerank": "rerank", "/v2/rerank": "rerank", "/score": "score", "/v1/score": "score",
+    "/tokenize": "tokenize", "/detokenize": "detokenize", "/v2/embed": "cohere_embed",
+}
+_RESPONSE_ID = re.compile(r"^/v1/responses/([^/]+)(/cancel)?$")
+
+
 def _sse_chunk(obj) -> bytes:
     data = b"data: " + (obj if isinstance(obj, bytes) else _dumps(obj)) + b"\n\n"
     return b"%x\r\n%s\r\n" % (len(data), data)
@@ -230,6 +265,8 @@ class StubServer:
         self.config = dict(DEFAULT_CONFIG)
         self.stats = Stats()
         self.seq = 0
+        self.responses: dict[str, dict] = {}  # stored Responses API objects by id (vLLM with its response store on)
+        self.vocab: dict[int, str] = {}  # token id -> word, so that /detokenize inverts /tokenize
 
     # ---- dispatch -------------------------------------------------------------------------------------------------
     def handle(self, req: Request, conn: _Connection):
@@ -245,6 +282,9 @@ class StubServer:
             now = int(time.time())
             data = [{"id": m, "object": "model", "created": now, "owned_by": "stub"} for m in self.config["models"]]
             return conn.write(_response(200, _dumps({"object": "list", "data": data}), req.keep_alive))
+        stored = _RESPONSE_ID.match(path)
+        if stored:
+            return conn.write(self._stored_response(req, stored.group(1), bool(stored.group(2))))
         kind = self._kind(path)
         if kind is None:
             return conn.write(_error(404, f"no route for {method} {path}", req.keep_alive, "invalid_request_error"))
@@ -262,7 +302,7 @@ class StubServer:
             return "embedding"
         if path.startswith("/docling") or "/convert/" in path:
             return "echo"
-        return None
+        return _OTHER_KINDS.get(path)
 
     def _admin(self, req: Request) -> bytes:
         if req.path == "/__stub/stats":
@@ -270,6 +310,7 @@ class StubServer:
         if req.path == "/__stub/reset" and req.method == "POST":
             self.config = dict(DEFAULT_CONFIG)
             self.stats = Stats()
+            self.responses = {}
             return _response(200, _dumps({"config": self.config}), req.keep_alive)
         if req.path == "/__stub/config":
             if req.method == "POST":
@@ -291,23 +332,28 @@ class StubServer:
         stats.by_path[req.path] += 1
         stats.received_bytes += len(req.body)
         body: dict = {}
-        if kind != "echo":
+        err = _anthropic_error if kind in ANTHROPIC_KINDS else _error
+        if kind in JSON_KINDS:
             try:
                 body = _loads(req.body) if req.body else {}
                 if not isinstance(body, dict):
                     raise ValueError("not an object")
             except ValueError:
                 stats.failed += 1
-                return conn.write(_error(400, "request body is not a JSON object", req.keep_alive, "invalid_request_error"))
+                return conn.write(err(400, "request body is not a JSON object", req.keep_alive, "invalid_request_error"))
+        elif kind in ("transcription", "translation"):
+            fields, files = stub_apis.form_fields(req.body, headers.get("content-type", ""))
+            body = {"model": fields.get("model", ""), "fields": fields, "files": files}
         model = body.get("model") if isinstance(body.get("model"), str) else ""
         if model:
             stats.by_model[model] += 1
-        stats.recent.append({"method": req.method, "path": req.path, "model": model, "headers": headers, "json": body if kind != "echo" else None})
+        recorded = body if kind in JSON_KINDS else ({"fields": body["fields"]} if "fields" in body else None)
+        stats.recent.append({"method": req.method, "path": req.path, "model": model, "headers": headers, "json": recorded})
 
         required = cfg["require_api_key"]
         if required and headers.get("authorization", "") != f"Bearer {required}":
             stats.failed += 1
-            return conn.write(_error(401, "Incorrect API key provided", req.keep_alive, "invalid_request_error"))
+            return conn.write(err(401, "Incorrect API key provided", req.keep_alive, "invalid_request_error"))
 
         fail, delay, hang, cut = self._faults(headers, model)
         if delay or hang:
@@ -356,8 +402,9 @@ class StubServer:
         keep_alive = req.keep_alive
         if fail:
             self.stats.failed += 1
-            return conn.write(_error(fail, f"stub upstream failure {fail}", keep_alive))
-        stream = bool(body.get("stream")) and kind in ("chat", "completion")
+            err = _anthropic_error if kind in ANTHROPIC_KINDS else _error
+            return conn.write(err(fail, f"stub upstream failure {fail}", keep_alive))
+        stream = bool(body.get("stream")) and kind in ("chat", "completion", "responses", "messages")
         if cut and not stream:
             self.stats.failed += 1
             return conn.abort()
@@ -365,12 +412,17 @@ class StubServer:
             return conn.write(self._echo(req))
         if kind == "embedding":
             return conn.write(self._embeddings(req, body))
+        if kind not in ("chat", "completion"):
+            return self._other(kind, req, body, conn, stream, cut)
         self.seq += 1
         model = body.get("model") or "stub-model"
         prompt = prompt_tokens_for(body, req.path)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         completion = int(max_tokens) if isinstance(max_tokens, int) and max_tokens > 0 else int(self.config["completion_tokens"])
         finish = "length" if max_tokens else "stop"
+        tool = stub_apis.chat_forced_tool(body) if kind == "chat" else None
+        if tool is not None:  # a forced tool call: the configured default length, finish_reason tool_calls
+            completion, finish = int(self.config["completion_tokens"]), "tool_calls"
         words = completion_words(completion)
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         created = int(time.time())
@@ -379,7 +431,10 @@ class StubServer:
         else:
             rid, obj = f"cmpl-stub-{self.seq}", "text_completion"
         if not stream:
-            if kind == "chat":
+            if tool is not None:
+                message = {"role": "assistant", "content": None, "tool_calls": [stub_apis.chat_tool_call(tool, self.seq)]}
+                choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            elif kind == "chat":
                 choice = {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "logprobs": None, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": " ".join(words), "logprobs": None, "finish_reason": finish}
@@ -405,7 +460,13 @@ class StubServer:
         pieces = []
         if kind == "chat":
             pieces.append(chunk({"role": "assistant", "content": ""}))
-        groups = _split(words, int(self.config["stream_chunks"]))
+        tool = stub_apis.chat_forced_tool(body) if kind == "chat" else None
+        groups = [] if tool is not None else _split(words, int(self.config["stream_chunks"]))
+        if tool is not None:
+            call = stub_apis.chat_tool_call(tool, self.seq)
+            head_call = {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+            pieces.append(chunk({"tool_calls": [head_call]}))
+            pieces.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}))
         for i, group in enumerate(groups):
             text = (" " if i else "") + " ".join(group)
             pieces.append(chunk({"content": text} if kind == "chat" else text))
@@ -414,17 +475,7 @@ class StubServer:
             pieces.append(_sse_chunk({**base, "choices": [], "usage": usage}))
         pieces.append(_sse_chunk(b"[DONE]"))
         pieces.append(b"0\r\n\r\n")
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
-        head += b"\r\n" if req.keep_alive else b"Connection: close\r\n\r\n"
-        if cut:
-            self.stats.failed += 1
-            first = 2 if kind == "chat" else 1
-            conn.write(head + b"".join(pieces[:first]))
-            return conn.abort()
-        gap = float(self.config["stream_chunk_delay"] or 0.0)
-        if not gap:
-            return conn.write(head + b"".join(pieces))
-        return self._paced(conn, head, pieces, gap, req.keep_alive)
+        return self._send_stream(req, conn, pieces, cut, 2 if kind == "chat" else 1, b"text/event-stream")
 
     async def _paced(self, conn, head, pieces, gap, keep_alive):
         conn.write(head)
@@ -454,6 +505,90 @@ class StubServer:
         tokens = max(1, sum(count_words(item) for item in inputs))
         payload = {"object": "list", "data": data, "model": body.get("model") or "stub-embed", "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         return _response(200, _dumps(payload), req.keep_alive)
+
+    def _stored_response(self, req: Request, rid: str, cancel: bool) -> bytes:
+        if (req.method, cancel) not in (("GET", False), ("POST", True)):
+            return _error(405, "method not allowed", req.keep_alive, "invalid_request_error")
+        self.stats.requests += 1
+        self.stats.by_path[req.path] += 1
+        self.stats.recent.append({"method": req.method, "path": req.path, "model": "", "headers": req.headers, "json": None})
+        found = self.responses.get(rid)
+        if found is None:
+            self.stats.failed += 1
+            return _error(404, f"Response with id '{rid}' not found.", req.keep_alive, "invalid_request_error")
+        if cancel and found["status"] not in ("queued", "in_progress"):
+            self.stats.failed += 1
+            return _error(400, "Cannot cancel a synchronous response.", req.keep_alive, "invalid_request_error")
+        return _response(200, _dumps(found), req.keep_alive)
+
+    def _other(self, kind: str, req: Request, body: dict, conn: _Connection, stream: bool, cut: bool):
+        """Responses, Messages, audio, rerank/score and tokenize (see ``tests/support/stub_apis.py``)."""
+        keep_alive, cfg = req.keep_alive, self.config
+        self.seq += 1
+        default = int(cfg["completion_tokens"])
+        if kind in ("responses", "messages"):
+            if kind == "responses":
+                if body.get("input") is None:
+                    self.stats.failed += 1
+                    return conn.write(_error(400, "input: Field required", keep_alive, "invalid_request_error"))
+                final = stub_apis.build_response(body, self.seq, default)
+                if final["store"]:
+                    self.responses[final["id"]] = final
+                events = stub_apis.response_stream_events(final, int(cfg["stream_chunks"])) if stream else None
+            else:
+                problem = stub_apis.anthropic_validate(body)
+                if problem:
+                    self.stats.failed += 1
+                    return conn.write(_anthropic_error(400, problem, keep_alive))
+                final = stub_apis.build_message(body, self.seq, default)
+                events = stub_apis.message_stream_events(final, int(cfg["stream_chunks"])) if stream else None
+            if not stream:
+                return conn.write(_response(200, _dumps(final), keep_alive))
+            if cfg["omit_stream_usage"]:  # a server that dies before the last events
+                events = events[:-2] if kind == "messages" else events[:-1]
+            pieces = [_named_event(name, data) for name, data in events] + [b"0\r\n\r\n"]
+            first_delta = next(i for i, (name, _d) in enumerate(events) if name.endswith("delta")) + 1
+            return self._send_stream(req, conn, pieces, cut, first_delta)
+        if kind == "count_tokens":
+            problem = stub_apis.anthropic_validate(body, count_only=True)
+            if problem:
+                self.stats.failed += 1
+                return conn.write(_anthropic_error(400, problem, keep_alive))
+            return conn.write(_response(200, _dumps({"input_tokens": stub_apis.anthropic_input_tokens(body)}), keep_alive))
+        if kind in ("transcription", "translation"):
+            status, answer = stub_apis.audio_answer(kind, body["fields"], body["files"], default)
+        elif kind == "rerank":
+            status, answer = stub_apis.rerank_answer(body, self.seq)
+        elif kind == "score":
+            status, answer = stub_apis.score_answer(body, self.seq)
+        elif kind == "cohere_embed":
+            status, answer = stub_apis.cohere_embed_answer(body, self.seq, int(cfg["embedding_dim"]))
+        elif kind == "tokenize":
+            status, answer = stub_apis.tokenize_answer(body, self.vocab, int(cfg["max_model_len"]))
+        else:
+            status, answer = stub_apis.detokenize_answer(body, self.vocab)
+        if status != 200:
+            self.stats.failed += 1
+            return conn.write(_error(status, str(answer), keep_alive, "invalid_request_error"))
+        if kind in ("rerank", "score") and cfg["omit_rerank_usage"]:
+            answer.pop("usage", None)
+        if isinstance(answer, str):
+            return conn.write(_response(200, answer.encode(), keep_alive, b"text/plain; charset=utf-8"))
+        return conn.write(_response(200, _dumps(answer), keep_alive))
+
+    def _send_stream(self, req: Request, conn: _Connection, pieces: list, cut: bool, first: int,
+                     content_type: bytes = b"text/event-stream; charset=utf-8"):
+        """Send a chunked SSE answer; ``cut``: only the first ``first`` pieces, then drop the connection."""
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n" % content_type
+        head += b"\r\n" if req.keep_alive else b"Connection: close\r\n\r\n"
+        if cut:
+            self.stats.failed += 1
+            conn.write(head + b"".join(pieces[:first]))
+            return conn.abort()
+        gap = float(self.config["stream_chunk_delay"] or 0.0)
+        if not gap:
+            return conn.write(head + b"".join(pieces))
+        return self._paced(conn, head, pieces, gap, req.keep_alive)
 
     def _echo(self, req: Request) -> bytes:
         ctype = req.headers.get("content-type", "")

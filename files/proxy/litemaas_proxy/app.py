@@ -8,6 +8,7 @@ import time
 from typing import Optional
 
 import asyncpg
+import orjson
 from aiohttp import web
 
 from litemaas_proxy import db, metrics
@@ -24,6 +25,7 @@ from litemaas_proxy.queries import spend as spend_queries
 from litemaas_proxy.routing import Deployment, Router, config_model_id
 from litemaas_proxy.sealed import ParamSealer, SealedValueError
 from litemaas_proxy.spend import SpendWriter, reset_budgets
+from litemaas_proxy.translate.messages import error_body
 from litemaas_proxy.upstream import UpstreamClient
 
 log = logging.getLogger("litemaas_proxy")
@@ -309,11 +311,11 @@ def make_middleware(proxy: Proxy, levels: dict, declared: dict):
                     await check_targets(request, route, entry)
             return await handler(request)
         except (ProxyError, DetailError) as exc:
-            return exc.response()
+            return error_response(request, declared, exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return http_error(request, exc).response()
+            return error_response(request, declared, http_error(request, exc))
         except asyncio.CancelledError:
             raise
         except asyncpg.DataError as exc:
@@ -325,6 +327,17 @@ def make_middleware(proxy: Proxy, levels: dict, declared: dict):
             return ProxyError(500, f"Internal Server Error, {type(exc).__name__}: {exc}", "internal_server_error", "None").response()
 
     return middleware
+
+
+def error_response(request: web.Request, declared: dict, exc) -> web.Response:
+    """The error in the shape of the route's API: Anthropic's on the Messages routes, LiteLLM's everywhere else."""
+    route = declared.get(request.match_info.route)
+    if route is None:  # no route matched this method: the shape of the routes at this path
+        route = next((r for r in declared.values() if r.path == request.path), None)
+    if route is not None and route.errors == "anthropic" and isinstance(exc, ProxyError):
+        return web.Response(status=exc.status, body=orjson.dumps(error_body(exc.status, exc.message)), content_type="application/json",
+                            headers=exc.headers)
+    return exc.response()
 
 
 def http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
@@ -343,7 +356,7 @@ def http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
 
 def create_app(settings: Settings, worker: Optional[metrics.Worker] = None) -> web.Application:
     from litemaas_proxy import guardrails, routing
-    from litemaas_proxy.api import activity, data, health, keys, models, openapi, passthrough, teams, users
+    from litemaas_proxy.api import activity, data, health, keys, model_apis, models, openapi, passthrough, teams, users
 
     proxy = Proxy(settings)
     levels: dict = {}
@@ -356,13 +369,13 @@ def create_app(settings: Settings, worker: Optional[metrics.Worker] = None) -> w
     routing.setup(proxy)
     guardrails.setup(app, proxy)
     routes.install(app, openapi.ROUTES)
-    for module in (data, keys, users, teams, models, activity, health):
+    for module in (data, model_apis, keys, users, teams, models, activity, health):
         routes.install(app, module.ROUTES)
     passthrough.setup(app)
     passthrough_routes = passthrough.routes(settings)
     routes.install(app, passthrough_routes)
     # Every answer of the LLM (POST) and pass-through routes is counted, with the pod's numbers at /metrics.
-    metrics.install(app, proxy, [r for r in data.ROUTES if r.method == "POST"] + passthrough_routes, worker)
+    metrics.install(app, proxy, [r for r in data.ROUTES + model_apis.ROUTES if r.method == "POST"] + passthrough_routes, worker)
 
     async def on_startup(_app):
         await proxy.start()

@@ -335,8 +335,16 @@ class UpstreamClient:
 
     async def post(self, url: str, body: bytes, headers: bytes, timeout: float) -> Response:
         """POST ``body``; ``headers`` are pre-rendered ``Name: value\\r\\n`` lines. Returns once the status and headers arrived."""
+        return await self.request("POST", url, body, headers, timeout)
+
+    async def send(self, method: str, url: str, body: bytes, headers: bytes, timeout: float) -> tuple:
+        """One whole request: (status, body bytes)."""
+        resp = await self.request(method, url, body, headers, timeout)
+        return resp.status, await resp.read()
+
+    async def request(self, method: str, url: str, body: bytes, headers: bytes, timeout: float) -> Response:
         pool, path = self._target(url)
-        payload = b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n%s" % (path, pool.host_header.encode(), len(body), headers, body)
+        payload = b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n%s" % (method.encode(), path, pool.host_header.encode(), len(body), headers, body)
         for attempt in range(2):
             reused = bool(pool.idle)
             conn = pool.idle.pop() if reused else await pool.connect(self.connect_timeout)

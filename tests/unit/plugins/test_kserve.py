@@ -63,3 +63,19 @@ def test_runtime_is_found_by_format_when_not_named():
     isvc = inference_service("m", "ns", "sbert", "x")
     del isvc["spec"]["predictor"]["model"]["runtime"]
     assert kserve.runtime_of(isvc, [vllm_runtime("ns"), tei_runtime("ns")])["metadata"]["name"] == "tei-gpu"
+
+
+@pytest.mark.parametrize("kind,family,apis,tokenize,bridged", [
+    ("chat", "vllm", True, True, False),  # vLLM serves /v1/responses, /v1/messages and /tokenize itself
+    ("chat", "ovms", True, False, True),  # the proxy translates both APIs to chat completions
+    ("chat", "other", True, False, True),
+    ("embeddings", "tei", False, False, False),
+])
+def test_proxy_model_says_which_apis_a_model_offers(kind, family, apis, tokenize, bridged):
+    info = {"kind": kind, "runtime_family": family, "model_name": "m", "served_model_name": "m", "api_base": "http://m/v1",
+            "namespace": "ns", "name": "m", "auth": False}
+    model = kserve.proxy_model(info)
+    flags = model["model_info"]
+    assert (flags["supports_responses_api"], flags["supports_messages_api"], flags["supports_tokenize"]) == (apis, apis, tokenize)
+    translated = {"responses_api": "chat", "messages_api": "chat"} if bridged else {}
+    assert model["litellm_params"] == {"custom_llm_provider": "openai", **translated}

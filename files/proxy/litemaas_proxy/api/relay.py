@@ -158,6 +158,10 @@ class LlmApi:
     event_chars: Callable[[bytes], int] = openai_event_chars  # characters of text in one SSE event (estimate when no usage)
     prompt_chars: Callable[[dict], int] = openai_prompt_chars  # characters of the prompt (estimate when no usage)
     error_event: Callable[[ProxyError], bytes] = openai_error_event  # a failure after the stream's headers were sent
+    # An API whose upstream request or answer is not the JSON body relayed as it is (api/model_apis.py: translation to
+    # chat completions, multipart uploads, response ids) gives these; None is the OpenAI relay above.
+    request_for: Optional[Callable] = None  # (deployment, ctx) -> (url, body bytes, rendered headers) of the upstream request
+    answer: Optional[Callable] = None  # async (proxy, ctx, upstream) -> the caller's response, JSON or stream
 
 
 def openai_api(upstream_path: str, call_type: str) -> LlmApi:
@@ -205,13 +209,15 @@ async def call_upstream(proxy, ctx: RequestContext, api: LlmApi, deps: list) -> 
         if tried:
             ctx.limit_headers = attempt_headers(ctx.limit_headers, model, dep, tried)
         tried += 1
-        body["model"] = dep.upstream_model
-        payload = orjson.dumps(body)
+        if api.request_for is None:
+            body["model"] = dep.upstream_model
+            url, payload, headers = f"{dep.api_base}/{api.upstream_path}", orjson.dumps(body), dep.header_bytes
+        else:
+            url, payload, headers = api.request_for(dep, ctx)
         timeout = dep.timeout or settings.request_timeout
-        url = f"{dep.api_base}/{api.upstream_path}"
         router.acquire(dep)
         try:
-            upstream = await proxy.upstream.post(url, payload, dep.header_bytes, timeout)
+            upstream = await proxy.upstream.post(url, payload, headers, timeout)
         except UpstreamTimeout:
             router.release(dep)
             router.report_failure(dep, "timeout")
@@ -235,6 +241,8 @@ async def call_upstream(proxy, ctx: RequestContext, api: LlmApi, deps: list) -> 
                 break
             router.report_success(dep, model)
             ctx.deployment = dep
+            if api.answer is not None:
+                return await api.answer(proxy, ctx, upstream)
             if ctx.stream:
                 return await relay_stream(proxy, ctx, api, upstream)
             return await relay_json(proxy, ctx, api, upstream)

@@ -40,6 +40,8 @@ LEVELS = (PUBLIC, KEY, ADMIN)
 KEY_ROW = "key row"  # the parameter is a key (sk-...) or its hash
 USER_ROW = "user row"  # the parameter is a user_id
 
+ERROR_SHAPES = ("openai", "anthropic")
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -51,10 +53,13 @@ class Route:
     auth: str  # PUBLIC, KEY or ADMIN
     targets: tuple = ()  # (query parameter, KEY_ROW or USER_ROW): parameters naming a tenant's row, checked before the handler
     listing: bool = False  # lists rows of keys, users or spend: a caller that is not an admin gets only its own (scope())
+    errors: str = "openai"  # the error shape: "openai" (LiteLLM's {"error": {...}}) or "anthropic" ({"type": "error", "error": {...}})
 
     def __post_init__(self):
         if self.auth not in LEVELS:
             raise ValueError(f"route {self.method} {self.path}: auth level {self.auth!r} is not one of {LEVELS}")
+        if self.errors not in ERROR_SHAPES:
+            raise ValueError(f"route {self.method} {self.path}: error shape {self.errors!r} is not one of {ERROR_SHAPES}")
         for param, kind in self.targets:
             if kind not in (KEY_ROW, USER_ROW):
                 raise ValueError(f"route {self.method} {self.path}: target {param!r} is of kind {kind!r}, not {KEY_ROW!r} or {USER_ROW!r}")
