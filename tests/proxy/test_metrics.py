@@ -7,7 +7,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.proxy.conftest import INPUT_COST, OUTPUT_COST, chat, client, new_key, uid
+from tests.proxy.conftest import INPUT_COST, OUTPUT_COST, chat, client, new_key, uid, wait_for
 from tests.support.proxy import http_json
 
 ROUTE = "/v1/chat/completions"
@@ -168,19 +168,24 @@ def test_key_refused_while_the_database_is_unreachable_is_counted(proxy_factory,
     assert _statuses(scrape(p), requested_model="None", route=ROUTE) == {"503": 4}
 
 
+def _worker_sockets(p) -> list:
+    """The abstract metrics sockets the proxy's workers listen on."""
+    names = set()
+    with open("/proc/net/unix") as fh:
+        for line in fh:
+            path = line.split()[-1]
+            if path.startswith(f"@litemaas-metrics-{p.pid}-"):
+                names.add(path)
+    return sorted(names)
+
+
 def _worker_snapshots(p) -> list:
     """Each worker's own numbers, read from its abstract metrics socket (the way a scraped worker reads them)."""
     import json
     import socket
 
-    names = []
-    with open("/proc/net/unix") as fh:
-        for line in fh:
-            path = line.split()[-1]
-            if path.startswith(f"@litemaas-metrics-{p.pid}-"):
-                names.append(path)
     out = []
-    for name in sorted(set(names)):
+    for name in _worker_sockets(p):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect("\0" + name[1:])
             data = b""
@@ -200,6 +205,8 @@ def _snapshot_statuses(snap: dict) -> dict:
 def test_two_workers_report_the_pods_numbers(proxy_factory, stub_upstream):
     """With 2 workers, whichever worker answers /metrics reports the sum of both; each worker did serve requests."""
     p = proxy_factory(database=uid("metrics2w").replace("-", "_"), workers=2)
+    # Ready means one worker answers; on a busy machine the second may still be starting. Send once both listen.
+    wait_for(lambda: len(_worker_sockets(p)) == 2, timeout=60, message="both workers' metrics sockets")
     key = new_key(p)
     sent: dict = {}
     for i in range(60):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.proxy.conftest import INPUT_COST, OUTPUT_COST, chat, new_key, uid, wait_for
-from tests.proxy.test_metrics import _worker_snapshots
+from tests.proxy.test_metrics import _worker_snapshots, _worker_sockets
 from tests.support.proxy import http_json
 from tests.support.services import free_port
 
@@ -27,7 +27,10 @@ def two_workers(proxy_factory, stub_upstream):
     models = [{"model_name": m, "litellm_params": {"model": f"openai/{up}", "api_base": stub_upstream.url, "input_cost_per_token": INPUT_COST,
                                                    "output_cost_per_token": OUTPUT_COST}}
               for m, up in (("metered", "stub-model"), ("broken", "broken-fail-503"))]
-    return proxy_factory(database=uid("prom").replace("-", "_"), models=models, workers=2)
+    p = proxy_factory(database=uid("prom").replace("-", "_"), models=models, workers=2)
+    # Ready means one worker answers; on a busy machine the second may still be starting.
+    wait_for(lambda: len(_worker_sockets(p)) == 2, timeout=60, message="both workers' metrics sockets")
+    return p
 
 
 @pytest.fixture(scope="module")
