@@ -60,8 +60,8 @@ def test_first_deploy_check_mode_deploy_rerun_and_destroy(playbook, cluster):
     assert fake.names("namespaces", "") == []
     first = playbook.run("deploy.yml", _vars(kubeconfig))
     assert recap(first.stdout)["changed"] > 0
-    assert fake.names("statefulsets", NS) == ["litellm-postgres", "litellm-redis"]
-    assert {"litellm", "litellm-backend", "litellm-frontend"} <= set(fake.names("deployments", NS))
+    assert fake.names("statefulsets", NS) == ["litellm-postgres"]
+    assert {"litellm", "litellm-backend", "litellm-frontend", "litellm-redis"} <= set(fake.names("deployments", NS))
     # The default deploy again: nothing changes (the OAuthClient access review is a question, not a change).
     again = playbook.run("deploy.yml", _vars(kubeconfig))
     assert recap(again.stdout)["changed"] == 0, _changed(again.stdout)
