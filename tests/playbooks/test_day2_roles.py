@@ -229,6 +229,7 @@ def fake_cluster(tmp_path):
     from tests.support.fake_k8s import FakeKubernetes
 
     fake = FakeKubernetes().start()
+    fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(fake.kubeconfig()))
     yield fake, kubeconfig
@@ -259,21 +260,21 @@ def test_pipeline_applies_server_side_and_prunes_by_label(playbook, tmp_path, fa
     files = [{"path": "a/one.yaml", "content": _labelled("one")}, {"path": "a/two.yaml", "content": _labelled("two")},
              {"path": "a/secret.yaml", "content": _labelled("pw", kind="Secret")}]
     first = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, **prune))
-    assert fake.names("configmaps", "x") == ["one", "two"] and fake.names("secrets", "x") == ["pw"]
+    assert fake.names("configmaps", "x") == ["kube-root-ca.crt", "one", "two"] and fake.names("secrets", "x") == ["pw"]
     patches = [r for r in fake.requests if r["method"] == "PATCH"]
     assert len(patches) == 3
     assert {(r["content_type"], r["query"].get("fieldManager"), r["query"].get("force")) for r in patches} == {
         ("application/apply-patch+yaml", "rhpds.litemaas", "true")}
     assert "v-pw" not in first.stdout  # the Secret is applied without output
     # An object of someone else (no label) is never pruned; "two" is no longer rendered and goes.
-    fake.objects[("configmaps", "x", "theirs")] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs", "namespace": "x"}}
+    fake.add({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs", "namespace": "x"}})
     playbook.run_file(_cluster_play(tmp_path, kubeconfig, [files[0], files[2]], **prune))
-    assert fake.names("configmaps", "x") == ["one", "theirs"] and fake.names("secrets", "x") == ["pw"]
+    assert fake.names("configmaps", "x") == ["kube-root-ca.crt", "one", "theirs"] and fake.names("secrets", "x") == ["pw"]
     deletes = [r["path"] for r in fake.requests if r["method"] == "DELETE"]
     assert deletes == ["/api/v1/namespaces/x/configmaps/two"]
     # state absent deletes what is rendered and everything else the selector matches.
     playbook.run_file(_cluster_play(tmp_path, kubeconfig, [files[0]], litemaas_manifests_state="absent", **prune))
-    assert fake.names("configmaps", "x") == ["theirs"] and fake.names("secrets", "x") == []
+    assert fake.names("configmaps", "x") == ["kube-root-ca.crt", "theirs"] and fake.names("secrets", "x") == []
 
 
 DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "x"},
