@@ -28,8 +28,12 @@ What it serves and how:
   with the real, asynchronous ones): a namespace gets ConfigMap ``kube-root-ca.crt`` and ServiceAccount
   ``default``; Deployments, StatefulSets and Jobs get pods (StatefulSets their volumeClaimTemplate PVCs); pods are
   scheduled on one node unless ``stuck`` (no schedulable node) or a PVC they use is unbound
-  (``no_storage_class``), with ``PodScheduled=False`` and a ``FailedScheduling`` event; workload status follows
-  the pods. Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
+  (``no_storage_class``; the claim gets a ``FailedBinding`` event), with ``PodScheduled=False`` and a
+  ``FailedScheduling`` event; a scheduled pod whose image is in ``unpullable`` waits in ``ImagePullBackOff`` (kubelet
+  events ``Failed`` and ``BackOff``); in a namespace labelled ``pod-security.kubernetes.io/enforce: restricted`` a pod
+  that violates the restricted profile is refused: a ``FailedCreate`` event on the ReplicaSet (named
+  ``<deployment>-<pod-template-hash>``; the fake keeps no ReplicaSet object), StatefulSet or Job, a 403 for a direct
+  create; workload status follows the pods. Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
   dependents are gone, Background removes dependents after the owner; a PVC keeps ``kubernetes.io/pvc-protection``
   while any scheduled pod uses it, whatever the pod's phase; a namespace is removed with everything in it.
 - ``dryRun=All`` validates and answers without storing.
@@ -37,8 +41,9 @@ What it serves and how:
 Interface for tests: ``FakeKubernetes().start()``, ``.stop()``, ``.kubeconfig()``, ``.objects`` (``{(resource,
 namespace, name): object}``, ``""`` as the namespace of cluster-scoped objects), ``.requests`` (method, path, query,
 content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuck``, ``.no_storage_class``,
-``.allowed``, ``.add(obj)`` (store an object as another writer would, through the same checks),
-``.managers(resource, namespace, name)``."""
+``.unpullable``, ``.allowed``, ``.add(obj)`` (store an object as another writer would, through the same checks),
+``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
+namespace, name)``, ``.managers(resource, namespace, name)``."""
 
 from __future__ import annotations
 
@@ -369,6 +374,7 @@ class FakeKubernetes:
         self.requests: list = []
         self.stuck = False  # no schedulable node: pods stay Pending (Unschedulable)
         self.no_storage_class = False  # PVCs stay Pending, pods using them are not scheduled
+        self.unpullable: set = set()  # images the kubelet cannot pull: their pods wait in ImagePullBackOff
         self.allowed: dict = {}  # (group, resource, verb) -> bool for access reviews; missing means allowed
         self._owners: dict = {}  # object key -> [{"manager", "operation", "subresource", "apiVersion", "paths", "time"}]
         self._kinds: dict = {}  # object key -> group/version it was written with
@@ -410,6 +416,25 @@ class FakeKubernetes:
             created = self._create(gv, plural, namespace, obj, manager, dry_run=False)
             self.reconcile()
             return created
+
+    def set_status(self, resource: str, namespace: str, name: str, status: dict, manager: str = "controller") -> None:
+        """Write an object's status through the status subresource, as its controller does (KServe for an
+        InferenceService); an apply of the spec keeps it."""
+        with self._lock:
+            key = (resource, namespace or "", name)
+            if key not in self.objects:
+                raise ApiError(404, "NotFound", f'{resource} "{name}" not found')
+            new = copy.deepcopy(self.objects[key])
+            new["status"] = copy.deepcopy(status)
+            gv = self._kinds.get(key, new["apiVersion"])
+            self._update(gv, resource, namespace or "", name, new, manager, dry_run=False, subresource="status")
+            self.reconcile()
+
+    def delete(self, resource: str, namespace: str, name: str, propagation: str = "Background") -> None:
+        """Delete an object as another client would (finalizers and controllers apply)."""
+        with self._lock:
+            self._delete((resource, namespace or "", name), propagation)
+            self.reconcile()
 
     def managers(self, resource: str, namespace: str, name: str) -> dict:
         """{manager: sorted dotted paths} of one object."""
@@ -508,6 +533,8 @@ class FakeKubernetes:
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
         self._namespace_check(namespace, creating=True)
         key = (plural, namespace, name)
+        if plural == "pods" and self._pod_security(namespace, body.get("spec") or {}):
+            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: ' + self._pod_security(namespace, body.get("spec") or {}))
         if key in self.objects:
             raise ApiError(409, "AlreadyExists", f'{plural} "{name}" already exists', {"name": name, "kind": plural})
         if "status" in served()[(gv, plural)][2]:
@@ -670,7 +697,7 @@ class FakeKubernetes:
     def reconcile(self):
         """One pass of the controllers: garbage collector, PVC protection, namespace, workloads, scheduler."""
         with self._lock:
-            for _ in range(20):  # until nothing moves
+            for dummy in range(20):  # until nothing moves
                 if not self._reconcile_once():
                     break
 
@@ -797,6 +824,10 @@ class FakeKubernetes:
                     moved |= self._controller_add("v1", "persistentvolumeclaims", namespace,
                                                   {"metadata": {"name": claim_name, "labels": labels}, "spec": copy.deepcopy(claim.get("spec") or {})})
                     pod_spec.setdefault("volumes", []).append({"name": claim["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim_name}})
+            refused = self._pod_security(namespace, pod_spec)
+            if refused:
+                moved |= self._failed_create(key, obj, pod_name, revision, refused)
+                continue
             pod = {"metadata": {"name": pod_name, "labels": dict((template.get("metadata") or {}).get("labels") or {}),
                                 "annotations": {"fake/revision": revision}, "ownerReferences": [owner]},
                    "spec": pod_spec, "status": {"phase": "Pending"}}
@@ -834,6 +865,44 @@ class FakeKubernetes:
         moved |= self._set_status(key, status)
         return moved
 
+    def _pod_security(self, namespace: str, pod_spec: dict) -> str:
+        """The PodSecurity admission's refusal of a pod under the ``restricted`` profile its namespace enforces ("" when
+        allowed); the checks of that profile the collection's pod templates meet."""
+        ns = self.objects.get(("namespaces", "", namespace)) or {}
+        if ((ns.get("metadata") or {}).get("labels") or {}).get("pod-security.kubernetes.io/enforce") != "restricted":
+            return ""
+        pod_sc = pod_spec.get("securityContext") or {}
+        containers = (pod_spec.get("initContainers") or []) + (pod_spec.get("containers") or [])
+        out = []
+        bad = [c for c in containers if (c.get("securityContext") or {}).get("allowPrivilegeEscalation") is not False]
+        if bad:
+            out.append(f"allowPrivilegeEscalation != false ({_containers(bad)} must set securityContext.allowPrivilegeEscalation=false)")
+        bad = [c for c in containers if "ALL" not in (((c.get("securityContext") or {}).get("capabilities") or {}).get("drop") or [])]
+        if bad:
+            out.append(f'unrestricted capabilities ({_containers(bad)} must set securityContext.capabilities.drop=["ALL"])')
+        bad = [c for c in containers if (c.get("securityContext") or {}).get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True]
+        if bad:
+            out.append(f"runAsNonRoot != true (pod or {_containers(bad)} must set securityContext.runAsNonRoot=true)")
+        bad = [c for c in containers if ((c.get("securityContext") or {}).get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+               not in ("RuntimeDefault", "Localhost")]
+        if bad:
+            out.append(f'seccompProfile (pod or {_containers(bad)} must set securityContext.seccompProfile.type to "RuntimeDefault" '
+                       f'or "Localhost")')
+        return f'violates PodSecurity "restricted:latest": {", ".join(out)}' if out else ""
+
+    def _failed_create(self, key, obj, pod_name, revision, refused) -> bool:
+        """The FailedCreate event of a workload controller whose pod the admission refused."""
+        plural, namespace, name = key
+        if plural == "deployments":  # the ReplicaSet controller creates a Deployment's pods
+            source = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"uid": obj["metadata"]["uid"] + "-rs"}}
+            return self._event(("replicasets", namespace, f"{name}-{revision}"), source, "Warning", "FailedCreate",
+                               f"Error creating: pods \"{pod_name}\" is forbidden: {refused}", "replicaset-controller")
+        if plural == "statefulsets":
+            return self._event(key, obj, "Warning", "FailedCreate",
+                               f"create Pod {pod_name} in StatefulSet {name} failed error: pods \"{pod_name}\" is forbidden: {refused}",
+                               "statefulset-controller")
+        return self._event(key, obj, "Warning", "FailedCreate", f"Error creating: pods \"{pod_name}\" is forbidden: {refused}", "job-controller")
+
     def _scheduler(self) -> bool:
         moved = False
         for key, claim in list(self.objects.items()):
@@ -841,6 +910,9 @@ class FakeKubernetes:
                 phase = "Pending" if self.no_storage_class else "Bound"
                 if claim.get("status", {}).get("phase") != phase:
                     moved |= self._set_status(key, {"phase": phase})
+                if phase == "Pending" and not (claim.get("spec") or {}).get("storageClassName"):
+                    moved |= self._event(key, claim, "Normal", "FailedBinding",
+                                         "no persistent volumes available for this claim and no storage class is set", "persistentvolume-controller")
         for key, pod in list(self.objects.items()):
             if key[0] != "pods" or pod["metadata"].get("deletionTimestamp"):
                 continue
@@ -856,6 +928,26 @@ class FakeKubernetes:
                     moved |= self._set_status(key, {"phase": "Pending", "conditions": [
                         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}]})
                     moved |= self._event(key, pod, "Warning", "FailedScheduling", reason, "default-scheduler")
+                continue
+            images = [c.get("image") for c in pod["spec"].get("containers") or [] if c.get("image") in self.unpullable]
+            if images:
+                pod["spec"]["nodeName"] = NODE
+                waiting = [{"name": c["name"], "image": c.get("image"), "imageID": "", "ready": False, "restartCount": 0, "started": False,
+                            "state": {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{c.get("image")}"'}}}
+                           for c in pod["spec"].get("containers") or [] if c.get("image") in self.unpullable]
+                status = {"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady",
+                     "message": f"containers with unready status: [{' '.join(w['name'] for w in waiting)}]"},
+                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                     "message": f"containers with unready status: [{' '.join(w['name'] for w in waiting)}]"}],
+                    "containerStatuses": waiting}
+                moved |= self._set_status(key, status)
+                for image in images:
+                    moved |= self._event(key, pod, "Warning", "Failed",
+                                         f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and unpack image '
+                                         f'"{image}": not found', "kubelet")
+                    moved |= self._event(key, pod, "Normal", "BackOff", f'Back-off pulling image "{image}"', "kubelet")
                 continue
             if not pod["spec"].get("nodeName"):
                 pod["spec"]["nodeName"] = NODE
@@ -1063,6 +1155,11 @@ class FakeKubernetes:
         allowed = self.allowed.get((attrs.get("group", ""), attrs.get("resource", ""), attrs.get("verb", "")), True)
         status = {"allowed": allowed} if allowed else {"allowed": False, "reason": "forbidden by the test's RBAC"}
         return {"kind": kind, "apiVersion": gv, "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
+
+
+def _containers(bad) -> str:
+    """'container "a"' or 'containers "a", "b"', as the PodSecurity admission names them."""
+    return ("containers " if len(bad) > 1 else "container ") + ", ".join(f'"{c["name"]}"' for c in bad)
 
 
 def _spec_of(obj) -> dict:

@@ -223,6 +223,9 @@ def test_without_a_storage_class_a_statefulset_pod_waits_on_its_claim(api, fake)
     assert claim["status"]["phase"] == "Pending" and claim["metadata"]["labels"] == {"app": "db"}
     pod = api.resources.get(api_version="v1", kind="Pod").get(name="db-0", namespace=NS).to_dict()
     assert "unbound immediate PersistentVolumeClaims" in pod["status"]["conditions"][0]["message"]
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=FailedBinding").to_dict()["items"]
+    assert [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["message"]) for e in events] == [
+        ("PersistentVolumeClaim", "data-db-0", "no persistent volumes available for this claim and no storage class is set")]
 
 
 def test_an_unserved_kind_is_404_and_dry_run_stores_nothing(api, fake):
@@ -232,3 +235,38 @@ def test_an_unserved_kind_is_404_and_dry_run_stores_nothing(api, fake):
     resource = api.resources.get(api_version="v1", kind="ConfigMap")
     made = resource.create(body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dry"}}, namespace=NS, dry_run="All").to_dict()
     assert made["metadata"]["name"] == "dry" and "dry" not in fake.names("configmaps", NS)
+
+
+def test_an_image_that_cannot_be_pulled_waits_in_back_off_with_kubelet_events(api, fake):
+    _ns(api)
+    fake.unpullable = {"example/web:1"}
+    _apply(api, DEPLOYMENT)
+    pods = api.resources.get(api_version="v1", kind="Pod").get(namespace=NS).to_dict()["items"]
+    assert [(p["spec"]["nodeName"], p["status"]["phase"], p["status"]["containerStatuses"][0]["state"]["waiting"]) for p in pods] == [
+        ("node-1", "Pending", {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "example/web:1"'})] * 2
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=Failed").to_dict()["items"]
+    assert len(events) == 2 and events[0]["message"].startswith('Failed to pull image "example/web:1": ')
+    assert {e["involvedObject"]["name"] for e in events} == {p["metadata"]["name"] for p in pods}
+
+
+def test_pod_security_restricted_refuses_a_pod_and_the_controller_reports_failed_create(api, fake):
+    api.resources.get(api_version="v1", kind="Namespace").create(body={
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    _apply(api, DEPLOYMENT)
+    fake.reconcile()
+    assert fake.names("pods", NS) == []
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=FailedCreate").to_dict()["items"]
+    assert len(events) == 2 and {e["involvedObject"]["kind"] for e in events} == {"ReplicaSet"}
+    assert events[0]["involvedObject"]["name"].startswith("web-") and events[0]["source"]["component"] == "replicaset-controller"
+    assert 'is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "web" must set' in events[0]["message"]
+    # A pod that meets the profile is created.
+    safe = copy.deepcopy(DEPLOYMENT)
+    safe["spec"]["template"]["spec"]["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    safe["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    _apply(api, safe)
+    fake.reconcile()  # the controllers act before the next request is answered
+    assert len(fake.names("pods", NS)) == 2
+    # A direct create of a pod that violates it is refused with the admission's text.
+    status, message = _error(lambda: api.resources.get(api_version="v1", kind="Pod").create(namespace=NS, body={
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"}, "spec": {"containers": [{"name": "c", "image": "example/c:1"}]}}))
+    assert status == 403 and 'pods "bare" is forbidden: violates PodSecurity "restricted:latest"' in message
