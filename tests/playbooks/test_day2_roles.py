@@ -283,16 +283,57 @@ DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name"
 
 
 def test_pipeline_waits_for_the_rollout(playbook, tmp_path, fake_cluster):
-    """A Deployment is waited for and then checked Available with every replica ready; one that never becomes ready fails
-    the pipeline once the wait times out."""
+    """A Deployment is waited for and then checked Available with every replica ready; one that cannot be scheduled
+    fails the pipeline once the progress timeout has passed (long before the wait timeout), saying why."""
     fake, kubeconfig = fake_cluster
     files = [{"path": "a/deployment.yaml", "content": yaml.safe_dump(DEPLOYMENT)}]
     ok = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files))
     assert "Check every replica is ready in the workloads of test" in ok.stdout
     assert fake.objects[("deployments", "x", "web")]["spec"]["replicas"] == 2
     fake.stuck = True
-    stuck = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_wait_timeout=3), expect_rc=2)
-    assert "Deployment/x/web" in stuck.stdout
+    stuck = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_progress_timeout=3), expect_rc=2)
     assert recap(stuck.stdout)["failed"] == 1
+    message = _failure(stuck.stdout, "Fail on the rollouts of test that cannot progress")
+    assert message.startswith("Deployment/x/web does not progress after 3 s: pod web-"), message
+    assert ("is not scheduled: Unschedulable: 0/1 nodes are available: 1 node(s) had untolerated taint "
+            "{node.kubernetes.io/unschedulable: }.") in message
     # Without waiting, the apply alone succeeds.
     playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_wait=False))
+
+
+def _failure(output: str, task: str) -> str:
+    """The msg of the failed task, as ansible-playbook prints it."""
+    block = output.split(f"TASK [rhpds.litemaas.litemaas_manifests : {task}]", 1)[1]
+    line = next(li for li in block.splitlines() if li.startswith("fatal: [localhost]"))
+    return json.loads(line.split("=> ", 1)[1])["msg"]
+
+
+def test_a_rollout_held_by_an_image_pull_a_missing_storage_class_or_pod_security_fails_early_with_the_reasons(playbook, tmp_path, fake_cluster):
+    """Each rollout names what holds it, read from its pods, its claims and the events about them (a refused pod leaves
+    no pod, only the controller's FailedCreate event). The wait timeout is far away: only the progress timeout ends it."""
+    fake, kubeconfig = fake_cluster
+    fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "guarded", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    fake.unpullable = {"example/missing:1"}
+    fake.no_storage_class = True
+    pull = yaml.safe_load(yaml.safe_dump(DEPLOYMENT).replace("example/web:1", "example/missing:1").replace("web", "pull"))
+    refused = dict(yaml.safe_load(yaml.safe_dump(DEPLOYMENT)), metadata={"name": "web", "namespace": "guarded"})
+    database = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "x"}, "spec": {
+        "serviceName": "db", "replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "example/db:1"}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}
+    files = [{"path": f"a/{n}.yaml", "content": yaml.safe_dump(o)} for n, o in (("pull", pull), ("refused", refused), ("db", database))]
+    proc = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_progress_timeout=2, litemaas_manifests_wait_timeout=900),
+                             expect_rc=2)
+    message = _failure(proc.stdout, "Fail on the rollouts of test that cannot progress")
+    by_object = dict(re.findall(r"(\w+/[\w-]+/[\w-]+) does not progress after 2 s: (.*?)\.(?= \w+/[\w-]+/[\w-]+ does not|$)", message))
+    assert sorted(by_object) == ["Deployment/guarded/web", "Deployment/x/pull", "StatefulSet/x/db"], message
+    assert re.fullmatch(r'ReplicaSet web-[a-z0-9]+: FailedCreate: Error creating: pods "web-[a-z0-9-]+" is forbidden: violates PodSecurity '
+                        r'"restricted:latest": allowPrivilegeEscalation != false \(container "web" must set securityContext\.allowPrivilegeEscalation=false\), '
+                        r'.*seccompProfile \(pod or container "web" must set securityContext\.seccompProfile\.type to "RuntimeDefault" or "Localhost"\)',
+                        by_object["Deployment/guarded/web"]), by_object["Deployment/guarded/web"]
+    assert re.match(r'pod pull-[a-z0-9-]+ container pull: ImagePullBackOff: Back-off pulling image "example/missing:1"; '
+                    r'pod pull-[a-z0-9-]+: Failed to pull image "example/missing:1": ', by_object["Deployment/x/pull"]), by_object["Deployment/x/pull"]
+    assert by_object["StatefulSet/x/db"] == (
+        "pod db-0 is not scheduled: Unschedulable: 0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: "
+        "0/1 nodes are available: 1 Preemption is not helpful for scheduling.; PersistentVolumeClaim data-db-0 is Pending: "
+        "no persistent volumes available for this claim and no storage class is set")
