@@ -148,13 +148,20 @@ def fake_cluster(tmp_path):
 
 
 def _put(fake, obj):
+    """Create obj (and its namespace) as another client would, then its status as its controller (KServe) reports it."""
     resource = {"InferenceService": "inferenceservices", "ServingRuntime": "servingruntimes", "Secret": "secrets"}[obj["kind"]]
-    fake.objects[(resource, obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
+    namespace = obj["metadata"]["namespace"]
+    if namespace not in fake.names("namespaces", ""):
+        fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    fake.add({k: v for k, v in obj.items() if k != "status"})
+    if obj.get("status"):
+        fake.set_status(resource, namespace, obj["metadata"]["name"], obj["status"])
 
 
 def test_cluster_mode_applies_runtimes_and_inference_services_and_prunes(playbook, fake_cluster):
     fake, kubeconfig = fake_cluster
     base = {"litemaas_model_serving_k8s_kubeconfig": str(kubeconfig), "litemaas_model_serving_wait_timeout": 5}
+    fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "llm-hosting"}})
     playbook.run("model_serving.yml", dict(base, litemaas_model_serving_models=ALL_KINDS[3:5], litemaas_model_serving_wait=False))
     assert fake.names("servingruntimes", "llm-hosting") == ["docling-serve-v1.14.3", "tei-gpu"]
     assert fake.names("inferenceservices", "llm-hosting") == ["granite-docling-258m", "nomic-embed-text-v1-5"]
@@ -307,7 +314,7 @@ def test_discovered_models_are_registered_served_and_removed(playbook, proxy, st
     assert body["object"] == "list" and body["data"][0]["object"] == "embedding"
 
     # Check mode predicts the removal of a deleted InferenceService and removes nothing.
-    del fake.objects[("inferenceservices", ns_b, "granite-b")]
+    fake.delete("inferenceservices", ns_b, "granite-b")
     check = playbook.run("models.yml", conn, check=True)
     assert recap(check.stdout)["changed"] == 1
     assert len(_deployments(proxy, names)) == 5
@@ -316,14 +323,13 @@ def test_discovered_models_are_registered_served_and_removed(playbook, proxy, st
     assert _deployments(proxy, ["granite-3-2-8b-instruct"]) == [("granite-3-2-8b-instruct", "openai/granite-3-2-8b-instruct", base + "/v1")]
 
     # Not ready: left by default, removed with litemaas_models_discover_stale=remove.
-    guard = fake.objects[("inferenceservices", ns_a, "llama-guard-3-1b")]
-    guard["status"] = status("llama-guard-3-1b", ns_a, address=base, ready=False)
+    fake.set_status("inferenceservices", ns_a, "llama-guard-3-1b", status("llama-guard-3-1b", ns_a, address=base, ready=False))
     playbook.run("models.yml", conn)
     assert len(_deployments(proxy, ["llama-guard-3-1b"])) == 1
     playbook.run("models.yml", dict(conn, litemaas_models_discover_stale="remove"))
     assert _deployments(proxy, ["llama-guard-3-1b"]) == []
     for key in [k for k in fake.objects if k[1] in (ns_a, ns_b) and k[0] == "inferenceservices"]:
-        del fake.objects[key]
+        fake.delete(*key)
     playbook.run("models.yml", conn)
     assert _deployments(proxy, names) == []
 
