@@ -329,7 +329,9 @@ def start_ours(args, work: Path, cfg: Path, pg: PostgresServer, redis: RedisServ
     binary = find_our_proxy(args.proxy_bin)
     port = free_port()
     dsn = pg.create_database("litemaas_bench")
-    env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": redis.url, "LITELLM_MASTER_KEY": MASTER_KEY}
+    # The spend journal in the bench's own directory: a journal left in the shared default directory by another
+    # proxy would be adopted by this one and written to the bench database (and this one's to another's).
+    env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": redis.url, "LITELLM_MASTER_KEY": MASTER_KEY, "LITEMAAS_SPILL_DIR": str(work / "spill")}
     proc = Proc("ours", [binary, "--host", "127.0.0.1", "--port", str(port), "--config", str(cfg), "--workers", "1"], env, work, work / "ours.log").start()
     ready = wait_ready(proc, port, args.ready_timeout)
     status, body = http_call(

@@ -217,11 +217,11 @@ def test_two_workers_report_the_pods_numbers(proxy_factory, stub_upstream):
     assert value(m, "litellm_input_tokens_metric_total", model="stub-model") == 40 * 2
 
 
-def _snap(requests: int, queue: int, state: int, in_flight: int) -> dict:
+def _snap(requests: int, queue: int, state: int, in_flight: int, on_disk: int = 0) -> dict:
     labels = ["m", "m-1", "openai/m", "http://up/v1", "openai"]
     return {"counters": {"requests": [[["m", ROUTE, "200", "None"], requests]]}, "histograms": {"latency": [["m", [1, 0, 0.5]]]},
             "deployments": [[labels, state, in_flight, requests, requests, 0, {"503": 1}]], "fallbacks_ok": [], "fallbacks_bad": [],
-            "lookups": [1, 1], "gauges": {"litellm_in_memory_spend_update_queue_size": queue, "litemaas_spend_records_on_disk": 2 * queue}}
+            "lookups": [1, 1], "gauges": {"litellm_in_memory_spend_update_queue_size": queue, "litemaas_spend_records_on_disk": on_disk}}
 
 
 def test_merge_adds_counters_and_combines_gauges_by_meaning():
@@ -229,10 +229,10 @@ def test_merge_adds_counters_and_combines_gauges_by_meaning():
     one worker is cooling down for the pod; a worker that stopped answering keeps its counters but not its gauges."""
     from litemaas_proxy.metrics import merge
 
-    pod = merge([_snap(3, 10, 0, 1), _snap(4, 5, 2, 2), _snap(7, 1000, 2, 9)], [True, True, False])
+    pod = merge([_snap(3, 10, 0, 1, 2), _snap(4, 5, 2, 2, 3), _snap(7, 1000, 2, 9, 100)], [True, True, False])
     assert pod["counters"]["requests"] == {("m", ROUTE, "200", "None"): 14}
     assert pod["histograms"]["latency"] == {"m": [3, 0, 1.5]}
-    assert pod["gauges"] == {"litellm_in_memory_spend_update_queue_size": 15, "litemaas_spend_records_on_disk": 30}
+    assert pod["gauges"] == {"litellm_in_memory_spend_update_queue_size": 15, "litemaas_spend_records_on_disk": 5}
     dep = pod["deployments"][("m", "m-1", "openai/m", "http://up/v1", "openai")]
     assert dep == {"state": 2, "in_flight": 3, "requests": 14, "successes": 14, "cooldowns": 0, "errors": {"503": 3}}
     assert pod["lookups"] == [3, 3]

@@ -117,12 +117,12 @@ def test_limit_descriptors():
 
 
 def test_sse_event_boundaries():
-    from litemaas_proxy.api.data import _event_end
+    from litemaas_proxy.api.relay import event_end
 
-    assert _event_end(b"data: a\n\ndata: b\n\n") == 9
-    assert _event_end(b"data: a\r\n\r\ndata: b") == 11
-    assert _event_end(b"data: a\r\n") == -1
-    assert _event_end(b"data: a\r\n\r\n") == 11
+    assert event_end(b"data: a\n\ndata: b\n\n") == 9
+    assert event_end(b"data: a\r\n\r\ndata: b") == 11
+    assert event_end(b"data: a\r\n") == -1
+    assert event_end(b"data: a\r\n\r\n") == 11
 
 
 def test_sealed_model_params_round_trip_and_format():

@@ -356,14 +356,13 @@ def create_app(settings: Settings, worker: Optional[metrics.Worker] = None) -> w
     routing.setup(proxy)
     guardrails.setup(app, proxy)
     routes.install(app, openapi.ROUTES)
-    data_routes = data.routes(proxy)
-    routes.install(app, data_routes)
-    for module in (keys, users, teams, models, activity, health):
+    for module in (data, keys, users, teams, models, activity, health):
         routes.install(app, module.ROUTES)
-    passthrough_routes = passthrough.routes(app, proxy)
+    passthrough.setup(app)
+    passthrough_routes = passthrough.routes(settings)
     routes.install(app, passthrough_routes)
     # Every answer of the LLM (POST) and pass-through routes is counted, with the pod's numbers at /metrics.
-    metrics.install(app, proxy, [r for r in data_routes if r.method == "POST"] + passthrough_routes, worker)
+    metrics.install(app, proxy, [r for r in data.ROUTES if r.method == "POST"] + passthrough_routes, worker)
 
     async def on_startup(_app):
         await proxy.start()

@@ -1,6 +1,9 @@
 """HTTP routes, one module per resource, each a list of routes with their auth level (``routes.py``, the route table):
 
-* ``data`` (OpenAI-compatible data plane) and ``passthrough`` (``/docling/...``), with ``context`` (one request's state);
+* the data plane: ``data`` (OpenAI-compatible handlers: ``data.chat_completions`` for ``POST /v1/chat/completions``,
+  ``data.completions``, ``data.embeddings``, ``data.list_models``, ``data.get_model``), the relay they share
+  (``relay``: ``LlmApi``, ``call_upstream``, ``relay_json``, ``relay_stream``), ``passthrough`` (``/docling/...``:
+  ``passthrough.forward``), ``checks`` (what a request must pass) and ``context`` (one request's state);
 * the management plane, LiteLLM's admin API: ``keys``, ``users``, ``teams``, ``models``, ``activity`` (spend logs and
   daily activity) and ``health`` (health checks, ``/``), sharing ``common`` (request fields, paging, the pool);
 * ``openapi`` (``GET /openapi.json``).

@@ -16,7 +16,7 @@ from typing import Optional
 from aiohttp import web
 
 from litemaas_proxy import metrics
-from litemaas_proxy.auth import MASTER
+from litemaas_proxy.auth import MASTER, hash_token
 from litemaas_proxy.errors import ProxyError
 from litemaas_proxy.limits import build_args, descriptors_for
 from litemaas_proxy.spend import make_record
@@ -75,12 +75,14 @@ def release_limits(proxy, ctx: RequestContext) -> None:
         proxy.limiter.post(ctx.descriptors, ctx.caller.limit_args[0], ctx.tokens, True)
 
 
-def record_spend(proxy, ctx: RequestContext, master_token: str, dep, prompt: int, completion: int, cost: float, status: str, meta: dict,
+def record_spend(proxy, ctx: RequestContext, dep, prompt: int, completion: int, cost: float, status: str, meta: dict,
                  end_user: Optional[str] = None) -> None:
-    """Queue the spend-log row of this request (written in batches by the spend writer)."""
+    """Queue the spend-log row of this request (written in batches by the spend writer). The master key's rows
+    carry its hash, as LiteLLM's do."""
     entry = ctx.caller
     if entry is MASTER:
-        token, user_id, team_id = master_token, "default_user_id", None
+        master_key = proxy.settings.master_key
+        token, user_id, team_id = hash_token(master_key) if master_key else "", "default_user_id", None
     else:
         token, user_id, team_id = entry.token, entry.key.get("user_id"), entry.key.get("team_id")
         if entry.key.get("key_alias"):

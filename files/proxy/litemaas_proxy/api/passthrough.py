@@ -11,6 +11,11 @@ one when several are); the key's blocked/expiry/budget checks and RPM/parallel l
 counted. Request and response bodies are streamed, never read whole into memory, so uploads are not bound
 by the proxy's JSON body limit. Prefixes are registered when the proxy starts: ``/docling`` always, plus
 every ``passthrough_prefix`` of the config file's models and of ``general_settings.passthrough_prefixes``.
+
+The handler of every prefix is :func:`forward` (the prefix read from the matched route); :func:`relay` tries the
+deployments, :func:`stream_back` streams the answer. :func:`routes` is the module's route table, one entry per
+configured prefix (built from the settings, since the prefixes are configuration); :func:`setup` gives the
+application the HTTP session the relay uses.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from aiohttp import web
 
 from litemaas_proxy import metrics
 from litemaas_proxy.api.checks import check_key_state, check_model_access
+from litemaas_proxy.api.common import proxy_of
 from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
 from litemaas_proxy.api.routes import KEY, Route
-from litemaas_proxy.auth import hash_token
 from litemaas_proxy.errors import ProxyError
 from litemaas_proxy.routing import passthrough_prefix_of
 
@@ -41,6 +46,8 @@ DROP_REQUEST = frozenset({"host", "connection", "keep-alive", "proxy-authenticat
                           "transfer-encoding", "upgrade", "authorization", "x-litellm-api-key", "api-key", "x-api-key", "content-length",
                           "expect", "cookie", "x-litemaas-model"})
 DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "server", "date", "set-cookie"})
+TAIL = "/{tail:.*}"  # the route of a prefix: prefix + TAIL
+SESSION_KEY = web.AppKey("litemaas_passthrough_session", list)  # [] or [the session], made on first use
 _SEGMENT = re.compile(r"^(?:v\d+(?:alpha\d*|beta\d*)?|[A-Za-z_-]{1,40})$")
 
 
@@ -74,151 +81,170 @@ def upstream_url(api_base: str, tail: str, query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
-def routes(app: web.Application, proxy) -> list:
-    """The pass-through routes (any valid key allowed one of the prefix's models), bound to this proxy."""
-    router = proxy.router
-    settings = proxy.settings
-    master_token = hash_token(settings.master_key) if settings.master_key else ""
-    sessions: list = []  # one aiohttp session, made on first use (it streams request bodies, which the LLM client does not need)
+def routes(settings) -> list:
+    """The pass-through routes (any valid key allowed one of the prefix's models), one per configured prefix."""
+    return [Route("*", prefix + TAIL, forward, KEY) for prefix in configured_prefixes(settings)]
 
-    def session() -> aiohttp.ClientSession:
-        if not sessions:
-            connector = aiohttp.TCPConnector(limit=settings.upstream_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
-            sessions.append(aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=False))
-        return sessions[0]
+
+def setup(app: web.Application) -> None:
+    """The application's pass-through HTTP session: made on first use (it streams request bodies, which the LLM
+    client does not need), closed with the application."""
+    app[SESSION_KEY] = []
 
     async def close_session(_app) -> None:
+        sessions = _app[SESSION_KEY]
         while sessions:
             await sessions.pop().close()
 
     app.on_cleanup.append(close_session)
 
-    def pick_model(entry, prefix: str, request: web.Request) -> str:
-        names = router.passthrough.get(prefix) or []
-        if not names:
-            raise ProxyError(404, f"No model serves the pass-through route {prefix}/ on this proxy", "not_found_error", "None")
-        wanted = request.headers.get("x-litemaas-model")
-        if wanted:
-            if wanted not in names:
-                raise ProxyError(400, f"Model {wanted} does not serve {prefix}/. Models there: {names}", "invalid_request_error", "model")
-            check_model_access(entry, wanted, router)
-            return wanted
-        first_error = None
-        for name in names:
-            try:
-                check_model_access(entry, name, router)
-                return name
-            except ProxyError as exc:
-                first_error = first_error or exc
-        raise first_error
 
-    def record(ctx: RequestContext, dep, status_code: int) -> None:
-        status = "success" if status_code < 400 else "failure"
-        record_spend(proxy, ctx, master_token, dep, 0, 0, 0.0, status, {"status": status_code, "route": ctx.route})
+def session(app: web.Application, settings) -> aiohttp.ClientSession:
+    sessions = app[SESSION_KEY]
+    if not sessions:
+        connector = aiohttp.TCPConnector(limit=settings.upstream_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+        sessions.append(aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=False))
+    return sessions[0]
 
-    async def forward(request: web.Request, prefix: str) -> web.StreamResponse:
-        tail = request.match_info.get("tail", "")
-        ctx = RequestContext(request, CALL_TYPE, tail, route_label(prefix, tail))
-        entry = ctx.caller
-        check_key_state(proxy, entry, time.time())
-        model = pick_model(entry, prefix, request)
-        request["litemaas_model"] = ctx.model = model
-        deps = router.candidates(model)
-        if not deps:
-            raise ProxyError(404, f"No deployment for model={model}", "not_found_error", "model")
-        await check_limits(proxy, ctx)
+
+def prefix_of(request: web.Request) -> str:
+    """The configured prefix of the matched route (``/docling`` for ``/docling/{tail:.*}``)."""
+    canonical = request.match_info.route.resource.canonical  # "/docling/{tail}"
+    return canonical[: canonical.rindex("/{tail}")]
+
+
+def pick_model(proxy, entry, prefix: str, request: web.Request) -> str:
+    """The model the caller uses at ``prefix``: the one header ``x-litemaas-model`` names, else the first it may use."""
+    router = proxy.router
+    names = router.passthrough.get(prefix) or []
+    if not names:
+        raise ProxyError(404, f"No model serves the pass-through route {prefix}/ on this proxy", "not_found_error", "None")
+    wanted = request.headers.get("x-litemaas-model")
+    if wanted:
+        if wanted not in names:
+            raise ProxyError(400, f"Model {wanted} does not serve {prefix}/. Models there: {names}", "invalid_request_error", "model")
+        check_model_access(entry, wanted, router)
+        return wanted
+    first_error = None
+    for name in names:
         try:
-            return await relay(ctx, deps)
-        finally:
-            release_limits(proxy, ctx)
+            check_model_access(entry, name, router)
+            return name
+        except ProxyError as exc:
+            first_error = first_error or exc
+    raise first_error
 
-    async def relay(ctx: RequestContext, deps: list) -> web.StreamResponse:
-        request, model, tail = ctx.request, ctx.model, ctx.upstream_path
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in DROP_REQUEST}
-        if request.content_length is not None:
-            headers["Content-Length"] = str(request.content_length)
-        has_body = request.body_exists
-        last_error = None
-        for dep in deps[: 1 + settings.num_retries]:
-            if dep.api_key:
-                headers["Authorization"] = f"Bearer {dep.api_key}"
-                headers["X-Api-Key"] = dep.api_key
-            else:
-                headers.pop("Authorization", None)
-                headers.pop("X-Api-Key", None)
-            url = upstream_url(dep.api_base, tail, request.query_string)
-            timeout = aiohttp.ClientTimeout(total=dep.timeout or settings.request_timeout, sock_connect=settings.connect_timeout)
-            router.acquire(dep)
-            try:
-                upstream = await session().request(request.method, url, data=request.content if has_body else None, headers=headers,
-                                                   timeout=timeout, allow_redirects=False)
-            except aiohttp.ClientConnectorError as exc:
-                # Nothing of the body has been read yet: another deployment may take the request.
-                router.release(dep)
-                router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
-                last_error = ProxyError(503, f"Pass-through upstream unavailable: {dep.api_base} (model={model}): {exc}", "upstream_unavailable", "None")
-                continue
-            except asyncio.TimeoutError:
-                router.release(dep)
-                router.report_failure(dep, "timeout")
-                last_error = ProxyError(504, f"Pass-through upstream timed out after {timeout.total}s: {dep.api_base} (model={model})", "timeout",
-                                        "None")
-                break
-            except aiohttp.ClientError as exc:
-                router.release(dep)
-                router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
-                last_error = ProxyError(502, f"Pass-through upstream failed: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
-                                        "upstream_error", "None")
-                break
-            except BaseException:  # cancelled: keep the in-flight count right
-                router.release(dep)
-                raise
-            try:
-                return await stream_back(ctx, dep, upstream)
-            finally:
-                upstream.release()
-                router.release(dep)
-        metrics.failure(ctx.caller, model, ctx.route, last_error.status)
-        record(ctx, deps[0], last_error.status)
-        raise last_error
 
-    async def stream_back(ctx: RequestContext, dep, upstream) -> web.StreamResponse:
-        request, model = ctx.request, ctx.model
-        ctx.deployment = dep
-        status = upstream.status
-        if status >= 500:
-            router.report_failure(dep, str(status), f"HTTP {status}")
+def record(proxy, ctx: RequestContext, dep, status_code: int) -> None:
+    """Queue the spend-log row (no tokens, no cost) of this request."""
+    status = "success" if status_code < 400 else "failure"
+    record_spend(proxy, ctx, dep, 0, 0, 0.0, status, {"status": status_code, "route": ctx.route})
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Every pass-through route: check the key and its limits, relay the request to a deployment of the prefix."""
+    proxy = proxy_of(request)
+    prefix = prefix_of(request)
+    tail = request.match_info.get("tail", "")
+    ctx = RequestContext(request, CALL_TYPE, tail, route_label(prefix, tail))
+    entry = ctx.caller
+    check_key_state(proxy, entry, time.time())
+    model = pick_model(proxy, entry, prefix, request)
+    request["litemaas_model"] = ctx.model = model
+    deps = proxy.router.candidates(model)
+    if not deps:
+        raise ProxyError(404, f"No deployment for model={model}", "not_found_error", "model")
+    await check_limits(proxy, ctx)
+    try:
+        return await relay(proxy, ctx, deps)
+    finally:
+        release_limits(proxy, ctx)
+
+
+async def relay(proxy, ctx: RequestContext, deps: list) -> web.StreamResponse:
+    """Send the request to the deployments in order until one answers; only a refused connection moves on."""
+    router, settings = proxy.router, proxy.settings
+    request, model, tail = ctx.request, ctx.model, ctx.upstream_path
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in DROP_REQUEST}
+    if request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
+    has_body = request.body_exists
+    last_error = None
+    for dep in deps[: 1 + settings.num_retries]:
+        if dep.api_key:
+            headers["Authorization"] = f"Bearer {dep.api_key}"
+            headers["X-Api-Key"] = dep.api_key
         else:
-            router.report_success(dep, model)
-        resp = web.StreamResponse(status=status, reason=upstream.reason)
-        for k, v in upstream.headers.items():
-            if k.lower() not in DROP_RESPONSE:
-                resp.headers.add(k, v)
-        resp.headers["x-litellm-model-id"] = dep.id
-        resp.headers["x-litellm-model-group"] = dep.model_name
-        if upstream.content_length is not None:
-            resp.content_length = upstream.content_length
-        await resp.prepare(request)
+            headers.pop("Authorization", None)
+            headers.pop("X-Api-Key", None)
+        url = upstream_url(dep.api_base, tail, request.query_string)
+        timeout = aiohttp.ClientTimeout(total=dep.timeout or settings.request_timeout, sock_connect=settings.connect_timeout)
+        router.acquire(dep)
         try:
-            async for chunk in upstream.content.iter_chunked(65536):
-                await resp.write(chunk)
-            await resp.write_eof()
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            pass  # the caller went away
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            upstream = await session(request.app, settings).request(request.method, url, data=request.content if has_body else None,
+                                                                    headers=headers, timeout=timeout, allow_redirects=False)
+        except aiohttp.ClientConnectorError as exc:
+            # Nothing of the body has been read yet: another deployment may take the request.
+            router.release(dep)
             router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
-            status = 502
-        if status < 400:
-            metrics.success(ctx.caller, model, ctx.route, 0, 0, 0.0, ctx.elapsed())
-        else:
-            metrics.failure(ctx.caller, model, ctx.route, status)
-        record(ctx, dep, status)
-        return resp
+            last_error = ProxyError(503, f"Pass-through upstream unavailable: {dep.api_base} (model={model}): {exc}", "upstream_unavailable", "None")
+            continue
+        except asyncio.TimeoutError:
+            router.release(dep)
+            router.report_failure(dep, "timeout")
+            last_error = ProxyError(504, f"Pass-through upstream timed out after {timeout.total}s: {dep.api_base} (model={model})", "timeout",
+                                    "None")
+            break
+        except aiohttp.ClientError as exc:
+            router.release(dep)
+            router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
+            last_error = ProxyError(502, f"Pass-through upstream failed: {dep.api_base} (model={model}): {type(exc).__name__}: {exc}",
+                                    "upstream_error", "None")
+            break
+        except BaseException:  # cancelled: keep the in-flight count right
+            router.release(dep)
+            raise
+        try:
+            return await stream_back(proxy, ctx, dep, upstream)
+        finally:
+            upstream.release()
+            router.release(dep)
+    metrics.failure(ctx.caller, model, ctx.route, last_error.status)
+    record(proxy, ctx, deps[0], last_error.status)
+    raise last_error
 
-    out = []
-    for prefix in configured_prefixes(settings):
-        async def handler(request: web.Request, _prefix=prefix) -> web.StreamResponse:
-            return await forward(request, _prefix)
 
-        out.append(Route("*", prefix + "/{tail:.*}", handler, KEY))
-    return out
+async def stream_back(proxy, ctx: RequestContext, dep, upstream) -> web.StreamResponse:
+    """The upstream answer streamed back as it comes: status, headers (less hop-by-hop ones) and body."""
+    router = proxy.router
+    request, model = ctx.request, ctx.model
+    ctx.deployment = dep
+    status = upstream.status
+    if status >= 500:
+        router.report_failure(dep, str(status), f"HTTP {status}")
+    else:
+        router.report_success(dep, model)
+    resp = web.StreamResponse(status=status, reason=upstream.reason)
+    for k, v in upstream.headers.items():
+        if k.lower() not in DROP_RESPONSE:
+            resp.headers.add(k, v)
+    resp.headers["x-litellm-model-id"] = dep.id
+    resp.headers["x-litellm-model-group"] = dep.model_name
+    if upstream.content_length is not None:
+        resp.content_length = upstream.content_length
+    await resp.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_chunked(65536):
+            await resp.write(chunk)
+        await resp.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        pass  # the caller went away
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        router.report_failure(dep, "connection", f"{type(exc).__name__}: {exc}")
+        status = 502
+    if status < 400:
+        metrics.success(ctx.caller, model, ctx.route, 0, 0, 0.0, ctx.elapsed())
+    else:
+        metrics.failure(ctx.caller, model, ctx.route, status)
+    record(proxy, ctx, dep, status)
+    return resp
