@@ -9,8 +9,12 @@ without a language (tables of figures and commands mixed) only the lines that st
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,16 +85,16 @@ def _from_markdown(path: Path) -> list:
     lines = path.read_text().splitlines()
     found, i = [], 0
     while i < len(lines):
-        match = re.match(r"^```(\w*)\s*$", lines[i])
+        match = re.match(r"^( *)```(\w*)\s*$", lines[i])  # also a block indented in a list item
         if not match:
             i += 1
             continue
-        language, start = match.group(1), i + 1
+        indent, language, start = len(match.group(1)), match.group(2), i + 1
         end = start
-        while end < len(lines) and not lines[end].startswith("```"):
+        while end < len(lines) and not lines[end].lstrip().startswith("```"):
             end += 1
         if language in SHELL_LANGUAGES or language == "":
-            for first, text in _logical_lines(lines[start:end]):
+            for first, text in _logical_lines([line[indent:] for line in lines[start:end]]):
                 if language == "" and not PROGRAMS.match(text):
                     continue
                 found.append((f"{rel}:{start + first + 1}", text))
@@ -129,3 +133,24 @@ def documented_commands() -> dict:
             command = DocCommand(text)
             commands.setdefault(command.key, command).places.append(place)
     return commands
+
+
+def text_of(key: str) -> str:
+    """The command as the docs write it (continuations and all)."""
+    return documented_commands()[key].text
+
+
+def sh(key: str, env: dict, cwd: Path, rc: int = 0, timeout: float = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["bash", "-c", text_of(key)], env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == rc, f"{key}\nexited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def inventory(root: Path, group_vars: dict | None = None) -> Path:
+    """An inventory naming localhost (with this virtualenv's Python, which has the modules' libraries) and group_vars."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "hosts.ini").write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    if group_vars:
+        (root / "group_vars").mkdir(exist_ok=True)
+        (root / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
+    return root
