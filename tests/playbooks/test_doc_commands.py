@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,7 @@ RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
     " -e ocp4_workload_litemaas_cluster_domain=apps.cluster.example.com": RENDER,
     "ls /tmp/litemaas-render": RENDER,
+    "ansible-playbook rhpds.litemaas.model_serving -e ocp4_workload_litemaas_render_dir=/tmp/models -e @models.yml": RENDER,
     "ansible-galaxy collection build . && ansible-galaxy collection install rhpds-litemaas-*.tar.gz": INSTALL,
     "pip install kubernetes": INSTALL,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas --check --diff": CLUSTER,
@@ -119,13 +121,19 @@ def _render_manifests(root: Path) -> dict:
     return {str(p.relative_to(root)): load_docs(p) for p in sorted(root.rglob("*.yaml"))}
 
 
+TMP_DIRS = ("/tmp/litemaas", "/tmp/litemaas-render", "/tmp/models")
+
+
 def test_render_commands_write_every_manifest(ansible_env, tmp_path):
     env = dict(ansible_env, ANSIBLE_INVENTORY=str(inventory(tmp_path / "inventory")))
     # The docs name fixed directories under /tmp: one run at a time on this machine, and nothing of ours left there.
+    # The models.yml docs/model-serving.md shows, where the command runs.
+    text = (REPO / "docs" / "model-serving.md").read_text()
+    (tmp_path / "models.yml").write_text(re.search(r"with `models.yml` like:\n\n```yaml\n(.*?)```", text, re.S).group(1))
     with open("/tmp/litemaas-doc-commands.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            for target in ("/tmp/litemaas", "/tmp/litemaas-render"):
+            for target in TMP_DIRS:
                 shutil.rmtree(target, ignore_errors=True)
             sh("ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas", env, tmp_path)
             plain = _render_manifests(Path("/tmp/litemaas"))
@@ -133,8 +141,10 @@ def test_render_commands_write_every_manifest(ansible_env, tmp_path):
                " -e ocp4_workload_litemaas_cluster_domain=apps.cluster.example.com", env, tmp_path)
             listing = sh("ls /tmp/litemaas-render", env, tmp_path).stdout.split()
             rendered = _render_manifests(Path("/tmp/litemaas-render"))
+            sh("ansible-playbook rhpds.litemaas.model_serving -e ocp4_workload_litemaas_render_dir=/tmp/models -e @models.yml", env, tmp_path)
+            models = _render_manifests(Path("/tmp/models"))
         finally:
-            for target in ("/tmp/litemaas", "/tmp/litemaas-render"):
+            for target in TMP_DIRS:
                 shutil.rmtree(target, ignore_errors=True)
     # "01-namespace ... 09-frontend, in deployment order"
     assert listing[0] == "01-namespace" and listing[-1] == "09-frontend" and listing == sorted(listing), listing
@@ -146,6 +156,10 @@ def test_render_commands_write_every_manifest(ansible_env, tmp_path):
         assert {"Deployment", "StatefulSet", "Route", "Secret", "Service"} <= kinds, kinds
     hosts = sorted(d["spec"]["host"] for ds in rendered.values() for d in ds if d["kind"] == "Route")
     assert hosts and all(h.endswith(".apps.cluster.example.com") for h in hosts), hosts
+    # playbooks/model_serving.yml: the models of models.yml as InferenceServices, with their runtimes.
+    services = sorted(d["metadata"]["name"] for ds in models.values() for d in ds if d["kind"] == "InferenceService")
+    assert services == ["granite-3-2-8b-instruct", "nomic-embed-text-v1-5", "phi-mini"], services
+    assert {d["kind"] for ds in models.values() for d in ds} >= {"InferenceService", "ServingRuntime"}
 
 
 # ---------------------------------------------------------------- installing the collection
