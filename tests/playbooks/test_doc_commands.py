@@ -81,6 +81,10 @@ NOT_RUN_YET = {key: "not run by a test yet" for key in documented_commands() if 
 NEEDS = (
     ("rhpds.litemaas.restore ", "the restore to finish on the in-memory API server (it waits there; "
                                 "tests/playbooks/test_boolean_switches.py runs playbooks/restore.yml's line up to the cluster)"),
+    ("rhpds.litemaas.model_serving ", "KServe to report the InferenceServices Ready on the in-memory API server "
+                                      "(tests/playbooks/test_model_serving_cluster.py writes that status by hand)"),
+    ("rhpds.litemaas.key_sync", "the portal database and the proxy reachable as a cluster names them "
+                                "(tests/playbooks/test_boolean_switches.py runs these lines with a connection file added)"),
     ("litemaas_key_cleanup_run_now=true", "the run's pod log, which the in-memory API server cannot give (no kubelet)"),
     ("oc ", "an oc client against the in-memory API server (logs, exec and rollout need a kubelet the in-memory server does not have)"),
     ("curl ", "the real proxy on loopback with the routes' host names"),
