@@ -18,6 +18,7 @@ import fcntl
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -262,10 +263,15 @@ def test_render_commands_write_every_manifest(ansible_env, tmp_path):
 # ---------------------------------------------------------------- installing the collection
 
 def test_install_commands_install_the_collection(ansible_env, tmp_path):
-    # A copy of the checkout as a user has it (no virtualenv, no test data), built and installed where
+    # A copy of the checkout as a user has it (its files, without what git ignores), built and installed where
     # ANSIBLE_COLLECTIONS_PATH points first.
     checkout = tmp_path / "checkout"
-    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(".venv", ".work", ".git", "local-data", "*.tar.gz", "__pycache__"))
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=str(REPO), capture_output=True, text=True, check=True).stdout.split("\n")
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file() and not name.endswith(".tar.gz"):
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, checkout / name)
     installed = tmp_path / "installed"
     env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=os.pathsep.join([str(installed)] + ansible_env["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep)[1:]))
     out = sh("ansible-galaxy collection build . && ansible-galaxy collection install rhpds-litemaas-*.tar.gz", env, checkout).stdout
