@@ -229,6 +229,7 @@ def fake_cluster(tmp_path):
     from tests.support.fake_k8s import FakeKubernetes
 
     fake = FakeKubernetes().start()
+    fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(fake.kubeconfig()))
     yield fake, kubeconfig
@@ -259,21 +260,21 @@ def test_pipeline_applies_server_side_and_prunes_by_label(playbook, tmp_path, fa
     files = [{"path": "a/one.yaml", "content": _labelled("one")}, {"path": "a/two.yaml", "content": _labelled("two")},
              {"path": "a/secret.yaml", "content": _labelled("pw", kind="Secret")}]
     first = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, **prune))
-    assert fake.names("configmaps", "x") == ["one", "two"] and fake.names("secrets", "x") == ["pw"]
+    assert fake.names("configmaps", "x") == ["kube-root-ca.crt", "one", "two"] and fake.names("secrets", "x") == ["pw"]
     patches = [r for r in fake.requests if r["method"] == "PATCH"]
     assert len(patches) == 3
     assert {(r["content_type"], r["query"].get("fieldManager"), r["query"].get("force")) for r in patches} == {
         ("application/apply-patch+yaml", "rhpds.litemaas", "true")}
     assert "v-pw" not in first.stdout  # the Secret is applied without output
     # An object of someone else (no label) is never pruned; "two" is no longer rendered and goes.
-    fake.objects[("configmaps", "x", "theirs")] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs", "namespace": "x"}}
+    fake.add({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs", "namespace": "x"}})
     playbook.run_file(_cluster_play(tmp_path, kubeconfig, [files[0], files[2]], **prune))
-    assert fake.names("configmaps", "x") == ["one", "theirs"] and fake.names("secrets", "x") == ["pw"]
+    assert fake.names("configmaps", "x") == ["kube-root-ca.crt", "one", "theirs"] and fake.names("secrets", "x") == ["pw"]
     deletes = [r["path"] for r in fake.requests if r["method"] == "DELETE"]
     assert deletes == ["/api/v1/namespaces/x/configmaps/two"]
     # state absent deletes what is rendered and everything else the selector matches.
     playbook.run_file(_cluster_play(tmp_path, kubeconfig, [files[0]], litemaas_manifests_state="absent", **prune))
-    assert fake.names("configmaps", "x") == ["theirs"] and fake.names("secrets", "x") == []
+    assert fake.names("configmaps", "x") == ["kube-root-ca.crt", "theirs"] and fake.names("secrets", "x") == []
 
 
 DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "x"},
@@ -282,16 +283,57 @@ DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name"
 
 
 def test_pipeline_waits_for_the_rollout(playbook, tmp_path, fake_cluster):
-    """A Deployment is waited for and then checked Available with every replica ready; one that never becomes ready fails
-    the pipeline once the wait times out."""
+    """A Deployment is waited for and then checked Available with every replica ready; one that cannot be scheduled
+    fails the pipeline once the progress timeout has passed (long before the wait timeout), saying why."""
     fake, kubeconfig = fake_cluster
     files = [{"path": "a/deployment.yaml", "content": yaml.safe_dump(DEPLOYMENT)}]
     ok = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files))
     assert "Check every replica is ready in the workloads of test" in ok.stdout
     assert fake.objects[("deployments", "x", "web")]["spec"]["replicas"] == 2
     fake.stuck = True
-    stuck = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_wait_timeout=3), expect_rc=2)
-    assert "Deployment/x/web" in stuck.stdout
+    stuck = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_progress_timeout=3), expect_rc=2)
     assert recap(stuck.stdout)["failed"] == 1
+    message = _failure(stuck.stdout, "Fail on the rollouts that cannot progress in test")
+    assert message.startswith("Deployment/x/web does not progress after 3 s: pod web-"), message
+    assert ("is not scheduled: Unschedulable: 0/1 nodes are available: 1 node(s) had untolerated taint "
+            "{node.kubernetes.io/unschedulable: }.") in message
     # Without waiting, the apply alone succeeds.
     playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_wait=False))
+
+
+def _failure(output: str, task: str) -> str:
+    """The msg of the failed task, as ansible-playbook prints it."""
+    block = output.split(f"TASK [rhpds.litemaas.litemaas_manifests : {task}]", 1)[1]
+    line = next(li for li in block.splitlines() if li.startswith("fatal: [localhost]"))
+    return json.loads(line.split("=> ", 1)[1])["msg"]
+
+
+def test_a_rollout_held_by_an_image_pull_a_missing_storage_class_or_pod_security_fails_early_with_the_reasons(playbook, tmp_path, fake_cluster):
+    """Each rollout names what holds it, read from its pods, its claims and the events about them (a refused pod leaves
+    no pod, only the controller's FailedCreate event). The wait timeout is far away: only the progress timeout ends it."""
+    fake, kubeconfig = fake_cluster
+    fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "guarded", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    fake.unpullable = {"example/missing:1"}
+    fake.no_storage_class = True
+    pull = yaml.safe_load(yaml.safe_dump(DEPLOYMENT).replace("example/web:1", "example/missing:1").replace("web", "pull"))
+    refused = dict(yaml.safe_load(yaml.safe_dump(DEPLOYMENT)), metadata={"name": "web", "namespace": "guarded"})
+    database = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "x"}, "spec": {
+        "serviceName": "db", "replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "example/db:1"}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}
+    files = [{"path": f"a/{n}.yaml", "content": yaml.safe_dump(o)} for n, o in (("pull", pull), ("refused", refused), ("db", database))]
+    proc = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_progress_timeout=2, litemaas_manifests_wait_timeout=900),
+                             expect_rc=2)
+    message = _failure(proc.stdout, "Fail on the rollouts that cannot progress in test")
+    by_object = dict(re.findall(r"(\w+/[\w-]+/[\w-]+) does not progress after 2 s: (.*?)\.(?= \w+/[\w-]+/[\w-]+ does not|$)", message))
+    assert sorted(by_object) == ["Deployment/guarded/web", "Deployment/x/pull", "StatefulSet/x/db"], message
+    assert re.fullmatch(r'ReplicaSet web-[a-z0-9]+: FailedCreate: Error creating: pods "web-[a-z0-9-]+" is forbidden: violates PodSecurity '
+                        r'"restricted:latest": allowPrivilegeEscalation != false \(container "web" must set securityContext\.allowPrivilegeEscalation=false\), '
+                        r'.*seccompProfile \(pod or container "web" must set securityContext\.seccompProfile\.type to "RuntimeDefault" or "Localhost"\)',
+                        by_object["Deployment/guarded/web"]), by_object["Deployment/guarded/web"]
+    assert re.match(r'pod pull-[a-z0-9-]+ container pull: ImagePullBackOff: Back-off pulling image "example/missing:1"; '
+                    r'pod pull-[a-z0-9-]+: Failed to pull image "example/missing:1": ', by_object["Deployment/x/pull"]), by_object["Deployment/x/pull"]
+    assert by_object["StatefulSet/x/db"] == (
+        "pod db-0 is not scheduled: Unschedulable: 0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: "
+        "0/1 nodes are available: 1 Preemption is not helpful for scheduling.; PersistentVolumeClaim data-db-0 is Pending: "
+        "no persistent volumes available for this claim and no storage class is set")

@@ -103,6 +103,11 @@ def proxy_source_snapshot(base: Path) -> Path:
         (staging / "litemaas_proxy" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\x00compiled")
         (staging / "tests").mkdir(exist_ok=True)
         (staging / "tests" / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+        # What a development checkout collects (pip install -e, builds, tool caches): all git-ignored, none shipped.
+        for junk in ("litemaas_proxy.egg-info/PKG-INFO", "build/lib/litemaas_proxy/app.py", "dist/litemaas_proxy-0.1.0.tar.gz",
+                     ".pytest_cache/v/cache/lastfailed", "litemaas_proxy/app.py.orig"):
+            (staging / junk).parent.mkdir(parents=True, exist_ok=True)
+            (staging / junk).write_text("left over\n")
         staging.rename(target)
     return target
 

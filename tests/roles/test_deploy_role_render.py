@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import re
 import stat
@@ -426,9 +427,17 @@ def test_proxy_built_in_cluster_from_the_collection_sources(renders):
     for ref in bc["spec"]["source"]["configMaps"]:
         for fname, content in configmaps[ref["configMap"]["name"]]["data"].items():
             rebuilt[str(Path(ref.get("destinationDir", "")) / fname)] = content
+    # Exactly what the collection artifact ships under files/proxy/ (galaxy.yml build_ignore), without the tests.
+    ignore = yaml.safe_load((REPO / "galaxy.yml").read_text())["build_ignore"]
+
+    def shipped(rel: Path) -> bool:
+        paths = [str(Path("files/proxy", *rel.parts[:i])) for i in range(1, len(rel.parts) + 1)]
+        return not any(fnmatch.fnmatch(p, pattern) for p in paths for pattern in ignore) and not any(part.startswith(".") for part in rel.parts)
+
     expected = {str(p.relative_to(source)): p.read_text() for p in source.rglob("*")
-                if p.is_file() and not ({"__pycache__", "tests", "build", "dist"} & set(p.relative_to(source).parts))}
+                if p.is_file() and shipped(p.relative_to(source)) and p.relative_to(source).parts[0] != "tests"}
     assert "tests/test_nothing.py" not in rebuilt and "litemaas_proxy/app.py" in rebuilt
+    assert not [f for f in rebuilt if "egg-info" in f or f.startswith(("build/", "dist/", ".")) or f.endswith(".orig")]
     assert rebuilt == expected
     assert bc["spec"]["strategy"]["type"] == "Docker" and bc["spec"]["source"]["dockerfile"]
 

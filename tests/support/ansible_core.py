@@ -18,6 +18,8 @@ from pathlib import Path
 SUBSET = (
     "tests/playbooks/test_ansible_core.py",
     "tests/playbooks/test_boolean_switches.py",
+    "tests/playbooks/test_doc_commands.py",
+    "tests/playbooks/test_doc_commands_cluster.py",
     "tests/playbooks/test_artifact.py::test_installed_tarball_documents_every_module_and_role",
     "tests/roles/test_deploy_role_render.py",
     "tests/playbooks/test_monitoring.py",

@@ -1,74 +1,394 @@
-"""A small in-memory Kubernetes API server on loopback, enough for kubernetes.core's k8s and k8s_info modules to run
-the manifest pipeline's cluster path: discovery, GET/LIST (label selectors), server-side apply (PATCH with
-application/apply-patch+yaml), DELETE. Namespaced ConfigMaps, Secrets and apps/v1 Deployments; a Deployment is reported
-rolled out at once, or never when ``stuck`` is set (to see the waits fail). Every request is logged so a test can check
-what the client did (content type, field manager, force)."""
+"""An in-memory Kubernetes API server on loopback that behaves, for what the collection's roles use, as the real
+kube-apiserver + kube-controller-manager 1.32 did when the roles were run against them
+(``../shared/reference/kube-apiserver-facts.md``). kubernetes.core's ``k8s``, ``k8s_info``, ``k8s_scale`` and the
+Python client talk to it unchanged.
+
+What it serves and how:
+
+- **Kinds**: the built-in kinds the roles write or read (core, apps, batch, policy, networking, rbac, storage,
+  authorization), OpenShift's aggregated kinds (OAuthClient, BuildConfig, Build, ImageStream) and every CRD in
+  ``../shared/crds`` and ``extras/`` (Route, ServiceMonitor, PrometheusRule, Grafana*, InferenceService,
+  ServingRuntime, Application, Subscription, ...), read from the CRD files. Discovery lists them with their
+  subresources (``status``; ``scale`` for Deployments and StatefulSets; no ``buildconfigs/instantiate``, which
+  only a real OpenShift API server has). A kind it does not serve is a 404, as on a server without that API.
+- **Validation**: every write is checked with ``tests.support.k8s_schemas`` (the schemas the render tests use).
+  Server-side apply is strict: an undeclared field is refused (422 ``.spec.bogus: field not declared in schema``);
+  create/update/patch drop it silently. A CronJob schedule must have 5 fields. Writes into a missing namespace are
+  404 ``namespaces "x" not found``; into a terminating one 403.
+- **Field managers**: each field is owned by the managers that set it (``metadata.managedFields``). Apply
+  (``application/apply-patch+yaml``) conflicts with another manager's differing value unless forced, shares
+  equal values, and removes the fields the manager no longer applies; other writes (update, patches, the
+  ``scale`` subresource) take the fields they change, under ``fieldManager`` or the User-Agent's product name
+  (``OpenAPI-Generator`` for the Python client). Lists are atomic. An unchanged object keeps its resourceVersion.
+- **Virtual resources**: ``SelfSubjectAccessReview``/``SubjectAccessReview``/``TokenReview`` are create-only
+  and stored nowhere; the answer comes from ``allowed`` (``{(group, resource, verb): bool}``, default: allowed).
+- **Selectors**: equality and set-based label selectors (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``,
+  ``a``, ``!a``) and field selectors on ``metadata.name``/``metadata.namespace``/any dotted path.
+- **Controllers** (run before each request is answered, so a write's effects show from the next request on, as
+  with the real, asynchronous ones): a namespace gets ConfigMap ``kube-root-ca.crt`` and ServiceAccount
+  ``default``; Deployments, StatefulSets and Jobs get pods (StatefulSets their volumeClaimTemplate PVCs); pods are
+  scheduled on one node unless ``stuck`` (no schedulable node) or a PVC they use is unbound
+  (``no_storage_class``; the claim gets a ``FailedBinding`` event), with ``PodScheduled=False`` and a
+  ``FailedScheduling`` event; a scheduled pod whose image is in ``unpullable`` waits in ``ImagePullBackOff`` (kubelet
+  events ``Failed`` and ``BackOff``); in a namespace labelled ``pod-security.kubernetes.io/enforce: restricted`` a pod
+  that violates the restricted profile is refused: a ``FailedCreate`` event on the ReplicaSet (named
+  ``<deployment>-<pod-template-hash>``; the fake keeps no ReplicaSet object), StatefulSet or Job, a 403 for a direct
+  create; workload status follows the pods. Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
+  dependents are gone, Background removes dependents after the owner; a PVC keeps ``kubernetes.io/pvc-protection``
+  while any scheduled pod uses it, whatever the pod's phase; a namespace is removed with everything in it.
+- ``dryRun=All`` validates and answers without storing.
+
+Interface for tests: ``FakeKubernetes().start()``, ``.stop()``, ``.kubeconfig()``, ``.objects`` (``{(resource,
+namespace, name): object}``, ``""`` as the namespace of cluster-scoped objects), ``.requests`` (method, path, query,
+content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuck``, ``.no_storage_class``,
+``.unpullable``, ``.allowed``, ``.add(obj)`` (store an object as another writer would, through the same checks),
+``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
+namespace, name)``, ``.managers(resource, namespace, name)``."""
 
 from __future__ import annotations
 
+import copy
+import datetime
+import functools
+import hashlib
+import itertools
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-GROUPS = {"v1": {"configmaps": "ConfigMap", "secrets": "Secret", "serviceaccounts": "ServiceAccount"},
-          "apps/v1": {"deployments": "Deployment"},
-          "rbac.authorization.k8s.io/v1": {"roles": "Role", "rolebindings": "RoleBinding"},
-          "serving.kserve.io/v1beta1": {"inferenceservices": "InferenceService"},
-          "serving.kserve.io/v1alpha1": {"servingruntimes": "ServingRuntime"},
-          "argoproj.io/v1alpha1": {"applications": "Application"}}
-RESOURCES = {name: kind for resources in GROUPS.values() for name, kind in resources.items()}
+from tests.support import k8s_schemas
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+NODE = "node-1"
+CONTROLLER = "kube-controller-manager"
+
+# (group/version, plural, kind, namespaced, subresources)
+BUILTIN = [
+    ("v1", "namespaces", "Namespace", False, ("status",)),
+    ("v1", "configmaps", "ConfigMap", True, ()),
+    ("v1", "secrets", "Secret", True, ()),
+    ("v1", "services", "Service", True, ("status",)),
+    ("v1", "serviceaccounts", "ServiceAccount", True, ()),
+    ("v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("status",)),
+    ("v1", "pods", "Pod", True, ("status",)),
+    ("v1", "events", "Event", True, ()),
+    ("v1", "resourcequotas", "ResourceQuota", True, ("status",)),
+    ("v1", "limitranges", "LimitRange", True, ()),
+    ("apps/v1", "deployments", "Deployment", True, ("status", "scale")),
+    ("apps/v1", "statefulsets", "StatefulSet", True, ("status", "scale")),
+    ("apps/v1", "daemonsets", "DaemonSet", True, ("status",)),
+    ("apps/v1", "replicasets", "ReplicaSet", True, ("status", "scale")),
+    ("batch/v1", "jobs", "Job", True, ("status",)),
+    ("batch/v1", "cronjobs", "CronJob", True, ("status",)),
+    ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("status",)),
+    ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, ()),
+    ("networking.k8s.io/v1", "ingresses", "Ingress", True, ("status",)),
+    ("rbac.authorization.k8s.io/v1", "roles", "Role", True, ()),
+    ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding", True, ()),
+    ("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", False, ()),
+    ("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", False, ()),
+    ("storage.k8s.io/v1", "storageclasses", "StorageClass", False, ()),
+    ("authorization.k8s.io/v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, ()),
+    ("authorization.k8s.io/v1", "subjectaccessreviews", "SubjectAccessReview", False, ()),
+    ("authentication.k8s.io/v1", "tokenreviews", "TokenReview", False, ()),
+    # OpenShift's aggregated APIs (no CRD exists upstream; validated against openshift-openapi.json)
+    ("oauth.openshift.io/v1", "oauthclients", "OAuthClient", False, ()),
+    ("build.openshift.io/v1", "buildconfigs", "BuildConfig", True, ("status",)),
+    ("build.openshift.io/v1", "builds", "Build", True, ("status",)),
+    ("image.openshift.io/v1", "imagestreams", "ImageStream", True, ("status",)),
+]
+VIRTUAL = {"selfsubjectaccessreviews", "subjectaccessreviews", "tokenreviews"}
+WORKLOADS = {"deployments", "statefulsets", "jobs"}
+# Fields the server sets; they are nobody's managed fields and a client cannot change them.
+_SERVER_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "deletionTimestamp",
+                "deletionGracePeriodSeconds", "selfLink")
 
 
-def _resource_list(group_version):
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [
-        {"name": name, "singularName": kind.lower(), "namespaced": True, "kind": kind,
-         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]} for name, kind in GROUPS[group_version].items()]}
+@functools.lru_cache(maxsize=1)
+def served() -> dict:
+    """{(group/version, plural): (kind, namespaced, subresources)} of every kind served, CRDs included."""
+    out = {(gv, plural): (kind, namespaced, sub) for gv, plural, kind, namespaced, sub in BUILTIN}
+    for path in sorted((k8s_schemas.shared_dir() / "crds").rglob("*.yaml")):
+        doc = yaml.load(path.read_text(), Loader=_LOADER)
+        if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = doc["spec"]
+        for version in spec["versions"]:
+            if version.get("served"):
+                sub = tuple(k for k in ("status", "scale") if k in (version.get("subresources") or {}))
+                out[(f"{spec['group']}/{version['name']}", spec["names"]["plural"])] = (
+                    spec["names"]["kind"], spec.get("scope") == "Namespaced", sub)
+    return out
 
 
-def _group_list():
-    groups = {}
-    for group_version in GROUPS:
-        if "/" in group_version:
-            group, version = group_version.split("/")
-            groups.setdefault(group, []).append({"groupVersion": group_version, "version": version})
-    return [{"name": g, "versions": v, "preferredVersion": v[0]} for g, v in groups.items()]
+def _group_versions() -> dict:
+    out: dict = {}
+    for gv, plural in served():
+        out.setdefault(gv, []).append(plural)
+    return out
 
 
-def _object_path(parts):
-    """(group version, namespace, resource, name or None) of /api/v1/namespaces/NS/RES[/NAME] or /apis/G/V/namespaces/..."""
-    if parts[:2] == ["api", "v1"]:
-        group_version, rest = "v1", parts[2:]
-    elif parts[:1] == ["apis"] and len(parts) >= 3:
-        group_version, rest = "/".join(parts[1:3]), parts[3:]
-    else:
-        return None
-    if len(rest) in (3, 4) and rest[0] == "namespaces" and rest[2] in GROUPS.get(group_version, {}):
-        return group_version, rest[1], rest[2], rest[3] if len(rest) == 4 else None
-    return None
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
+
+    def status(self) -> dict:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message,
+                "reason": self.reason, "details": self.details, "code": self.code}
 
 
-def _matches(labels: dict, selector: str) -> bool:
-    for term in filter(None, (selector or "").split(",")):
-        key, dummy, value = term.partition("=")
-        if labels.get(key.strip()) != value.strip():
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Selectors
+
+
+_SET_TERM = re.compile(r"^\s*([^\s!=,()]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+
+
+def _split_selector(selector: str) -> list:
+    terms, depth, current = [], 0, ""
+    for char in selector or "":
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += char
+    terms.append(current)
+    return [t.strip() for t in terms if t.strip()]
+
+
+def parse_label_selector(selector: str) -> list:
+    """[(key, operator, values)] with operator one of =, !=, in, notin, exists, !exists; a bad term is a 400."""
+    out = []
+    for term in _split_selector(selector):
+        match = _SET_TERM.match(term)
+        if match:
+            values = {v.strip() for v in match.group(3).split(",") if v.strip()}
+            out.append((match.group(1), match.group(2), values))
+        elif "!=" in term:
+            key, value = term.split("!=", 1)
+            out.append((key.strip(), "!=", {value.strip()}))
+        elif "=" in term:
+            key, value = re.split(r"==?", term, maxsplit=1)
+            out.append((key.strip(), "=", {value.strip()}))
+        elif term.startswith("!"):
+            out.append((term[1:].strip(), "!exists", set()))
+        elif re.fullmatch(r"[A-Za-z0-9./_-]+", term):
+            out.append((term, "exists", set()))
+        else:
+            raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
+    return out
+
+
+def labels_match(labels: dict, selector: str) -> bool:
+    for key, op, values in parse_label_selector(selector):
+        present, value = key in labels, labels.get(key)
+        if (op == "=" and value not in values) or (op == "in" and (not present or value not in values)):
+            return False
+        if (op in ("!=", "notin") and present and value in values) or (op == "exists" and not present) or (op == "!exists" and present):
             return False
     return True
 
 
+def _dig(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def fields_match(obj: dict, selector: str) -> bool:
+    for term in _split_selector(selector):
+        negate = "!=" in term
+        key, value = re.split(r"!=|==?", term, maxsplit=1)
+        actual = _dig(obj, key.strip())
+        actual = "" if actual is None else str(actual)
+        if (actual == value.strip()) == negate:
+            return False
+    return True
+
+
+def selector_of_match_labels(match_labels: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((match_labels or {}).items()))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Field paths and managers (lists are atomic)
+
+
+def leaves(obj, prefix=()) -> dict:
+    """{path tuple: value} of the leaves of an object; a list or an empty map is one leaf."""
+    out = {}
+    if isinstance(obj, dict) and obj:
+        for key, value in obj.items():
+            out.update(leaves(value, prefix + (key,)))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def _owned_paths(obj: dict) -> dict:
+    """The leaves a writer sets: not apiVersion/kind, name, namespace, or server-set metadata."""
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k not in _SERVER_META + ("name", "namespace")}
+    body["metadata"] = meta
+    if not meta:
+        body.pop("metadata")
+    return {p: v for p, v in leaves(body).items() if p}
+
+
+def _get(obj, path):
+    for part in path:
+        if not isinstance(obj, dict) or part not in obj:
+            return _MISSING
+        obj = obj[part]
+    return obj
+
+
+_MISSING = object()
+
+
+def _set(obj, path, value):
+    for part in path[:-1]:
+        if not isinstance(obj.get(part), dict):
+            obj[part] = {}
+        obj = obj[part]
+    obj[path[-1]] = copy.deepcopy(value)
+
+
+def _delete(obj, path):
+    parents = []
+    for part in path[:-1]:
+        if not isinstance(obj, dict) or not isinstance(obj.get(part), dict):
+            return
+        parents.append((obj, part))
+        obj = obj[part]
+    if isinstance(obj, dict):
+        obj.pop(path[-1], None)
+    for parent, part in reversed(parents):  # maps left empty by the removal go too
+        if parent[part] == {}:
+            del parent[part]
+        else:
+            break
+
+
+def _fields_v1(paths) -> dict:
+    out: dict = {}
+    for path in sorted(paths, key=lambda p: [str(x) for x in p]):
+        node = out
+        for part in path:
+            node = node.setdefault(f"f:{part}", {})
+    return out
+
+
+def _path_text(path) -> str:
+    return "".join(f".{p}" for p in path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Validation
+
+
+_UNKNOWN = re.compile(r"Additional properties are not allowed \((.*) (?:was|were) unexpected\)")
+_PATH_TOKEN = re.compile(r"\.?([A-Za-z_$][\w$-]*)|\[(\d+)\]|\[(\"(?:[^\"\\]|\\.)*\")\]")
+
+
+def _parse_json_path(text: str) -> tuple:
+    if text == "(root)":
+        return ()
+    out, pos = [], 0
+    while pos < len(text):
+        match = _PATH_TOKEN.match(text, pos)
+        if not match:
+            break
+        out.append(match.group(1) if match.group(1) is not None else (int(match.group(2)) if match.group(2) else json.loads(match.group(3))))
+        pos = match.end()
+    return tuple(out)
+
+
+def _remove_at(obj, path: tuple, key: str):
+    for part in path:
+        try:
+            obj = obj[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(obj, dict):
+        obj.pop(key, None)
+
+
+def _extra_checks(obj: dict) -> list:
+    """What the API server checks beyond the OpenAPI schema (kubernetes-validate does not catch these)."""
+    out = []
+    if obj.get("kind") == "CronJob":
+        schedule = str((obj.get("spec") or {}).get("schedule", ""))
+        body = re.sub(r"^(TZ|CRON_TZ)=\S+\s+", "", schedule.strip())
+        if not body.startswith("@") and len(body.split()) != 5:
+            out.append(f'spec.schedule: Invalid value: "{schedule}": expected exactly 5 fields, found {len(body.split())}: '
+                       f'[{schedule}]')
+    return out
+
+
+def validate(obj: dict, *, apply: bool) -> dict:
+    """The object as the server stores it, or ApiError 422. ``apply``: strict (unknown fields are refused)."""
+    obj = copy.deepcopy(obj)
+    dummy, problems = k8s_schemas.check_object(obj)
+    unknown, invalid = [], []
+    for path, message, _validator in problems:
+        match = _UNKNOWN.search(message)
+        if match:
+            for name in re.findall(r"'([^']*)'", match.group(1)):
+                unknown.append((_parse_json_path(path), name))
+        else:
+            invalid.append(f"{path}: {message}")
+    invalid.extend(_extra_checks(obj))
+    kind, name = obj.get("kind", "?"), (obj.get("metadata") or {}).get("name", "")
+    if apply and unknown:
+        message = ", ".join(f"{_path_text(path + (key,))}: field not declared in schema" for path, key in unknown)
+        raise ApiError(422, "Invalid", f"failed to create typed patch object ({kind} {name}): {message}")
+    if invalid:
+        raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: [' + ", ".join(invalid) + "]",
+                       {"name": name, "kind": kind, "causes": [{"message": m} for m in invalid]})
+    for path, key in unknown:  # create/update/patch: dropped, as the server prunes them
+        _remove_at(obj, path, key)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The server
+
+
 class FakeKubernetes:
     def __init__(self):
-        self.objects: dict = {}  # (resource, namespace, name) -> object
+        self.objects: dict = {}  # (resource, namespace or "", name) -> object
         self.requests: list = []
-        self.stuck = False  # Deployments never become available
-        self._lock = threading.Lock()
+        self.stuck = False  # no schedulable node: pods stay Pending (Unschedulable)
+        self.no_storage_class = False  # PVCs stay Pending, pods using them are not scheduled
+        self.unpullable: set = set()  # images the kubelet cannot pull: their pods wait in ImagePullBackOff
+        self.allowed: dict = {}  # (group, resource, verb) -> bool for access reviews; missing means allowed
+        self._owners: dict = {}  # object key -> [{"manager", "operation", "subresource", "apiVersion", "paths", "time"}]
+        self._kinds: dict = {}  # object key -> group/version it was written with
+        self._rv = itertools.count(1000)
+        self._uid = itertools.count(1)
+        self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    # ---------------------------------------------------------------- public helpers
+
     def start(self):
+        served()
         self._thread.start()
         return self
 
@@ -76,13 +396,8 @@ class FakeKubernetes:
         self._server.shutdown()
         self._server.server_close()
 
-    def set_status(self, resource: str, namespace: str, name: str, status: dict) -> None:
-        """Set an object's status, as its controller would (server-side apply of the spec keeps it)."""
-        with self._lock:
-            self.objects[(resource, namespace, name)]["status"] = status
-
     def names(self, resource: str, namespace: str) -> list:
-        return sorted(n for (r, ns, n) in self.objects if r == resource and ns == namespace)
+        return sorted(n for (r, ns, n) in self.objects if r == resource and ns == (namespace or ""))
 
     def kubeconfig(self) -> dict:
         return {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
@@ -90,10 +405,576 @@ class FakeKubernetes:
                 "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
                 "users": [{"name": "fake", "user": {"token": "fake-token"}}]}
 
+    def add(self, obj: dict, manager: str = "kubectl-create") -> dict:
+        """Create an object as another client would (validated; a Namespace gets its controllers' objects)."""
+        gv, kind = obj["apiVersion"], obj["kind"]
+        plural = next((p for (g, p), (k, *_rest) in served().items() if g == gv and k == kind), None)
+        if plural is None:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({gv} {kind})")
+        with self._lock:
+            namespace = (obj.get("metadata") or {}).get("namespace", "") if served()[(gv, plural)][1] else ""
+            created = self._create(gv, plural, namespace, obj, manager, dry_run=False)
+            self.reconcile()
+            return created
+
+    def set_status(self, resource: str, namespace: str, name: str, status: dict, manager: str = "controller") -> None:
+        """Write an object's status through the status subresource, as its controller does (KServe for an
+        InferenceService); an apply of the spec keeps it."""
+        with self._lock:
+            key = (resource, namespace or "", name)
+            if key not in self.objects:
+                raise ApiError(404, "NotFound", f'{resource} "{name}" not found')
+            new = copy.deepcopy(self.objects[key])
+            new["status"] = copy.deepcopy(status)
+            gv = self._kinds.get(key, new["apiVersion"])
+            self._update(gv, resource, namespace or "", name, new, manager, dry_run=False, subresource="status")
+            self.reconcile()
+
+    def delete(self, resource: str, namespace: str, name: str, propagation: str = "Background") -> None:
+        """Delete an object as another client would (finalizers and controllers apply)."""
+        with self._lock:
+            self._delete((resource, namespace or "", name), propagation)
+            self.reconcile()
+
+    def managers(self, resource: str, namespace: str, name: str) -> dict:
+        """{manager: sorted dotted paths} of one object."""
+        entries = self._owners.get((resource, namespace or "", name), [])
+        return {e["manager"] + ("" if e["operation"] == "Apply" else f" ({e['operation']})"): sorted(_path_text(p) for p in e["paths"])
+                for e in entries}
+
+    # ---------------------------------------------------------------- storage
+
+    def _render(self, key) -> dict:
+        obj = copy.deepcopy(self.objects[key])
+        entries = self._owners.get(key, [])
+        if entries:
+            obj["metadata"]["managedFields"] = [
+                dict({"manager": e["manager"], "operation": e["operation"], "apiVersion": e["apiVersion"], "time": e["time"],
+                      "fieldsType": "FieldsV1", "fieldsV1": _fields_v1(e["paths"])},
+                     **({"subresource": e["subresource"]} if e["subresource"] else {}))
+                for e in entries if e["paths"]]
+        return obj
+
+    def _store(self, key, obj, before=None, before_owners=None):
+        """Keep obj; a new resourceVersion only when it (or its field ownership) changed."""
+        strip = ("resourceVersion",)
+        old = {k: v for k, v in (before or {}).get("metadata", {}).items() if k not in strip}
+        new = {k: v for k, v in obj["metadata"].items() if k not in strip}
+        owners_changed = before_owners is not None and before_owners != [
+            (e["manager"], e["operation"], e["subresource"], frozenset(e["paths"])) for e in self._owners.get(key, [])]
+        if before is None or owners_changed or {**before, "metadata": old} != {**obj, "metadata": new}:
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[key] = obj
+
+    def _owner_snapshot(self, key):
+        return [(e["manager"], e["operation"], e["subresource"], frozenset(e["paths"])) for e in self._owners.get(key, [])]
+
+    def _entry(self, key, manager, operation, subresource, gv):
+        entries = self._owners.setdefault(key, [])
+        for entry in entries:
+            if entry["manager"] == manager and entry["operation"] == operation and entry["subresource"] == subresource:
+                return entry
+        entry = {"manager": manager, "operation": operation, "subresource": subresource, "apiVersion": gv, "paths": set(), "time": _now()}
+        entries.append(entry)
+        return entry
+
+    def _record_update(self, key, manager, subresource, gv, before: dict, after: dict):
+        """An Update operation: the manager takes every field it changed; other managers lose them."""
+        old, new = _owned_paths(before or {}), _owned_paths(after)
+        changed = {p for p in new if old.get(p, _MISSING) != new[p]}
+        removed = {p for p in old if p not in new}
+        if not changed and not removed:
+            return
+        for entry in self._owners.get(key, []):
+            if entry["paths"] & (changed | removed):
+                entry["paths"] -= changed | removed
+                entry["time"] = _now()
+        if changed:
+            entry = self._entry(key, manager, "Update", subresource, gv)
+            entry["paths"] |= changed
+            entry["time"] = _now()
+        self._owners[key] = [e for e in self._owners.get(key, []) if e["paths"]]
+
+    def _namespace_check(self, namespace: str, creating: bool):
+        if not namespace:
+            return
+        ns = self.objects.get(("namespaces", "", namespace))
+        if ns is None:
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
+                           {"name": namespace, "kind": "namespaces"})
+        if creating and ns["metadata"].get("deletionTimestamp"):
+            raise ApiError(403, "Forbidden", f"unable to create new content in namespace {namespace} because it is being terminated")
+
+    def _new_meta(self, obj, namespace, name, gv):
+        meta = obj.setdefault("metadata", {})
+        for key in _SERVER_META:
+            meta.pop(key, None)
+        meta["name"] = name
+        if namespace:
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        meta.update(uid=f"00000000-0000-4000-8000-{next(self._uid):012d}", creationTimestamp=_now(), generation=1)
+        obj["apiVersion"] = gv
+
+    def _create(self, gv, plural, namespace, body, manager, *, dry_run, apply_paths=None):
+        kind = served()[(gv, plural)][0]
+        if body.get("kind") not in (None, kind) or body.get("apiVersion") not in (None, gv):
+            raise ApiError(400, "BadRequest", f"the API version in the data ({body.get('apiVersion')}) does not match the "
+                                              f"expected API version ({gv}) or kind ({body.get('kind')} != {kind})")
+        body = dict(body, apiVersion=gv, kind=kind)
+        meta = body.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + hashlib.sha256(str(next(self._uid)).encode()).hexdigest()[:5]
+        name = meta.get("name")
+        if not name:
+            raise ApiError(422, "Invalid", f"{kind} is invalid: metadata.name: Required value: name or generateName is required")
+        if meta.get("namespace") not in (None, namespace) and namespace:
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+        self._namespace_check(namespace, creating=True)
+        key = (plural, namespace, name)
+        if plural == "pods" and self._pod_security(namespace, body.get("spec") or {}):
+            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: ' + self._pod_security(namespace, body.get("spec") or {}))
+        if key in self.objects:
+            raise ApiError(409, "AlreadyExists", f'{plural} "{name}" already exists', {"name": name, "kind": plural})
+        if "status" in served()[(gv, plural)][2]:
+            body.pop("status", None)
+        obj = validate(body, apply=apply_paths is not None)
+        if dry_run:
+            self._new_meta(obj, namespace, name, gv)
+            return obj
+        self._new_meta(obj, namespace, name, gv)
+        if plural == "persistentvolumeclaims":
+            obj["metadata"]["finalizers"] = sorted({*obj["metadata"].get("finalizers", []), "kubernetes.io/pvc-protection"})
+            obj["status"] = {"phase": "Pending"}
+        if plural == "namespaces":
+            obj["spec"] = {"finalizers": ["kubernetes"]}
+            obj["status"] = {"phase": "Active"}
+        self._kinds[key] = gv
+        if apply_paths is not None:
+            entry = self._entry(key, manager, "Apply", None, gv)
+            entry["paths"] = set(apply_paths)
+        else:
+            self._owners[key] = []
+            self._record_update(key, manager, None, gv, {}, obj)
+        self._store(key, obj)
+        return self._render(key)
+
+    def _update(self, gv, plural, namespace, name, new_obj, manager, *, dry_run, subresource=None):
+        key = (plural, namespace, name)
+        before = self.objects[key]
+        kind, dummy, subs = served()[(gv, plural)]
+        new_obj = dict(new_obj, apiVersion=gv, kind=kind)
+        if "status" in subs and subresource != "status":
+            new_obj["status"] = copy.deepcopy(before.get("status"))
+            if new_obj["status"] is None:
+                new_obj.pop("status")
+        meta = new_obj.setdefault("metadata", {})
+        for field in _SERVER_META:
+            if field in before["metadata"]:
+                meta[field] = copy.deepcopy(before["metadata"][field])
+            else:
+                meta.pop(field, None)
+        meta["name"] = name
+        meta.pop("managedFields", None)
+        if namespace:
+            meta["namespace"] = namespace
+        if plural == "persistentvolumeclaims" and "kubernetes.io/pvc-protection" in before["metadata"].get("finalizers", []) \
+                and not before["metadata"].get("deletionTimestamp"):
+            meta["finalizers"] = sorted({*meta.get("finalizers", []), "kubernetes.io/pvc-protection"})
+        obj = validate(new_obj, apply=False)
+        if _spec_of(obj) != _spec_of(before):
+            obj["metadata"]["generation"] = before["metadata"].get("generation", 1) + 1
+        if dry_run:
+            return obj
+        snapshot = self._owner_snapshot(key)
+        self._record_update(key, manager, subresource, gv, before, obj)
+        self._store(key, obj, before, snapshot)
+        self._after_update(key)
+        return self._render(key)
+
+    def _apply(self, gv, plural, namespace, name, config, manager, force, *, dry_run):
+        if not manager:
+            raise ApiError(400, "BadRequest", "PATCH with apply-patch requires a fieldManager query parameter")
+        kind = served()[(gv, plural)][0]
+        if config.get("kind") != kind or config.get("apiVersion") != gv:
+            raise ApiError(400, "BadRequest", f"apply patch must name apiVersion {gv} and kind {kind}")
+        if (config.get("metadata") or {}).get("name") not in (None, name):
+            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        if "status" in served()[(gv, plural)][2]:
+            config = {k: v for k, v in config.items() if k != "status"}
+        key = (plural, namespace, name)
+        # strict: an undeclared field is refused before anything else
+        strict = copy.deepcopy(config)
+        strict.setdefault("metadata", {})["name"] = name
+        if key not in self.objects:
+            self._namespace_check(namespace, creating=True)
+            return self._create(gv, plural, namespace, strict, manager, dry_run=dry_run, apply_paths=_owned_paths(strict))
+        live = self.objects[key]
+        applied = _owned_paths(strict)
+        entries = self._owners.get(key, [])
+        conflicts = []
+        for entry in entries:
+            if entry["manager"] == manager and entry["operation"] == "Apply":
+                continue
+            for path in entry["paths"] & applied.keys():
+                if _get(live, path) != applied[path]:
+                    conflicts.append((entry, path))
+        if conflicts and not force:
+            text = "; ".join(f'conflict with "{e["manager"]}"{" using " + e["apiVersion"] if e["operation"] == "Update" else ""}: '
+                             f'{_path_text(p)}' for e, p in conflicts)
+            raise ApiError(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): {text}",
+                           {"causes": [{"reason": "FieldManagerConflict", "message": f'conflict with "{e["manager"]}"',
+                                        "field": _path_text(p)} for e, p in conflicts]})
+        mine = next((e for e in entries if e["manager"] == manager and e["operation"] == "Apply"), None)
+        others = set().union(*[e["paths"] for e in entries if e is not mine]) if entries else set()
+        new = copy.deepcopy(live)
+        for path in (mine["paths"] if mine else set()) - applied.keys() - others:
+            _delete(new, path)
+        for path, value in applied.items():
+            _set(new, path, value)
+        obj = validate(new, apply=True)
+        if _spec_of(obj) != _spec_of(live):
+            obj["metadata"]["generation"] = live["metadata"].get("generation", 1) + 1
+        if dry_run:
+            return obj
+        snapshot = self._owner_snapshot(key)
+        for entry, path in conflicts:
+            entry["paths"].discard(path)
+        entry = self._entry(key, manager, "Apply", None, gv)
+        if entry["paths"] != set(applied):
+            entry["paths"] = set(applied)
+            entry["time"] = _now()
+        self._owners[key] = [e for e in self._owners[key] if e["paths"] or e is entry]
+        self._store(key, obj, live, snapshot)
+        self._after_update(key)
+        return self._render(key)
+
+    def _after_update(self, key):
+        obj = self.objects[key]
+        if obj["metadata"].get("deletionTimestamp") and not obj["metadata"].get("finalizers"):
+            self._remove(key)
+
+    # ---------------------------------------------------------------- deletion and controllers
+
+    def _remove(self, key):
+        self.objects.pop(key, None)
+        self._owners.pop(key, None)
+        self._kinds.pop(key, None)
+
+    def _dependents(self, uid):
+        return [k for k, o in self.objects.items() if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+
+    def _delete(self, key, propagation="Background", dry_run=False):
+        obj = self.objects[key]
+        meta = obj["metadata"]
+        if dry_run:
+            return copy.deepcopy(obj)
+        if key[0] == "namespaces":
+            if not meta.get("deletionTimestamp"):
+                meta["deletionTimestamp"] = _now()
+                obj["status"] = {"phase": "Terminating"}
+                meta["resourceVersion"] = str(next(self._rv))
+            return self._render(key)
+        if propagation == "Orphan":
+            for dep in self._dependents(meta["uid"]):
+                refs = self.objects[dep]["metadata"]["ownerReferences"]
+                self.objects[dep]["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != meta["uid"]]
+        if propagation == "Foreground" and not meta.get("deletionTimestamp"):
+            meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = _now()
+            meta["deletionGracePeriodSeconds"] = 0
+            meta["resourceVersion"] = str(next(self._rv))
+        rendered = self._render(key)
+        if not meta.get("finalizers"):
+            self._remove(key)
+        return rendered
+
+    def _pod_uses(self, pod, claim):
+        return any((v.get("persistentVolumeClaim") or {}).get("claimName") == claim for v in pod.get("spec", {}).get("volumes") or [])
+
+    def reconcile(self):
+        """One pass of the controllers: garbage collector, PVC protection, namespace, workloads, scheduler."""
+        with self._lock:
+            for dummy in range(20):  # until nothing moves
+                if not self._reconcile_once():
+                    break
+
+    def _reconcile_once(self) -> bool:
+        moved = False
+        uids = {o["metadata"]["uid"] for o in self.objects.values()}
+        for key in list(self.objects):
+            obj = self.objects.get(key)
+            if obj is None:
+                continue
+            meta = obj["metadata"]
+            refs = meta.get("ownerReferences") or []
+            # background garbage collection: dependents of a removed owner
+            if refs and not meta.get("deletionTimestamp") and all(r.get("uid") not in uids for r in refs):
+                self._delete(key, "Background")
+                moved = True
+                continue
+            if not meta.get("deletionTimestamp"):
+                continue
+            finalizers = meta.get("finalizers") or []
+            if "foregroundDeletion" in finalizers:
+                deps = self._dependents(meta["uid"])
+                for dep in deps:
+                    if not self.objects[dep]["metadata"].get("deletionTimestamp"):
+                        self._delete(dep, "Foreground")
+                        moved = True
+                if not self._dependents(meta["uid"]):
+                    meta["finalizers"] = [f for f in finalizers if f != "foregroundDeletion"]
+                    moved = True
+            if key[0] == "persistentvolumeclaims" and "kubernetes.io/pvc-protection" in finalizers:
+                users = [p for (r, ns, dummy), p in self.objects.items()
+                         if r == "pods" and ns == key[1] and p["spec"].get("nodeName") and self._pod_uses(p, key[2])]
+                if not users:
+                    meta["finalizers"] = [f for f in meta["finalizers"] if f != "kubernetes.io/pvc-protection"]
+                    moved = True
+            if key[0] == "namespaces":
+                inside = [k for k in self.objects if k[1] == key[2]]
+                for k in inside:
+                    if not self.objects[k]["metadata"].get("deletionTimestamp"):
+                        self._delete(k, "Background")
+                        moved = True
+                if not [k for k in self.objects if k[1] == key[2]]:
+                    self._remove(key)
+                    moved = True
+                continue
+            if key in self.objects and not self.objects[key]["metadata"].get("finalizers"):
+                self._remove(key)
+                moved = True
+        for key in [k for k in self.objects if k[0] == "namespaces"]:
+            moved |= self._namespace_defaults(key[2])
+        for key in [k for k in self.objects if k[0] in WORKLOADS]:
+            if key in self.objects:
+                moved |= self._workload(key)
+        moved |= self._scheduler()
+        return moved
+
+    def _controller_add(self, gv, plural, namespace, obj) -> bool:
+        key = (plural, namespace, obj["metadata"]["name"])
+        if key in self.objects:
+            return False
+        kind = served()[(gv, plural)][0]
+        obj = dict(obj, apiVersion=gv, kind=kind)
+        self._new_meta(obj, namespace, obj["metadata"]["name"], gv)
+        if plural == "persistentvolumeclaims":
+            obj["metadata"]["finalizers"] = ["kubernetes.io/pvc-protection"]
+            obj["status"] = {"phase": "Pending"}
+        self._owners[key] = []
+        self._record_update(key, CONTROLLER, None, gv, {}, obj)
+        self._store(key, obj)
+        return True
+
+    def _namespace_defaults(self, namespace) -> bool:
+        if self.objects[("namespaces", "", namespace)]["metadata"].get("deletionTimestamp"):
+            return False
+        moved = self._controller_add("v1", "configmaps", namespace, {"metadata": {"name": "kube-root-ca.crt"},
+                                                                     "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}})
+        return self._controller_add("v1", "serviceaccounts", namespace, {"metadata": {"name": "default"}}) or moved
+
+    def _set_status(self, key, status) -> bool:
+        obj = self.objects[key]
+        if obj.get("status") == status:
+            return False
+        before = copy.deepcopy(obj)
+        obj["status"] = status
+        snapshot = self._owner_snapshot(key)
+        entry = self._entry(key, CONTROLLER, "Update", "status", self._kinds.get(key, obj["apiVersion"]))
+        entry["paths"] = {("status",)}
+        self._store(key, obj, before, snapshot)
+        return True
+
+    def _workload(self, key) -> bool:
+        plural, namespace, name = key
+        obj = self.objects[key]
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        moved = False
+        if meta.get("deletionTimestamp"):
+            return False
+        template = spec.get("template") or {}
+        revision = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        owner = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": name, "uid": meta["uid"], "controller": True,
+                 "blockOwnerDeletion": True}
+        replicas = 1 if plural == "jobs" else spec.get("replicas", 1)
+        if plural == "statefulsets":
+            wanted = [f"{name}-{i}" for i in range(replicas)]
+        elif plural == "jobs":
+            wanted = [f"{name}-{hashlib.sha256(meta['uid'].encode()).hexdigest()[:5]}"]
+        else:
+            wanted = [f"{name}-{revision}-{hashlib.sha256((meta['uid'] + str(i)).encode()).hexdigest()[:5]}" for i in range(replicas)]
+        pods = {k[2]: p for k, p in self.objects.items() if k[0] == "pods" and k[1] == namespace
+                and any(r.get("uid") == meta["uid"] for r in p["metadata"].get("ownerReferences") or [])}
+        for pod_name, pod in pods.items():
+            stale = pod_name not in wanted or (plural != "jobs" and pod["metadata"].get("annotations", {}).get("fake/revision") != revision)
+            if stale and not pod["metadata"].get("deletionTimestamp"):
+                self._delete(("pods", namespace, pod_name))
+                moved = True
+        for index, pod_name in enumerate(wanted):
+            if ("pods", namespace, pod_name) in self.objects:
+                continue
+            pod_spec = copy.deepcopy(template.get("spec") or {})
+            if plural == "statefulsets":
+                for claim in spec.get("volumeClaimTemplates") or []:
+                    claim_name = f"{claim['metadata']['name']}-{name}-{index}"
+                    labels = dict((claim.get("metadata") or {}).get("labels") or {}, **((spec.get("selector") or {}).get("matchLabels") or {}))
+                    moved |= self._controller_add("v1", "persistentvolumeclaims", namespace,
+                                                  {"metadata": {"name": claim_name, "labels": labels}, "spec": copy.deepcopy(claim.get("spec") or {})})
+                    pod_spec.setdefault("volumes", []).append({"name": claim["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim_name}})
+            refused = self._pod_security(namespace, pod_spec)
+            if refused:
+                moved |= self._failed_create(key, obj, pod_name, revision, refused)
+                continue
+            pod = {"metadata": {"name": pod_name, "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+                                "annotations": {"fake/revision": revision}, "ownerReferences": [owner]},
+                   "spec": pod_spec, "status": {"phase": "Pending"}}
+            moved |= self._controller_add("v1", "pods", namespace, pod)
+        # status from the pods
+        pods = [p for k, p in self.objects.items() if k[0] == "pods" and k[1] == namespace and k[2] in wanted
+                and not p["metadata"].get("deletionTimestamp")]
+        ready = sum(1 for p in pods if _pod_ready(p))
+        generation = meta.get("generation", 1)
+        if plural == "deployments":
+            available = ready >= replicas
+            status = {"observedGeneration": generation, "replicas": len(pods), "updatedReplicas": len(pods),
+                      "conditions": [
+                          {"type": "Available", "status": "True" if available else "False",
+                           "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                           "message": "Deployment has minimum availability." if available else "Deployment does not have minimum availability."},
+                          {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable" if available else "ReplicaSetUpdated",
+                           "message": f'ReplicaSet "{name}-{revision}" ' + ("has successfully progressed." if available else "is progressing.")}]}
+            if ready:
+                status.update(readyReplicas=ready, availableReplicas=ready)
+            if replicas - ready > 0:
+                status["unavailableReplicas"] = replicas - ready
+        elif plural == "statefulsets":
+            status = {"observedGeneration": generation, "replicas": len(pods), "currentReplicas": len(pods), "updatedReplicas": len(pods),
+                      "currentRevision": f"{name}-{revision}", "updateRevision": f"{name}-{revision}", "collisionCount": 0,
+                      "availableReplicas": ready}
+            if ready:
+                status["readyReplicas"] = ready
+        else:  # jobs
+            done = [p for p in pods if p.get("status", {}).get("phase") == "Succeeded"]
+            status = {"active": len(pods) - len(done)} if not done else {
+                "succeeded": 1, "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}
+            if not done:
+                status = {"active": len(pods), "ready": 0}
+        moved |= self._set_status(key, status)
+        return moved
+
+    def _pod_security(self, namespace: str, pod_spec: dict) -> str:
+        """The PodSecurity admission's refusal of a pod under the ``restricted`` profile its namespace enforces ("" when
+        allowed); the checks of that profile the collection's pod templates meet."""
+        ns = self.objects.get(("namespaces", "", namespace)) or {}
+        if ((ns.get("metadata") or {}).get("labels") or {}).get("pod-security.kubernetes.io/enforce") != "restricted":
+            return ""
+        pod_sc = pod_spec.get("securityContext") or {}
+        containers = (pod_spec.get("initContainers") or []) + (pod_spec.get("containers") or [])
+        out = []
+        bad = [c for c in containers if (c.get("securityContext") or {}).get("allowPrivilegeEscalation") is not False]
+        if bad:
+            out.append(f"allowPrivilegeEscalation != false ({_containers(bad)} must set securityContext.allowPrivilegeEscalation=false)")
+        bad = [c for c in containers if "ALL" not in (((c.get("securityContext") or {}).get("capabilities") or {}).get("drop") or [])]
+        if bad:
+            out.append(f'unrestricted capabilities ({_containers(bad)} must set securityContext.capabilities.drop=["ALL"])')
+        bad = [c for c in containers if (c.get("securityContext") or {}).get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True]
+        if bad:
+            out.append(f"runAsNonRoot != true (pod or {_containers(bad)} must set securityContext.runAsNonRoot=true)")
+        bad = [c for c in containers if ((c.get("securityContext") or {}).get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+               not in ("RuntimeDefault", "Localhost")]
+        if bad:
+            out.append(f'seccompProfile (pod or {_containers(bad)} must set securityContext.seccompProfile.type to "RuntimeDefault" '
+                       f'or "Localhost")')
+        return f'violates PodSecurity "restricted:latest": {", ".join(out)}' if out else ""
+
+    def _failed_create(self, key, obj, pod_name, revision, refused) -> bool:
+        """The FailedCreate event of a workload controller whose pod the admission refused."""
+        plural, namespace, name = key
+        if plural == "deployments":  # the ReplicaSet controller creates a Deployment's pods
+            source = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"uid": obj["metadata"]["uid"] + "-rs"}}
+            return self._event(("replicasets", namespace, f"{name}-{revision}"), source, "Warning", "FailedCreate",
+                               f"Error creating: pods \"{pod_name}\" is forbidden: {refused}", "replicaset-controller")
+        if plural == "statefulsets":
+            return self._event(key, obj, "Warning", "FailedCreate",
+                               f"create Pod {pod_name} in StatefulSet {name} failed error: pods \"{pod_name}\" is forbidden: {refused}",
+                               "statefulset-controller")
+        return self._event(key, obj, "Warning", "FailedCreate", f"Error creating: pods \"{pod_name}\" is forbidden: {refused}", "job-controller")
+
+    def _scheduler(self) -> bool:
+        moved = False
+        for key, claim in list(self.objects.items()):
+            if key[0] == "persistentvolumeclaims" and not claim["metadata"].get("deletionTimestamp"):
+                phase = "Pending" if self.no_storage_class else "Bound"
+                if claim.get("status", {}).get("phase") != phase:
+                    moved |= self._set_status(key, {"phase": phase})
+                if phase == "Pending" and not (claim.get("spec") or {}).get("storageClassName"):
+                    moved |= self._event(key, claim, "Normal", "FailedBinding",
+                                         "no persistent volumes available for this claim and no storage class is set", "persistentvolume-controller")
+        for key, pod in list(self.objects.items()):
+            if key[0] != "pods" or pod["metadata"].get("deletionTimestamp"):
+                continue
+            unbound = [c for c in ((v.get("persistentVolumeClaim") or {}).get("claimName") for v in pod["spec"].get("volumes") or []) if c
+                       and self.objects.get(("persistentvolumeclaims", key[1], c), {}).get("status", {}).get("phase") != "Bound"]
+            if self.stuck or unbound:
+                reason = ("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are "
+                          "available: 1 Preemption is not helpful for scheduling." if unbound else
+                          "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unschedulable: }. "
+                          "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
+                if pod["spec"].get("nodeName") or pod.get("status", {}).get("phase") != "Pending" or "conditions" not in pod.get("status", {}):
+                    pod["spec"].pop("nodeName", None)
+                    moved |= self._set_status(key, {"phase": "Pending", "conditions": [
+                        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}]})
+                    moved |= self._event(key, pod, "Warning", "FailedScheduling", reason, "default-scheduler")
+                continue
+            images = [c.get("image") for c in pod["spec"].get("containers") or [] if c.get("image") in self.unpullable]
+            if images:
+                pod["spec"]["nodeName"] = NODE
+                waiting = [{"name": c["name"], "image": c.get("image"), "imageID": "", "ready": False, "restartCount": 0, "started": False,
+                            "state": {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{c.get("image")}"'}}}
+                           for c in pod["spec"].get("containers") or [] if c.get("image") in self.unpullable]
+                status = {"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady",
+                     "message": f"containers with unready status: [{' '.join(w['name'] for w in waiting)}]"},
+                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                     "message": f"containers with unready status: [{' '.join(w['name'] for w in waiting)}]"}],
+                    "containerStatuses": waiting}
+                moved |= self._set_status(key, status)
+                for image in images:
+                    moved |= self._event(key, pod, "Warning", "Failed",
+                                         f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and unpack image '
+                                         f'"{image}": not found', "kubelet")
+                    moved |= self._event(key, pod, "Normal", "BackOff", f'Back-off pulling image "{image}"', "kubelet")
+                continue
+            if not pod["spec"].get("nodeName"):
+                pod["spec"]["nodeName"] = NODE
+                job = any(r.get("kind") == "Job" for r in pod["metadata"].get("ownerReferences") or [])
+                conditions = [{"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
+                              {"type": "ContainersReady", "status": "False" if job else "True"},
+                              {"type": "Ready", "status": "False" if job else "True"}]
+                self._set_status(key, {"phase": "Succeeded" if job else "Running", "conditions": conditions})
+                moved = True
+        return moved
+
+    def _event(self, key, obj, type_, reason, message, component) -> bool:
+        name = f"{key[2]}.{hashlib.sha256((reason + message).encode()).hexdigest()[:16]}"
+        return self._controller_add("v1", "events", key[1], {
+            "metadata": {"name": name}, "type": type_, "reason": reason, "message": message, "count": 1,
+            "source": {"component": component}, "firstTimestamp": _now(), "lastTimestamp": _now(),
+            "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": key[2], "namespace": key[1],
+                               "uid": obj["metadata"]["uid"]}})
+
+    # ---------------------------------------------------------------- HTTP
+
     def _handler(self):
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args):
                 pass
 
@@ -105,75 +986,225 @@ class FakeKubernetes:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _route(self):
+            def _handle(self):
                 url = urlsplit(self.path)
                 parts = [p for p in url.path.split("/") if p]
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+                content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                try:
+                    body = (yaml.load(raw, Loader=_LOADER) if content_type == "application/apply-patch+yaml" else json.loads(raw)) if raw else None
+                except (ValueError, yaml.YAMLError) as exc:
+                    return self._send(400, ApiError(400, "BadRequest", f"the body of the request could not be decoded: {exc}").status())
                 with fake._lock:
-                    fake.requests.append({"method": self.command, "path": url.path, "query": query,
-                                          "content_type": self.headers.get("Content-Type", "")})
-                return parts, query
+                    fake.requests.append({"method": self.command, "path": url.path, "query": query, "content_type": content_type,
+                                          "user_agent": self.headers.get("User-Agent", ""), "body": body})
+                    try:
+                        fake.reconcile()
+                        status, answer = fake.serve(self.command, parts, query, content_type, body, self.headers.get("User-Agent", ""))
+                    except ApiError as exc:
+                        status, answer = exc.code, exc.status()
+                return self._send(status, answer)
 
-            def _not_found(self, what):
-                self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-                                 "message": f"{what} not found"})
-
-            def do_GET(self):  # noqa: N802
-                parts, query = self._route()
-                if parts == ["version"]:
-                    return self._send(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0"})
-                if parts == ["api"]:
-                    return self._send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
-                if parts == ["apis"]:
-                    return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": _group_list()})
-                if parts == ["api", "v1"] or (parts[:1] == ["apis"] and len(parts) == 3 and "/".join(parts[1:]) in GROUPS):
-                    return self._send(200, _resource_list("v1" if parts[0] == "api" else "/".join(parts[1:])))
-                target = _object_path(parts)
-                if target is None:
-                    return self._not_found(self.path)
-                dummy, ns, resource, name = target
-                if name is None:
-                    items = [o for (r, n, dummy), o in sorted(fake.objects.items()) if r == resource and n == ns
-                             and _matches(o["metadata"].get("labels") or {}, query.get("labelSelector", ""))]
-                    return self._send(200, {"kind": RESOURCES[resource] + "List", "apiVersion": target[0], "metadata": {"resourceVersion": "1"},
-                                            "items": items})
-                obj = fake.objects.get((resource, ns, name))
-                return self._send(200, obj) if obj else self._not_found(f"{resource} {name}")
-
-            def do_PATCH(self):  # noqa: N802
-                parts, query = self._route()
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                target = _object_path(parts)
-                if target is None or target[3] is None:
-                    return self._not_found(self.path)
-                if self.headers.get("Content-Type") != "application/apply-patch+yaml":
-                    return self._send(415, {"kind": "Status", "code": 415, "message": "only server-side apply is served here"})
-                dummy, ns, resource, name = target
-                patch = yaml.safe_load(body)
-                with fake._lock:
-                    obj = dict(fake.objects.get((resource, ns, name)) or {})
-                    obj.update(patch)
-                    meta = dict(patch.get("metadata") or {})
-                    meta.update(namespace=ns, name=name, uid=f"uid-{name}", resourceVersion="1", generation=1,
-                                managedFields=[{"manager": query.get("fieldManager"), "operation": "Apply"}])
-                    obj["metadata"] = meta
-                    if resource == "deployments":
-                        replicas = (obj.get("spec") or {}).get("replicas", 1)
-                        ready = 0 if fake.stuck else replicas
-                        obj["status"] = {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
-                                         "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready,
-                                         "conditions": [{"type": "Available", "status": "False" if fake.stuck else "True"}]}
-                    fake.objects[(resource, ns, name)] = obj
-                return self._send(200, obj)
-
-            def do_DELETE(self):  # noqa: N802
-                parts, dummy = self._route()
-                target = _object_path(parts)
-                key = (target[2], target[1], target[3]) if target and target[3] else None
-                with fake._lock:
-                    obj = fake.objects.pop(key, None) if key else None
-                if obj is None:
-                    return self._not_found(self.path)
-                return self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 
         return Handler
+
+    def serve(self, method, parts, query, content_type, body, user_agent):  # noqa: C901 - one dispatcher
+        if parts == ["version"]:
+            return 200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"}
+        if parts == ["api"]:
+            return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        groups = _group_versions()
+        if parts == ["apis"]:
+            by_group: dict = {}
+            for gv in groups:
+                if "/" in gv:
+                    by_group.setdefault(gv.split("/")[0], []).append(gv)
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": g, "versions": [{"groupVersion": gv, "version": gv.split("/")[1]} for gv in gvs],
+                 "preferredVersion": {"groupVersion": gvs[0], "version": gvs[0].split("/")[1]}} for g, gvs in sorted(by_group.items())]}
+        if parts[:1] == ["api"] and len(parts) >= 2:
+            gv, rest = parts[1], parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 3:
+            gv, rest = f"{parts[1]}/{parts[2]}", parts[3:]
+        elif parts[:1] == ["apis"] and len(parts) == 2 and any(g.startswith(parts[1] + "/") for g in groups):
+            gvs = sorted(g for g in groups if g.startswith(parts[1] + "/"))
+            return 200, {"kind": "APIGroup", "apiVersion": "v1", "name": parts[1],
+                         "versions": [{"groupVersion": g, "version": g.split("/")[1]} for g in gvs],
+                         "preferredVersion": {"groupVersion": gvs[0], "version": gvs[0].split("/")[1]}}
+        else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if gv not in groups:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if not rest:
+            resources = []
+            for plural in sorted(groups[gv]):
+                kind, namespaced, subs = served()[(gv, plural)]
+                verbs = ["create"] if plural in VIRTUAL else ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+                resources.append({"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind, "verbs": verbs})
+                for sub in subs:
+                    resources.append({"name": f"{plural}/{sub}", "singularName": "", "namespaced": namespaced,
+                                      "group": "autoscaling" if sub == "scale" else None, "version": "v1" if sub == "scale" else None,
+                                      "kind": "Scale" if sub == "scale" else kind, "verbs": ["get", "patch", "update"]})
+            for resource in resources:
+                for k in ("group", "version"):
+                    if resource.get(k) is None:
+                        resource.pop(k, None)
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+        namespace = ""
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        plural, name, subresource = rest[0], (rest[1] if len(rest) > 1 else None), (rest[2] if len(rest) > 2 else None)
+        if (gv, plural) not in served() or len(rest) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        kind, namespaced, subs = served()[(gv, plural)]
+        if namespaced != bool(namespace) and not (namespaced and name is None and method == "GET"):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if subresource is not None and subresource not in subs:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        dry_run = query.get("dryRun") == "All"
+        manager = query.get("fieldManager") or (user_agent.split("/")[0] if user_agent else "unknown")
+        key = (plural, namespace, name)
+        if plural in VIRTUAL:
+            if method != "POST" or name:
+                raise ApiError(405, "MethodNotAllowed", f'the server does not allow this method on the requested resource ({plural})')
+            return 201, self._review(gv, kind, body or {})
+
+        if method == "GET" and name is None:
+            items = [self._render(k) for k in sorted(self.objects) if k[0] == plural and (not namespace or k[1] == namespace)
+                     and labels_match(self.objects[k]["metadata"].get("labels") or {}, query.get("labelSelector", ""))
+                     and fields_match(self.objects[k], query.get("fieldSelector", ""))]
+            for item in items:
+                item["apiVersion"] = gv
+            return 200, {"kind": f"{kind}List", "apiVersion": gv, "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+        if method == "POST" and name is None:
+            return 201, self._create(gv, plural, namespace, body or {}, manager, dry_run=dry_run)
+        if method == "DELETE" and name is None:  # deletecollection
+            self._namespace_check(namespace, creating=False)
+            selected = [k for k in sorted(self.objects) if k[0] == plural and k[1] == namespace
+                        and labels_match(self.objects[k]["metadata"].get("labels") or {}, query.get("labelSelector", ""))]
+            policy = (body or {}).get("propagationPolicy") or query.get("propagationPolicy") or "Background"
+            return 200, {"kind": f"{kind}List", "apiVersion": gv, "metadata": {},
+                         "items": [self._delete(k, policy, dry_run) for k in selected]}
+        if name is None:
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+        if method == "PATCH" and content_type == "application/apply-patch+yaml" and subresource is None:
+            if namespace:
+                self._namespace_check(namespace, creating=key not in self.objects)
+            force = query.get("force") == "true"
+            created = key not in self.objects
+            answer = self._apply(gv, plural, namespace, name, body or {}, query.get("fieldManager"), force, dry_run=dry_run)
+            return (201 if created else 200), answer
+        if namespace:
+            self._namespace_check(namespace, creating=False)
+        if key not in self.objects:
+            raise ApiError(404, "NotFound", f'{plural}{"." + gv.split("/")[0] if "/" in gv else ""} "{name}" not found',
+                           {"name": name, "group": gv.split("/")[0] if "/" in gv else "", "kind": plural})
+        live = self.objects[key]
+        if method == "GET":
+            if subresource == "scale":
+                return 200, self._scale(key)
+            answer = self._render(key)
+            answer["apiVersion"] = gv
+            return 200, answer
+        if method == "DELETE":
+            policy = (body or {}).get("propagationPolicy") or query.get("propagationPolicy") or "Background"
+            return 200, self._delete(key, policy, dry_run)
+        if method in ("PUT", "PATCH"):
+            if subresource == "scale":
+                replicas = ((body or {}).get("spec") or {}).get("replicas")
+                if not isinstance(replicas, int) or replicas < 0:
+                    raise ApiError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: {replicas!r}')
+                new = copy.deepcopy(live)
+                new.setdefault("spec", {})["replicas"] = replicas
+                self._update(gv, plural, namespace, name, new, manager, dry_run=dry_run, subresource="scale")
+                return 200, self._scale(key)
+            if method == "PUT":
+                new = copy.deepcopy(body or {})
+            elif content_type == "application/merge-patch+json" or content_type == "application/strategic-merge-patch+json":
+                new = _merge_patch(copy.deepcopy(live), body or {})
+            elif content_type == "application/json-patch+json":
+                new = _json_patch(copy.deepcopy(live), body or [])
+            else:
+                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types "
+                                                            f"include: application/json-patch+json, application/merge-patch+json, "
+                                                            f"application/apply-patch+yaml (got {content_type!r})")
+            if subresource == "status":
+                return 200, self._update(gv, plural, namespace, name, new, manager, dry_run=dry_run, subresource="status")
+            return 200, self._update(gv, plural, namespace, name, new, manager, dry_run=dry_run)
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def _scale(self, key):
+        obj = self.objects[key]
+        selector = (obj.get("spec") or {}).get("selector") or {}
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
+                "spec": {"replicas": obj.get("spec", {}).get("replicas", 1)},
+                "status": {"replicas": obj.get("status", {}).get("replicas", 0), "selector": selector_of_match_labels(selector.get("matchLabels"))}}
+
+    def _review(self, gv, kind, body):
+        spec = body.get("spec") or {}
+        if kind == "TokenReview":
+            return dict(body, apiVersion=gv, kind=kind, status={"authenticated": True, "user": {"username": "fake"}})
+        attrs = spec.get("resourceAttributes") or {}
+        if not attrs and not spec.get("nonResourceAttributes"):
+            raise ApiError(422, "Invalid", f"{kind}.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: "
+                                           "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified")
+        allowed = self.allowed.get((attrs.get("group", ""), attrs.get("resource", ""), attrs.get("verb", "")), True)
+        status = {"allowed": allowed} if allowed else {"allowed": False, "reason": "forbidden by the test's RBAC"}
+        return {"kind": kind, "apiVersion": gv, "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
+
+
+def _containers(bad) -> str:
+    """'container "a"' or 'containers "a", "b"', as the PodSecurity admission names them."""
+    return ("containers " if len(bad) > 1 else "container ") + ", ".join(f'"{c["name"]}"' for c in bad)
+
+
+def _spec_of(obj) -> dict:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _pod_ready(pod) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions") or [])
+
+
+def _merge_patch(target, patch):
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(target, dict):
+        target = {}
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = _merge_patch(target.get(key), value)
+    return target
+
+
+def _json_patch(target, operations):
+    for op in operations:
+        path = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent = target
+        for part in path[:-1]:
+            parent = parent[int(part)] if isinstance(parent, list) else parent.setdefault(part, {})
+        last = path[-1]
+        if op["op"] in ("add", "replace"):
+            if isinstance(parent, list):
+                if last == "-":
+                    parent.append(op["value"])
+                elif op["op"] == "add":
+                    parent.insert(int(last), op["value"])
+                else:
+                    parent[int(last)] = op["value"]
+            else:
+                parent[last] = op["value"]
+        elif op["op"] == "remove":
+            if isinstance(parent, list):
+                parent.pop(int(last))
+            else:
+                parent.pop(last, None)
+        elif op["op"] == "test" and (parent[int(last)] if isinstance(parent, list) else parent.get(last)) != op["value"]:
+            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: test failed at {op['path']}")
+    return target

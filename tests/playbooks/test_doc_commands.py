@@ -1,0 +1,285 @@
+"""Every command line written in the docs, run exactly as written (tests/support/doc_commands.py finds them).
+
+Each command the docs write is named here, once: in RUN (run by a test below, which checks what it should have done),
+in CANNOT_RUN (with the reason it cannot run on this machine) or in NOT_RUN_YET (with what running it needs; its test
+is skipped and says so). A new command line in the docs that none of them names fails
+``test_every_documented_command_is_named_here``, and so does a name that no longer is in the docs.
+
+The commands run through ``bash -c`` as a reader pastes them, in a working directory of their own, with the
+environment they need: the in-memory API server (tests/support/fake_k8s.py) named by ``$HOME/.kube/config``, which is
+where ``kubernetes.core`` and ``oc`` look; an inventory with what a cluster here lacks (routes no DNS resolves, no image
+build); this checkout as ``rhpds.litemaas`` on the collections path (``ansible_env``, so the file also runs with the
+oldest supported ansible-core, tests/support/ansible_core.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.playbooks.conftest import REPO, load_docs
+from tests.support.doc_commands import documented_commands, inventory, sh
+
+NS = "litemaas"
+
+# ---------------------------------------------------------------- what is run here, and what cannot be
+
+# {command: the test that runs it as written}
+RENDER = "test_render_commands_write_every_manifest"
+INSTALL = "test_install_commands_install_the_collection"
+CLUSTER = "tests/playbooks/test_doc_commands_cluster.py::test_cluster_commands_deploy_operate_and_destroy"
+RUN = {
+    "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
+    "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
+    " -e ocp4_workload_litemaas_cluster_domain=apps.cluster.example.com": RENDER,
+    "ls /tmp/litemaas-render": RENDER,
+    "ansible-playbook rhpds.litemaas.model_serving -e ocp4_workload_litemaas_render_dir=/tmp/models -e @models.yml": RENDER,
+    "ansible-galaxy collection build . && ansible-galaxy collection install rhpds-litemaas-*.tar.gz": INSTALL,
+    "pip install kubernetes": INSTALL,
+    "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas --check --diff": CLUSTER,
+    "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas": CLUSTER,
+    "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas"
+    """ -e '{"ocp4_workload_litemaas_initial_admin_users": ["alice"]}'""": CLUSTER,
+    "ansible-playbook rhpds.litemaas.upgrade -e ocp4_workload_litemaas_namespace=litemaas -e ocp4_workload_litemaas_version=0.5.0"
+    " -e ocp4_workload_litemaas_proxy_image=quay.io/example/litemaas-proxy:0.2.0": CLUSTER,
+    """ansible-playbook rhpds.litemaas.scale -e '{"litemaas_scale": {"proxy": 5, "frontend": 3}}'""": CLUSTER,
+    "ansible-playbook rhpds.litemaas.backup": CLUSTER,
+    "ansible-playbook rhpds.litemaas.backup -e ocp4_workload_litemaas_namespace=litemaas": CLUSTER,
+    """ansible-playbook rhpds.litemaas.backup -e '{"litemaas_backup_schedule": "0 3 * * *"}'""": CLUSTER,
+    """ansible-playbook rhpds.litemaas.backup -e '{"litemaas_backup_schedule": "0 3 * * *"}' -e litemaas_backup_keep=14""": CLUSTER,
+    "ansible-playbook rhpds.litemaas.key_cleanup": CLUSTER,
+    "ansible-playbook rhpds.litemaas.key_cleanup -e ocp4_workload_litemaas_namespace=litemaas": CLUSTER,
+    "ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_state=absent": CLUSTER,
+    "ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_monitoring_action=destroy": CLUSTER,
+    "ansible-playbook rhpds.litemaas.destroy -e ocp4_workload_litemaas_namespace=litemaas": CLUSTER,
+    "ansible-playbook rhpds.litemaas.model_serving -e @models.yml -e litemaas_model_serving_render_dir=\"$PWD/gitops\""
+    " -e litemaas_model_serving_argocd_enabled=true -e litemaas_model_serving_argocd_repo_url=https://git.example.com/platform/models.git":
+        "tests/playbooks/test_model_serving.py::test_gitops_command_line_of_the_docs_renders_the_example",
+}
+
+CANNOT_RUN = {
+    "bash scripts/local.sh": "builds llama.cpp (about 30 minutes) and downloads a model; tests/integration/local runs the same "
+                             "script with a stand-in model server",
+    "bash scripts/test.sh": "the whole suite: CI's own command (.ci/run)",
+    "ansible-galaxy collection install rhpds.litemaas": "needs Galaxy or an Automation Hub; the install from a built tarball runs here",
+    "oc -n openshift-monitoring edit configmap cluster-monitoring-config": "opens an editor",
+    "oc adm top pods -n $NS": "needs a cluster's metrics API",
+    "litemaas-proxy --host 0.0.0.0 --port 4000 [--config config.yaml] [--workers N]": "a usage line with optional parts in brackets",
+    ".venv/bin/python bench/keys_bench.py [--count 1000] [--parallelism 16] [--json out.json]": "a usage line with optional parts in brackets",
+    "ansible-playbook rhpds.litemaas.workshop_keys -e guid=abc12 -e num_users=30 -e litellm_url=https://litellm.apps.example.com"
+    " -e litellm_master_key=... [-e ACTION=provision|extend|destroy]": "a usage line with placeholders",
+}
+
+# Documented but not run by a test yet, one by one (so that a new command line in the docs is not taken in silently):
+# {command: what running it here needs}.
+_OC = "an oc client against the in-memory API server (logs, exec and rollout also need a kubelet it does not have)"
+_CURL = "the real proxy and portal behind the routes' host names"
+_PSQL = "the portal database through oc exec"
+_BENCH = "a benchmark run of minutes (tests/reliability/test_load_script.py and test_burst_script.py run the scripts briefly)"
+_TEST_RUN = "a test run of its own (the suite runs those tests itself)"
+_LOCAL = "the local platform of scripts/local.sh (tests/integration/local runs it with a stand-in model server)"
+_PROXY_AS_WRITTEN = "the proxy's database and Redis at the hosts written (db, redis)"
+_PLACEHOLDERS = "values a reader fills in (sk-..., ...)"
+_PORTAL_DB = "the portal database as the cluster's Secret names it"
+_MONITORING = "the monitoring stack's kinds on the in-memory API server"
+_PROXY_ROUTE = "the proxy (and a model server) as the cluster's route names them"
+_KEY_SYNC = "the portal database and the proxy as the cluster names them (tests/playbooks/test_boolean_switches.py runs these with a connection file added)"
+_RESTORE = "the restore to finish on the in-memory API server (it waits there; tests/playbooks/test_boolean_switches.py runs restore.yml's line up to the cluster)"  # noqa: E501
+_POD_LOG = "the run's pod log, which the in-memory API server cannot give (no kubelet)"
+_KSERVE = "KServe to report the InferenceServices Ready on the in-memory API server (tests/playbooks/test_model_serving_cluster.py writes that status itself)"
+NOT_RUN_YET = {
+    '.venv/bin/python bench/burst.py': _BENCH,
+    '.venv/bin/python bench/burst.py --n 500 --skip-litellm --keep': _BENCH,
+    '.venv/bin/python bench/load.py': _BENCH,
+    '.venv/bin/python bench/load.py --duration 60 --concurrency 32 --keys 200 --proxies 2': _BENCH,
+    '.venv/bin/python bench/load.py --proxies 1 --workers 2': _BENCH,
+    '.venv/bin/python bench/run.py': _BENCH,
+    '.venv/bin/python bench/run.py --duration 20 --warmup 5 --conc 1,16': _BENCH,
+    '.venv/bin/python bench/run.py --quick': _BENCH,
+    '.venv/bin/python bench/run.py --request stream': _BENCH,
+    '.venv/bin/python bench/run.py --rounds 3': _BENCH,
+    '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
+    'KEY=sk-...': _CURL,
+    'curl -H "Authorization: Bearer $KEY" -F files=@report.pdf $PROXY/docling/v1/convert/file': _CURL,
+    'curl -H "Authorization: Bearer $KEY" -H \'Content-Type: application/json\' -d \'{"http_sources": [{"url": "https://arxiv.org/pdf/2408.09869"}]}\' $PROXY/docling/v1/convert/source': _CURL,  # noqa: E501
+    'curl -s "$API/key/list?key_alias=<alias>&return_full_object=true" -H "Authorization: Bearer $MASTER"': _CURL,
+    'curl -s $ADMIN/api/v1/health | python3 -m json.tool': _CURL,
+    'curl -s $API/health/readiness': _CURL,
+    'curl -s $API/key/info -H "Authorization: Bearer $KEY" | python3 -m json.tool': _CURL,
+    'curl -s $API/v1/models -H "Authorization: Bearer $MASTER"': _CURL,
+    'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\' -d \'{"forceUpdate": false, "markUnavailable": true}\'': _CURL,  # noqa: E501
+    'ansible-playbook rhpds.litemaas.key_sync': _KEY_SYNC,
+    'ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_dry_run=true': _KEY_SYNC,
+    'ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_import_keys=true -e litemaas_key_sync_alias_prefix=virtkey-': _KEY_SYNC,
+    'ansible-playbook rhpds.litemaas.model_serving -e \'{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}\'': _KSERVE,
+    'ansible-playbook rhpds.litemaas.model_serving -e @models.yml': _KSERVE,
+    'ansible-playbook rhpds.litemaas.local -e litemaas_local_model_url=http://127.0.0.1:8000/v1 -e litemaas_local_model_name=my-model': _LOCAL,
+    'ansible-playbook rhpds.litemaas.local -e litemaas_local_state=absent': _LOCAL,
+    "bash -c '. scripts/lib.sh && bootstrap'": _LOCAL,
+    'bash scripts/local.sh check': _LOCAL,
+    'bash scripts/local.sh down': _LOCAL,
+    'bash scripts/local.sh status': _LOCAL,
+    'ansible-playbook rhpds.litemaas.monitoring -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
+    'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [ {"runtime": "vllm", "namespace": "llm-hosting", "inference_services": ["granite-3-8b", "llama-3-1-8b"]}, {"runtime": "openvino", "namespace": "ovms"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
+    'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\'': _MONITORING,  # noqa: E501
+    "ADMIN=https://$(oc get route litellm-admin -n $NS -o jsonpath='{.spec.host}')": _OC,
+    "ADMIN_KEY=$(oc get secret backend-secret -n $NS -o jsonpath='{.data.ADMIN_API_KEYS}' | base64 -d | cut -d, -f1)": _OC,
+    "API=https://$(oc get route litellm -n $NS -o jsonpath='{.spec.host}')": _OC,
+    "MASTER=$(oc get secret litellm-secret -n $NS -o jsonpath='{.data.LITELLM_MASTER_KEY}' | base64 -d)": _OC,
+    'NS=litemaas': _OC,
+    "REDIS_PASSWORD=$(oc get secret litellm-redis -n $NS -o jsonpath='{.data.REDIS_PASSWORD}' | base64 -d)": _OC,
+    'echo "https://$(oc -n litemaas get route litemaas-grafana -o jsonpath=\'{.spec.host}\')"': _OC,
+    'oc -n litemaas exec deploy/litellm -- python -c "import urllib.request as u; print(u.urlopen(\'http://127.0.0.1:4000/metrics\').read().decode())" | grep -v \'^#\' | head': _OC,  # noqa: E501
+    "oc -n litemaas get secret litemaas-grafana-admin -o jsonpath='{.data.GF_SECURITY_ADMIN_PASSWORD}' | base64 -d; echo": _OC,
+    'oc -n llm-hosting get servicemonitor': _OC,
+    'oc -n llm-hosting get svc -l component=predictor --show-labels': _OC,
+    "oc -n openshift-monitoring create configmap cluster-monitoring-config --from-literal=config.yaml='enableUserWorkload: true'": _OC,
+    "oc -n openshift-monitoring get configmap cluster-monitoring-config -o jsonpath='{.data.config\\.yaml}'": _OC,
+    'oc -n openshift-user-workload-monitoring get pods': _OC,
+    'oc annotate route litellm -n $NS haproxy.router.openshift.io/timeout=900s --overwrite': _OC,
+    'oc describe pod -n llm-hosting <predictor-pod> | tail -20': _OC,
+    'oc exec -n $NS deploy/litellm-redis -- redis-cli -a "$REDIS_PASSWORD" --no-auth-warning FLUSHALL': _OC,
+    "oc get deploy litellm-backend -n $NS -o jsonpath='{.spec.template.spec.containers[0].env}' | tr ',' '\\n' | grep -A1 OAUTH_CALLBACK_URL": _OC,
+    'oc get deploy litellm-frontend litellm-backend -n $NS -o jsonpath=\'{range .items[*]}{.metadata.name}{": "}{.spec.template.spec.initContainers[*].image}{" "}{.spec.template.spec.containers[*].image}{"\\n"}{end}\'': _OC,  # noqa: E501
+    'oc get deploy,statefulset -n $NS': _OC,
+    'oc get inferenceservice -A; oc get pods -n llm-hosting -l component=predictor': _OC,
+    'oc get jobs -n $NS; oc logs -n $NS job/<job name>': _OC,
+    'oc get networkpolicy -n $NS': _OC,
+    "oc get oauthclient $NS -o jsonpath='{.redirectURIs}'; echo": _OC,
+    'oc get pods -n $NS -o custom-columns=NAME:.metadata.name,RESTARTS:.status.containerStatuses[0].restartCount,LAST:.status.containerStatuses[0].lastState.terminated.reason': _OC,  # noqa: E501
+    'oc get pvc -n $NS; oc describe pvc data-litellm-postgres-0 -n $NS | tail': _OC,
+    'oc get route -n $NS -o custom-columns=NAME:.metadata.name,TIMEOUT:.metadata.annotations.haproxy\\\\.router\\\\.openshift\\\\.io/timeout': _OC,
+    "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": _OC,
+    'oc get sts litellm-postgres -n $NS; oc logs -n $NS litellm-postgres-0 --tail=50': _OC,
+    'oc logs -n $NS deploy/litellm --previous | tail -50': _OC,
+    "oc logs -n $NS deploy/litellm | grep -i -E 'migrat|schema|database'": _OC,
+    'oc logs -n $NS deploy/litellm-backend | grep -i oauth | tail': _OC,
+    'oc rollout restart deploy/litellm -n $NS && oc rollout status deploy/litellm -n $NS': _OC,
+    'oc rollout status deploy/litellm-frontend -n $NS': _OC,
+    'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _OC,
+    'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }': _OC,
+    'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=destroy -e guid=abc12 ...': _PLACEHOLDERS,
+    'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 ... -e ocp4_workload_litellm_virtual_keys_expires=2026-12-31T18:00:00Z': _PLACEHOLDERS,  # noqa: E501
+    'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 ... -e ocp4_workload_litellm_virtual_keys_extend_duration=2d': _PLACEHOLDERS,
+    'ansible-playbook rhpds.litemaas.workshop_keys -e guid=abc12 -e num_users=30 -e litellm_url=https://litellm-litemaas.apps.example.com -e litellm_master_key=sk-... -e \'{"ocp4_workload_litellm_virtual_keys_models": ["granite-3-8b"]}\' -e ocp4_workload_litellm_virtual_keys_rpm_limit=30 -e ocp4_workload_litellm_virtual_keys_max_budget=5': _PLACEHOLDERS,  # noqa: E501
+    'ansible-playbook rhpds.litemaas.key_cleanup -e \'{"litemaas_key_cleanup_alias_prefixes": ["virtkey-"]}\' -e litemaas_key_cleanup_run_now=true': _POD_LOG,
+    'ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_run_now=true': _POD_LOG,
+    'ansible-playbook rhpds.litemaas.portal_admins -e \'{"litemaas_portal_admins": [ {"email": "lead@example.com"}, {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}\'': _PORTAL_DB,  # noqa: E501
+    'ansible-playbook rhpds.litemaas.portal_admins -e \'{"litemaas_portal_admins": [{"email": "lead@example.com"}, {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}\'': _PORTAL_DB,  # noqa: E501
+    'export DATABASE_URL=postgresql://user:pw@db:5432/litellm_db': _PROXY_AS_WRITTEN,
+    'export LITELLM_MASTER_KEY=sk-...': _PROXY_AS_WRITTEN,
+    'export REDIS_URL=redis://:pw@redis:6379/0': _PROXY_AS_WRITTEN,
+    'pip install ./files/proxy': _PROXY_AS_WRITTEN,
+    'ansible-playbook rhpds.litemaas.capacity_check -e capacity_check_model=granite-3-8b -e capacity_check_attendees=60': _PROXY_ROUTE,
+    'ansible-playbook rhpds.litemaas.capacity_check -e capacity_check_model=granite-3-8b -e capacity_check_attendees=60 -e capacity_check_requests_per_attendee=3 -e capacity_check_ttft_p95_threshold=3': _PROXY_ROUTE,  # noqa: E501
+    'ansible-playbook rhpds.litemaas.deploy -e @catalog-item.yml': _PROXY_ROUTE,
+    'ansible-playbook rhpds.litemaas.models -e @models.yml': _PROXY_ROUTE,
+    'ansible-playbook rhpds.litemaas.models -e @models.yml --check --diff': _PROXY_ROUTE,
+    'ansible-playbook rhpds.litemaas.models -e litemaas_models_discover=true': _PROXY_ROUTE,
+    'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': _PSQL,
+    'psql_portal -c "SELECT id, availability FROM models ORDER BY id"': _PSQL,
+    'psql_portal -c "SELECT litellm_key_alias, is_active, sync_status, expires_at FROM api_keys WHERE sync_status <> \'synced\' OR expires_at < now()"': _PSQL,
+    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-020000 -e litemaas_restore_confirm=true': _RESTORE,
+    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-030000 -e litemaas_restore_confirm=true': _RESTORE,
+    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=pre-upgrade-20260301-101500 -e litemaas_restore_confirm=true': _RESTORE,
+    '.venv/bin/python -m pytest -q tests/reliability': _TEST_RUN,
+    'KUBECONFIG=$HOME/.kube/config bash scripts/test.sh tests/cluster': _TEST_RUN,
+    'bash scripts/test.sh tests/integration/local': _TEST_RUN,
+}
+
+
+def test_every_documented_command_is_named_here():
+    documented = documented_commands()
+    named = set(RUN) | set(CANNOT_RUN) | set(NOT_RUN_YET)
+    new = sorted(k for k in documented if k not in named)
+    assert not new, f"command lines in the docs that this test does not know: {new}"
+    stale = sorted(k for k in named if k not in documented)
+    assert not stale, f"named here but no longer in the docs: {stale}"
+    assert not set(RUN) & set(CANNOT_RUN) and not set(RUN) & set(NOT_RUN_YET) and not set(CANNOT_RUN) & set(NOT_RUN_YET)
+    for test in set(RUN.values()):
+        path, _, name = test.rpartition("::")
+        assert f"\ndef {name}(" in (REPO / (path or "tests/playbooks/test_doc_commands.py")).read_text(), f"{test} runs no command: it does not exist"
+
+
+@pytest.mark.parametrize("key", sorted(NOT_RUN_YET))
+def test_documented_command_not_run_yet(key):
+    pytest.skip(f"not run by a test yet: needs {NOT_RUN_YET[key]} ({', '.join(documented_commands()[key].places)})")
+
+
+# ---------------------------------------------------------------- render mode (fixed paths under /tmp, as written)
+
+def _render_manifests(root: Path) -> dict:
+    return {str(p.relative_to(root)): load_docs(p) for p in sorted(root.rglob("*.yaml"))}
+
+
+TMP_DIRS = ("/tmp/litemaas", "/tmp/litemaas-render", "/tmp/models")
+
+
+def test_render_commands_write_every_manifest(ansible_env, tmp_path):
+    env = dict(ansible_env, ANSIBLE_INVENTORY=str(inventory(tmp_path / "inventory")))
+    # The docs name fixed directories under /tmp: one run at a time on this machine, and nothing of ours left there.
+    # The models.yml docs/model-serving.md shows, where the command runs.
+    text = (REPO / "docs" / "model-serving.md").read_text()
+    (tmp_path / "models.yml").write_text(re.search(r"with `models.yml` like:\n\n```yaml\n(.*?)```", text, re.S).group(1))
+    with open("/tmp/litemaas-doc-commands.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            for target in TMP_DIRS:
+                shutil.rmtree(target, ignore_errors=True)
+            sh("ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas", env, tmp_path)
+            plain = _render_manifests(Path("/tmp/litemaas"))
+            sh("ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
+               " -e ocp4_workload_litemaas_cluster_domain=apps.cluster.example.com", env, tmp_path)
+            listing = sh("ls /tmp/litemaas-render", env, tmp_path).stdout.split()
+            rendered = _render_manifests(Path("/tmp/litemaas-render"))
+            sh("ansible-playbook rhpds.litemaas.model_serving -e ocp4_workload_litemaas_render_dir=/tmp/models -e @models.yml", env, tmp_path)
+            models = _render_manifests(Path("/tmp/models"))
+        finally:
+            for target in TMP_DIRS:
+                shutil.rmtree(target, ignore_errors=True)
+    # "01-namespace ... 09-frontend, in deployment order"
+    assert listing[0] == "01-namespace" and listing[-1] == "09-frontend" and listing == sorted(listing), listing
+    assert len(listing) == 9 and all(name[:2] == f"{i:02d}" for i, name in enumerate(listing, start=1)), listing
+    for docs in (plain, rendered):
+        namespaces = [d for path, ds in docs.items() for d in ds if d["kind"] == "Namespace"]
+        assert [n["metadata"]["name"] for n in namespaces] == [NS]
+        kinds = {d["kind"] for ds in docs.values() for d in ds}
+        assert {"Deployment", "StatefulSet", "Route", "Secret", "Service"} <= kinds, kinds
+    hosts = sorted(d["spec"]["host"] for ds in rendered.values() for d in ds if d["kind"] == "Route")
+    assert hosts and all(h.endswith(".apps.cluster.example.com") for h in hosts), hosts
+    # playbooks/model_serving.yml: the models of models.yml as InferenceServices, with their runtimes.
+    services = sorted(d["metadata"]["name"] for ds in models.values() for d in ds if d["kind"] == "InferenceService")
+    assert services == ["granite-3-2-8b-instruct", "nomic-embed-text-v1-5", "phi-mini"], services
+    assert {d["kind"] for ds in models.values() for d in ds} >= {"InferenceService", "ServingRuntime"}
+
+
+# ---------------------------------------------------------------- installing the collection
+
+def test_install_commands_install_the_collection(ansible_env, tmp_path):
+    # A copy of the checkout as a user has it (its files, without what git ignores), built and installed where
+    # ANSIBLE_COLLECTIONS_PATH points first.
+    checkout = tmp_path / "checkout"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=str(REPO), capture_output=True, text=True, check=True).stdout.split("\n")
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file() and not name.endswith(".tar.gz"):
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, checkout / name)
+    installed = tmp_path / "installed"
+    env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=os.pathsep.join([str(installed)] + ansible_env["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep)[1:]))
+    out = sh("ansible-galaxy collection build . && ansible-galaxy collection install rhpds-litemaas-*.tar.gz", env, checkout).stdout
+    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+    assert f"rhpds.litemaas:{version} was installed successfully" in out, out
+    target = installed / "ansible_collections" / "rhpds" / "litemaas"
+    assert sorted(p.name for p in (target / "playbooks").glob("*.yml")) == sorted(p.name for p in (REPO / "playbooks").glob("*.yml"))
+    assert (target / "MANIFEST.json").is_file() and not (target / ".venv").exists()
+    # The dependency kubernetes.core needs: already there in this virtualenv (pip finds it and changes nothing).
+    pip = sh("pip install kubernetes", ansible_env, tmp_path).stdout
+    assert "Requirement already satisfied: kubernetes" in pip, pip

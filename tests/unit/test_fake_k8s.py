@@ -1,0 +1,272 @@
+"""The in-memory API server behaves as the real kube-apiserver 1.32 did for the collection
+(../shared/reference/kube-apiserver-facts.md), seen through the Python client kubernetes.core uses."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ApiException
+
+from tests.support import k8s_schemas
+from tests.support.fake_k8s import VIRTUAL, FakeKubernetes, labels_match, served
+
+NS = "apps"
+DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": NS, "labels": {"component": "gateway"}},
+              "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                       "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                           "containers": [{"name": "web", "image": "example/web:1"}],
+                           "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                          "whenUnsatisfiable": "ScheduleAnyway",
+                                                          "labelSelector": {"matchLabels": {"app": "web"}}}]}}}}
+
+
+@pytest.fixture()
+def fake():
+    server = FakeKubernetes().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def api(fake):
+    api_client = config.new_client_from_config_dict(fake.kubeconfig())
+    yield DynamicClient(api_client)
+    api_client.close()
+
+
+def _ns(api, name=NS):
+    api.resources.get(api_version="v1", kind="Namespace").create(body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+
+def _apply(api, body, manager="rhpds.litemaas", force=True):
+    resource = api.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+    return api.server_side_apply(resource, body=body, name=body["metadata"]["name"], namespace=body["metadata"].get("namespace"),
+                                 field_manager=manager, force_conflicts=force).to_dict()
+
+
+def _error(call) -> tuple:
+    with pytest.raises(ApiException) as info:
+        call()
+    import json
+
+    body = json.loads(info.value.body)
+    return info.value.status, body["message"]
+
+
+def test_every_served_kind_has_the_schema_its_server_uses():
+    kinds = {(gv, kind) for (gv, plural), (kind, dummy, dummy2) in served().items() if plural not in VIRTUAL}
+    assert not [k for k in kinds if not k8s_schemas.validators_for(*k)]
+    for wanted in [("serving.kserve.io/v1beta1", "InferenceService"), ("serving.kserve.io/v1alpha1", "ServingRuntime"),
+                   ("argoproj.io/v1alpha1", "Application"), ("route.openshift.io/v1", "Route"), ("oauth.openshift.io/v1", "OAuthClient"),
+                   ("monitoring.coreos.com/v1", "ServiceMonitor"), ("batch/v1", "CronJob"), ("build.openshift.io/v1", "BuildConfig")]:
+        assert wanted in kinds
+
+
+def test_a_write_into_a_missing_namespace_is_404_and_a_namespace_gets_its_defaults(api, fake):
+    status, message = _error(lambda: _apply(api, DEPLOYMENT))
+    assert (status, message) == (404, 'namespaces "apps" not found')
+    _ns(api)
+    api.resources.get(api_version="v1", kind="Pod").get(namespace=NS)  # any request lets the controllers run
+    assert fake.names("configmaps", NS) == ["kube-root-ca.crt"] and fake.names("serviceaccounts", NS) == ["default"]
+
+
+def test_strict_apply_refuses_an_undeclared_field_and_create_drops_it(api, fake):
+    _ns(api)
+    bad = copy.deepcopy(DEPLOYMENT)
+    bad["spec"]["bogus"] = 1
+    status, message = _error(lambda: _apply(api, bad))
+    assert status == 422 and message.endswith(".spec.bogus: field not declared in schema")
+    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "m", "namespace": NS},
+               "spec": {"selector": {}, "endpoints": [{"port": "http"}], "bogus": True}}
+    status, message = _error(lambda: _apply(api, monitor))
+    assert status == 422 and message.endswith(".spec.bogus: field not declared in schema")
+    created = api.resources.get(api_version="apps/v1", kind="Deployment").create(body=bad, namespace=NS).to_dict()
+    assert "bogus" not in created["spec"] and created["spec"]["replicas"] == 2
+
+
+def test_a_cronjob_schedule_needs_five_fields(api):
+    _ns(api)
+    cron = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "backup", "namespace": NS},
+            "spec": {"schedule": "0", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "b", "image": "example/b:1"}]}}}}}}
+    status, message = _error(lambda: _apply(api, cron))
+    assert status == 422 and 'spec.schedule: Invalid value: "0": expected exactly 5 fields' in message
+    cron["spec"]["schedule"] = "0 3 * * *"
+    assert _apply(api, cron)["spec"]["schedule"] == "0 3 * * *"
+
+
+def test_field_managers_scale_then_apply_takes_replicas_back(api, fake):
+    _ns(api)
+    _apply(api, DEPLOYMENT)
+    first = api.resources.get(api_version="apps/v1", kind="Deployment").get(name="web", namespace=NS).to_dict()  # status written
+    again = _apply(api, DEPLOYMENT)
+    assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]  # no-op apply: nothing written
+    assert ".spec.replicas" in fake.managers("deployments", NS, "web")["rhpds.litemaas"]
+    # The Python client's scale subresource write is recorded under its User-Agent's product name.
+    apps = client.AppsV1Api(api.client)
+    apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 2}})
+    assert fake.managers("deployments", NS, "web").get("rhpds.litemaas") and ".spec.replicas" in fake.managers("deployments", NS, "web")[
+        "rhpds.litemaas"]  # same value: nothing changed, nothing taken
+    apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 3}})
+    managers = fake.managers("deployments", NS, "web")
+    assert managers["OpenAPI-Generator (Update)"] == [".spec.replicas"] and ".spec.replicas" not in managers["rhpds.litemaas"]
+    scaled = api.resources.get(api_version="apps/v1", kind="Deployment").get(name="web", namespace=NS).to_dict()
+    # A non-forced apply of another value conflicts; a forced one takes the field back.
+    status, message = _error(lambda: _apply(api, DEPLOYMENT, force=False))
+    assert status == 409 and message == 'Apply failed with 1 conflict(s): conflict with "OpenAPI-Generator" using apps/v1: .spec.replicas'
+    same = dict(DEPLOYMENT, spec=dict(DEPLOYMENT["spec"], replicas=3))
+    back = _apply(api, same)
+    assert back["spec"] == scaled["spec"] and back["metadata"]["resourceVersion"] != scaled["metadata"]["resourceVersion"]
+    assert ".spec.replicas" in fake.managers("deployments", NS, "web")["rhpds.litemaas"]
+
+
+def test_fields_dropped_from_an_applied_configuration_are_removed(api):
+    _ns(api)
+    _apply(api, DEPLOYMENT)
+    plain = copy.deepcopy(DEPLOYMENT)
+    del plain["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert "topology_spread_constraints" not in str(_apply(api, plain)["spec"]["template"]["spec"])
+    assert "topologySpreadConstraints" not in _apply(api, plain)["spec"]["template"]["spec"]
+
+
+def test_access_reviews_are_create_only_and_stored_nowhere(api, fake):
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+              "spec": {"resourceAttributes": {"group": "oauth.openshift.io", "resource": "oauthclients", "verb": "create"}}}
+    resource = api.resources.get(api_version="authorization.k8s.io/v1", kind="SelfSubjectAccessReview")
+    assert resource.create(body=review).to_dict()["status"] == {"allowed": True}
+    fake.allowed[("oauth.openshift.io", "oauthclients", "create")] = False
+    assert resource.create(body=review).to_dict()["status"]["allowed"] is False
+    assert not [k for k in fake.objects if k[0] == "selfsubjectaccessreviews"]
+    status, dummy = _error(lambda: resource.get(name="x"))
+    assert status == 405
+
+
+@pytest.mark.parametrize(("selector", "expected"), [
+    ("component in (gateway,cache)", ["cache", "gateway"]), ("component notin (gateway)", ["cache", "kube-root-ca.crt", "none"]),
+    ("!component", ["kube-root-ca.crt", "none"]), ("component", ["cache", "gateway"]), ("component=gateway,tier!=x", ["gateway"])])
+def test_set_based_label_selectors(api, selector, expected):
+    _ns(api)
+    cms = api.resources.get(api_version="v1", kind="ConfigMap")
+    for name, labels in (("gateway", {"component": "gateway"}), ("cache", {"component": "cache"}), ("none", {})):
+        cms.create(body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}}, namespace=NS)
+    found = [o.metadata.name for o in cms.get(namespace=NS, label_selector=selector).items]
+    assert sorted(found) == sorted(expected)
+    assert labels_match({"a": "1"}, "a in (1, 2)") and not labels_match({}, "a in (1)")
+
+
+def _job_with_claim(api):
+    _ns(api)
+    api.resources.get(api_version="v1", kind="PersistentVolumeClaim").create(namespace=NS, body={
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "backups"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    _apply(api, {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "dump", "namespace": NS}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "d", "image": "example/d:1", "volumeMounts": [{"name": "b", "mountPath": "/b"}]}],
+        "volumes": [{"name": "b", "persistentVolumeClaim": {"claimName": "backups"}}]}}}})
+
+
+def test_a_pvc_stays_terminating_while_a_succeeded_job_pod_uses_it(api, fake):
+    _job_with_claim(api)
+    job = api.resources.get(api_version="batch/v1", kind="Job").get(name="dump", namespace=NS).to_dict()
+    assert {"type": "Complete", "status": "True"} in job["status"]["conditions"]
+    pods = api.resources.get(api_version="v1", kind="Pod").get(namespace=NS).to_dict()["items"]
+    assert [p["status"]["phase"] for p in pods] == ["Succeeded"]
+    pvcs = api.resources.get(api_version="v1", kind="PersistentVolumeClaim")
+    pvcs.delete(name="backups", namespace=NS)
+    held = pvcs.get(name="backups", namespace=NS).to_dict()
+    assert held["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"] and held["metadata"]["deletionTimestamp"]
+    # Foreground: the Job stays (foregroundDeletion) until its pod is gone; then the Job goes, then the claim.
+    jobs = api.resources.get(api_version="batch/v1", kind="Job")
+    answer = jobs.delete(name="dump", namespace=NS, body={"propagationPolicy": "Foreground"}).to_dict()
+    assert answer["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert fake.names("jobs", NS) == ["dump"]
+    api.resources.get(api_version="v1", kind="Pod").get(namespace=NS)
+    assert fake.names("jobs", NS) == [] and fake.names("pods", NS) == [] and fake.names("persistentvolumeclaims", NS) == []
+
+
+def test_deleting_a_namespace_removes_everything_in_it(api, fake):
+    _job_with_claim(api)
+    _apply(api, DEPLOYMENT)
+    api.resources.get(api_version="v1", kind="Namespace").delete(name=NS)
+    status, message = _error(lambda: _apply(api, dict(DEPLOYMENT, metadata=dict(DEPLOYMENT["metadata"], name="late"))))
+    assert status in (403, 404)
+    api.resources.get(api_version="v1", kind="Namespace").get()
+    assert not [k for k in fake.objects if k[1] == NS] and fake.names("namespaces", "") == []
+
+
+def test_a_stuck_rollout_shows_its_reason_on_pods_and_events(api, fake):
+    _ns(api)
+    fake.stuck = True
+    _apply(api, DEPLOYMENT)
+    deployment = api.resources.get(api_version="apps/v1", kind="Deployment").get(name="web", namespace=NS).to_dict()
+    assert "readyReplicas" not in deployment["status"] and deployment["status"]["unavailableReplicas"] == 2
+    pods = api.resources.get(api_version="v1", kind="Pod").get(namespace=NS).to_dict()["items"]
+    assert [c["reason"] for p in pods for c in p["status"]["conditions"]] == ["Unschedulable", "Unschedulable"]
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=FailedScheduling").to_dict()["items"]
+    assert len(events) == 2 and "untolerated taint" in events[0]["message"]
+    fake.stuck = False
+    ready = api.resources.get(api_version="apps/v1", kind="Deployment").get(name="web", namespace=NS).to_dict()
+    assert ready["status"]["readyReplicas"] == 2
+
+
+def test_without_a_storage_class_a_statefulset_pod_waits_on_its_claim(api, fake):
+    _ns(api)
+    fake.no_storage_class = True
+    _apply(api, {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": NS}, "spec": {
+        "serviceName": "db", "replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "example/db:1"}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                                         "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    claim = api.resources.get(api_version="v1", kind="PersistentVolumeClaim").get(name="data-db-0", namespace=NS).to_dict()
+    assert claim["status"]["phase"] == "Pending" and claim["metadata"]["labels"] == {"app": "db"}
+    pod = api.resources.get(api_version="v1", kind="Pod").get(name="db-0", namespace=NS).to_dict()
+    assert "unbound immediate PersistentVolumeClaims" in pod["status"]["conditions"][0]["message"]
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=FailedBinding").to_dict()["items"]
+    assert [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["message"]) for e in events] == [
+        ("PersistentVolumeClaim", "data-db-0", "no persistent volumes available for this claim and no storage class is set")]
+
+
+def test_an_unserved_kind_is_404_and_dry_run_stores_nothing(api, fake):
+    _ns(api)
+    status, dummy = _error(lambda: api.request("GET", "/apis/example.com/v1/namespaces/apps/widgets"))
+    assert status == 404
+    resource = api.resources.get(api_version="v1", kind="ConfigMap")
+    made = resource.create(body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dry"}}, namespace=NS, dry_run="All").to_dict()
+    assert made["metadata"]["name"] == "dry" and "dry" not in fake.names("configmaps", NS)
+
+
+def test_an_image_that_cannot_be_pulled_waits_in_back_off_with_kubelet_events(api, fake):
+    _ns(api)
+    fake.unpullable = {"example/web:1"}
+    _apply(api, DEPLOYMENT)
+    pods = api.resources.get(api_version="v1", kind="Pod").get(namespace=NS).to_dict()["items"]
+    assert [(p["spec"]["nodeName"], p["status"]["phase"], p["status"]["containerStatuses"][0]["state"]["waiting"]) for p in pods] == [
+        ("node-1", "Pending", {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "example/web:1"'})] * 2
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=Failed").to_dict()["items"]
+    assert len(events) == 2 and events[0]["message"].startswith('Failed to pull image "example/web:1": ')
+    assert {e["involvedObject"]["name"] for e in events} == {p["metadata"]["name"] for p in pods}
+
+
+def test_pod_security_restricted_refuses_a_pod_and_the_controller_reports_failed_create(api, fake):
+    api.resources.get(api_version="v1", kind="Namespace").create(body={
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    _apply(api, DEPLOYMENT)
+    fake.reconcile()
+    assert fake.names("pods", NS) == []
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=FailedCreate").to_dict()["items"]
+    assert len(events) == 2 and {e["involvedObject"]["kind"] for e in events} == {"ReplicaSet"}
+    assert events[0]["involvedObject"]["name"].startswith("web-") and events[0]["source"]["component"] == "replicaset-controller"
+    assert 'is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "web" must set' in events[0]["message"]
+    # A pod that meets the profile is created.
+    safe = copy.deepcopy(DEPLOYMENT)
+    safe["spec"]["template"]["spec"]["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    safe["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    _apply(api, safe)
+    fake.reconcile()  # the controllers act before the next request is answered
+    assert len(fake.names("pods", NS)) == 2
+    # A direct create of a pod that violates it is refused with the admission's text.
+    status, message = _error(lambda: api.resources.get(api_version="v1", kind="Pod").create(namespace=NS, body={
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"}, "spec": {"containers": [{"name": "c", "image": "example/c:1"}]}}))
+    assert status == 403 and 'pods "bare" is forbidden: violates PodSecurity "restricted:latest"' in message
