@@ -35,6 +35,7 @@ NS = "litemaas"
 RENDER = "test_render_commands_write_every_manifest"
 INSTALL = "test_install_commands_install_the_collection"
 CLUSTER = "tests/playbooks/test_doc_commands_cluster.py::test_cluster_commands_deploy_operate_and_destroy"
+AGENTS = "tests/proxy/test_agents_doc.py::test_every_command_block_runs_as_written"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -62,6 +63,14 @@ RUN = {
     "ansible-playbook rhpds.litemaas.model_serving -e @models.yml -e litemaas_model_serving_render_dir=\"$PWD/gitops\""
     " -e litemaas_model_serving_argocd_enabled=true -e litemaas_model_serving_argocd_repo_url=https://git.example.com/platform/models.git":
         "tests/playbooks/test_model_serving.py::test_gitops_command_line_of_the_docs_renders_the_example",
+    # docs/agents.md: its shell blocks run as written against the real proxy (the stub model server behind it).
+    'export OPENAI_BASE_URL="$LITEMAAS_URL/v1" OPENAI_API_KEY="$LITEMAAS_KEY" OPENAI_AGENTS_DISABLE_TRACING=1': AGENTS,
+    """python3 -c 'import os, openai; print(openai.OpenAI().responses.create(model=os.environ["LITEMAAS_MODEL"], input="Say hello").output_text)'""":
+        AGENTS,
+    'export ANTHROPIC_BASE_URL="$LITEMAAS_URL" ANTHROPIC_AUTH_TOKEN="$LITEMAAS_KEY" ANTHROPIC_MODEL="$LITEMAAS_MODEL"'
+    ' ANTHROPIC_DEFAULT_HAIKU_MODEL="$LITEMAAS_MODEL"': AGENTS,
+    """python3 -c 'import os, anthropic; print(anthropic.Anthropic().messages.create(model=os.environ["ANTHROPIC_MODEL"], max_tokens=64,"""
+    """ messages=[{"role": "user", "content": "Say hello"}]).content[0].text)'""": AGENTS,
 }
 
 CANNOT_RUN = {
