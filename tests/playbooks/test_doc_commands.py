@@ -213,7 +213,7 @@ def test_every_documented_command_is_named_here():
     assert not stale, f"named here but no longer in the docs: {stale}"
     assert not set(RUN) & set(CANNOT_RUN) and not set(RUN) & set(NOT_RUN_YET) and not set(CANNOT_RUN) & set(NOT_RUN_YET)
     for test in set(RUN.values()):
-        path, _, name = test.rpartition("::")
+        path, dummy, name = test.rpartition("::")
         assert f"\ndef {name}(" in (REPO / (path or "tests/playbooks/test_doc_commands.py")).read_text(), f"{test} runs no command: it does not exist"
 
 
