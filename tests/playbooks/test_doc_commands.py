@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,8 @@ def test_install_commands_install_the_collection(ansible_env, tmp_path):
     target = installed / "ansible_collections" / "rhpds" / "litemaas"
     assert sorted(p.name for p in (target / "playbooks").glob("*.yml")) == sorted(p.name for p in (REPO / "playbooks").glob("*.yml"))
     assert (target / "MANIFEST.json").is_file() and not (target / ".venv").exists()
-    # The dependency kubernetes.core needs: already there in this virtualenv (pip finds it and changes nothing).
-    pip = sh("pip install kubernetes", ansible_env, tmp_path).stdout
+    # The dependency kubernetes.core needs, in the Python its modules run with (the main virtualenv, also when the
+    # playbooks run with another ansible-core): already there, so pip finds it and changes nothing.
+    pip_env = dict(ansible_env, PATH=str(Path(sys.executable).parent) + os.pathsep + ansible_env.get("PATH", ""))
+    pip = sh("pip install kubernetes", pip_env, tmp_path).stdout
     assert "Requirement already satisfied: kubernetes" in pip, pip
