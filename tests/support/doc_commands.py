@@ -149,7 +149,7 @@ def sh(key: str, env: dict, cwd: Path, rc: int = 0, timeout: float = 900) -> sub
 def inventory(root: Path, group_vars: dict | None = None) -> Path:
     """An inventory naming localhost (with this virtualenv's Python, which has the modules' libraries) and group_vars."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "hosts.ini").write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    (root / "hosts").write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
     if group_vars:
         (root / "group_vars").mkdir(exist_ok=True)
         (root / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
