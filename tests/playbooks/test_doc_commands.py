@@ -37,6 +37,8 @@ RENDER = "test_render_commands_write_every_manifest"
 INSTALL = "test_install_commands_install_the_collection"
 CLUSTER = "tests/playbooks/test_doc_commands_cluster.py::test_cluster_commands_deploy_operate_and_destroy"
 AGENTS = "tests/proxy/test_agents_doc.py::test_every_command_block_runs_as_written"
+LOCAL = "tests/integration/local/test_local_platform.py::test_first_run_starts_everything_and_answers_each_key"
+LOCAL_DOWN = "tests/integration/local/test_local_platform.py::test_down_stops_every_process"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -72,6 +74,14 @@ RUN = {
     ' ANTHROPIC_DEFAULT_HAIKU_MODEL="$LITEMAAS_MODEL"': AGENTS,
     """python3 -c 'import os, anthropic; print(anthropic.Anthropic().messages.create(model=os.environ["ANTHROPIC_MODEL"], max_tokens=64,"""
     """ messages=[{"role": "user", "content": "Say hello"}]).content[0].text)'""": AGENTS,
+    # docs/local.md: the local platform, with the stand-in model server at the doc's address.
+    "ansible-playbook rhpds.litemaas.local -e litemaas_local_model_url=http://127.0.0.1:8000/v1 -e litemaas_local_model_name=my-model": LOCAL,
+    "ansible-playbook rhpds.litemaas.local -e litemaas_local_state=absent": LOCAL_DOWN,
+    "bash scripts/local.sh check": "tests/integration/local/test_local_platform.py::test_check_asks_again_through_the_proxy_with_each_key",
+    "bash scripts/local.sh status": "tests/integration/local/test_local_platform.py::test_status_names_each_process_and_shows_the_answers",
+    "bash scripts/local.sh down": LOCAL_DOWN,
+    # bench/README.md: the checkout's bootstrap, run again where the test command already ran it.
+    "bash -c '. scripts/lib.sh && bootstrap'": "test_bootstrap_command_reuses_what_is_installed",
 }
 
 CANNOT_RUN = {
@@ -94,7 +104,6 @@ _CURL = "the real proxy and portal behind the routes' host names"
 _PSQL = "the portal database through oc exec"
 _BENCH = "a benchmark run of minutes (tests/reliability/test_load_script.py and test_burst_script.py run the scripts briefly)"
 _TEST_RUN = "a test run of its own (the suite runs those tests itself)"
-_LOCAL = "the local platform of scripts/local.sh (tests/integration/local runs it with a stand-in model server)"
 _PROXY_AS_WRITTEN = "the proxy's database and Redis at the hosts written (db, redis)"
 _PLACEHOLDERS = "values a reader fills in (sk-..., ...)"
 _PORTAL_DB = "the portal database as the cluster's Secret names it"
@@ -130,12 +139,6 @@ NOT_RUN_YET = {
     'ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_import_keys=true -e litemaas_key_sync_alias_prefix=virtkey-': _KEY_SYNC,
     'ansible-playbook rhpds.litemaas.model_serving -e \'{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}\'': _KSERVE,
     'ansible-playbook rhpds.litemaas.model_serving -e @models.yml': _KSERVE,
-    'ansible-playbook rhpds.litemaas.local -e litemaas_local_model_url=http://127.0.0.1:8000/v1 -e litemaas_local_model_name=my-model': _LOCAL,
-    'ansible-playbook rhpds.litemaas.local -e litemaas_local_state=absent': _LOCAL,
-    "bash -c '. scripts/lib.sh && bootstrap'": _LOCAL,
-    'bash scripts/local.sh check': _LOCAL,
-    'bash scripts/local.sh down': _LOCAL,
-    'bash scripts/local.sh status': _LOCAL,
     'ansible-playbook rhpds.litemaas.monitoring -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
     'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [ {"runtime": "vllm", "namespace": "llm-hosting", "inference_services": ["granite-3-8b", "llama-3-1-8b"]}, {"runtime": "openvino", "namespace": "ovms"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
     'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\'': _MONITORING,  # noqa: E501
@@ -295,3 +298,21 @@ def test_install_commands_install_the_collection(ansible_env, tmp_path):
     pip_env = dict(ansible_env, PATH=str(Path(sys.executable).parent) + os.pathsep + ansible_env.get("PATH", ""))
     pip = sh("pip install kubernetes", pip_env, tmp_path).stdout
     assert "Requirement already satisfied: kubernetes" in pip, pip
+
+
+# ---------------------------------------------------------------- the checkout's bootstrap
+
+def test_bootstrap_command_reuses_what_is_installed():
+    """bench/README.md's "once" line, in the checkout the test command has bootstrapped: it installs nothing again and
+    leaves the virtualenv with the stamp of the pins and the proxy importable."""
+    venv = REPO / ".venv"
+    stamp = (venv / ".litemaas-stamp").read_text()
+    env = {k: v for k, v in os.environ.items() if k != "LITEMAAS_VENV"}
+    run = sh("bash -c '. scripts/lib.sh && bootstrap'", env, REPO)
+    assert "Installing" not in run.stderr, run.stderr
+    assert (venv / ".litemaas-stamp").read_text() == stamp
+    wanted = subprocess.run(["bash", "-c", ". scripts/lib.sh && stamp_of"], cwd=str(REPO), capture_output=True, text=True, check=True).stdout
+    assert stamp.strip() == wanted.strip()
+    check = subprocess.run([str(venv / "bin" / "python"), "-c", "import litemaas_proxy, ansible; print(litemaas_proxy.__name__)"],
+                           capture_output=True, text=True, check=False)
+    assert check.stdout.strip() == "litemaas_proxy", check.stderr

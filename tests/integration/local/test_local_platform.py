@@ -1,17 +1,20 @@
 """The local platform end to end: ``playbooks/local.yml`` with the stub upstream in place of the local model.
 
-Free ports and a data directory under the session's work dir, so that it never meets a platform a user runs from
-this checkout. One playbook run starts PostgreSQL, Redis and the proxy, registers the model, creates 3 keys and
-asks one question per key, each checked for its expected fact (the stub answers ``tok0 tok1 ...``, so the test's
+docs/local.md's command lines run as written (``ansible-playbook rhpds.litemaas.local -e
+litemaas_local_model_url=http://127.0.0.1:8000/v1 -e litemaas_local_model_name=my-model``, ``bash scripts/local.sh
+check|status|down``, ``ansible-playbook rhpds.litemaas.local -e litemaas_local_state=absent``): the stub model server
+listens on 127.0.0.1:8000 as the doc's model does, and an inventory gives free ports and a data directory under the
+session's work dir (``LITEMAAS_LOCAL_DATA_DIR`` for the script), so the run never meets a platform a user runs from
+this checkout. The first run starts PostgreSQL, Redis and the proxy, registers the model, creates 3 keys and asks
+one question per key, each checked for its expected fact (the stub answers ``tok0 tok1 ...``, so the test's
 questions expect ``tok0``, except one that expects ``Paris`` and must show as WRONG); ``scripts/local.sh check``
 asks again; the second run must change nothing and leave the processes alone; a run where no answer is right must
-fail and say so; ``scripts/local.sh down`` must stop every process.
+fail and say so; the playbook's ``absent`` and ``scripts/local.sh down`` must stop every process.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
@@ -22,12 +25,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.doc_commands import inventory, sh
 from tests.support.services import free_port
+from tests.support.stub_upstream import StubUpstream
 
 REPO = Path(__file__).resolve().parents[3]
 SUPERVISOR = REPO / "files" / "local" / "supervisor.py"
 ASK = REPO / "files" / "local" / "ask.py"
 MASKED = re.compile(r"\bsk-[A-Za-z0-9_-]{2}\.\.\.[A-Za-z0-9_-]{4}\b")
+UP = "ansible-playbook rhpds.litemaas.local -e litemaas_local_model_url=http://127.0.0.1:8000/v1 -e litemaas_local_model_name=my-model"
+DOWN = "ansible-playbook rhpds.litemaas.local -e litemaas_local_state=absent"
 QUESTIONS = [{"question": "Say a few words.", "expect": ["tok0"]}, {"question": "What is the capital of France?", "expect": ["Paris"]}]
 RECAP = re.compile(r"localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
@@ -53,29 +60,36 @@ def status(data_dir: Path) -> dict:
 
 
 class Platform:
-    def __init__(self, ansible_env: dict, data_dir: Path, stub_url: str):
-        self.env = dict(ansible_env)
-        self.env["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "yaml"
-        self.env["ANSIBLE_PIPELINING"] = "true"
+    def __init__(self, ansible_env: dict, data_dir: Path):
         self.data_dir = data_dir
         self.ports = {"postgres": free_port(), "redis": free_port(), "proxy": free_port()}
-        self.vars = {
+        # What the doc's command line leaves to the defaults, given as a user's inventory would: free ports and a data
+        # directory of the test's own, the workshop and the questions the stub answers.
+        hosts = inventory(data_dir.parent / "inventory", {
             "litemaas_local_data_dir": str(data_dir),
             "litemaas_local_postgres_port": self.ports["postgres"],
             "litemaas_local_redis_port": self.ports["redis"],
             "litemaas_local_proxy_port": self.ports["proxy"],
-            "litemaas_local_model_url": stub_url,
-            "litemaas_local_model_name": "stub-model",
             "litemaas_local_workshop_guid": "t",
             "litemaas_local_smoke_questions": QUESTIONS,
-        }
+        })
+        self.env = dict(ansible_env, ANSIBLE_INVENTORY=str(hosts), LITEMAAS_LOCAL_DATA_DIR=str(data_dir))
+        self.env["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "yaml"
+        self.env["ANSIBLE_PIPELINING"] = "true"
+
+    def run(self, command: str, rc: int | None = 0) -> subprocess.CompletedProcess:
+        """A documented command line, as written, from the checkout (where docs/local.md runs it)."""
+        if rc is None:
+            return subprocess.run(["bash", "-c", command], env=self.env, cwd=str(REPO), capture_output=True, text=True, timeout=600, check=False)
+        return sh(command, self.env, REPO, rc=rc, timeout=600)
 
     def playbook(self, **extra) -> subprocess.CompletedProcess:
-        variables = dict(self.vars, **extra)
+        """The doc's command line, with more -e values when a test asks for them."""
+        if not extra:
+            return self.run(UP, rc=None)
         vars_file = self.data_dir.parent / "local-test-vars.json"
-        vars_file.write_text(json.dumps(variables))
-        return subprocess.run(["ansible-playbook", str(REPO / "playbooks" / "local.yml"), "-e", f"@{vars_file}"],
-                              env=self.env, cwd=str(REPO), capture_output=True, text=True, timeout=600, check=False)
+        vars_file.write_text(json.dumps(extra))
+        return self.run(f"{UP} -e @{vars_file}", rc=None)
 
     @property
     def store_file(self) -> Path:
@@ -87,13 +101,18 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(ansible_env, work_dir, stub_upstream):
+def platform(ansible_env, work_dir):
     data_dir = work_dir / "local-platform" / "data"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    plat = Platform(ansible_env, data_dir, stub_upstream.url)
-    plat.first = plat.playbook()
-    yield plat
-    subprocess.run([sys.executable, str(SUPERVISOR), "down", "--state-dir", str(data_dir)], capture_output=True, check=False)
+    # The model server of the doc's command line: http://127.0.0.1:8000/v1 (the stub serves any model name).
+    model = StubUpstream(port=8000, log_path=work_dir / "local-platform" / "model.log").start()
+    plat = Platform(ansible_env, data_dir)
+    try:
+        plat.first = plat.playbook()
+        yield plat
+    finally:
+        subprocess.run([sys.executable, str(SUPERVISOR), "down", "--state-dir", str(data_dir)], capture_output=True, check=False)
+        model.stop()
 
 
 def test_first_run_starts_everything_and_answers_each_key(platform):
@@ -111,7 +130,7 @@ def test_first_run_starts_everything_and_answers_each_key(platform):
     # The table: endpoint, model, one line per user with the masked key, the question and the answer through the proxy,
     # judged against the expected fact: users 1 and 3 ask question 1 (right), user 2 question 2 (wrong, shown as such).
     assert f"Endpoint (OpenAI-compatible): http://127.0.0.1:{platform.ports['proxy']}/v1" in run.stdout
-    assert "stub-model" in run.stdout
+    assert "my-model" in run.stdout
     assert_answer_table(run.stdout)
     assert_answer_table((platform.data_dir / "summary.txt").read_text())
 
@@ -136,10 +155,7 @@ def assert_answer_table(text: str) -> None:
 
 
 def test_check_asks_again_through_the_proxy_with_each_key(platform):
-    env = dict(os.environ, LITEMAAS_LOCAL_DATA_DIR=str(platform.data_dir))
-    check = subprocess.run(["bash", str(REPO / "scripts" / "local.sh"), "check"], env=env, capture_output=True, text=True, timeout=300,
-                           check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
+    check = platform.run("bash scripts/local.sh check")
     assert_answer_table(check.stdout)
     for secret in platform.keys().values():
         assert secret not in check.stdout
@@ -188,7 +204,7 @@ def test_keys_never_appear_in_full(platform):
 
 def test_keys_work_through_the_proxy(platform):
     key = platform.keys()["virtkey-t-user2"]
-    body = json.dumps({"model": "stub-model", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 3}).encode()
+    body = json.dumps({"model": "my-model", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 3}).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{platform.ports['proxy']}/v1/chat/completions", data=body, method="POST",
                                  headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as resp:
@@ -232,17 +248,34 @@ def test_a_run_where_no_answer_is_right_fails_and_shows_the_answers(platform):
     assert {name: row["pid"] for name, row in status(platform.data_dir).items()} == before
 
 
+def test_status_names_each_process_and_shows_the_answers(platform):
+    shown = platform.run("bash scripts/local.sh status").stdout
+    for name, row in status(platform.data_dir).items():
+        assert re.search(rf"^\s*{name}\s.*\b{row['pid']}\b", shown, re.M), shown
+    # The summary of the last run (the one where no answer was right), answers included.
+    assert (platform.data_dir / "summary.txt").read_text().strip() in shown
+    assert "0 of 3 answers right." in shown
+
+
 def test_down_stops_every_process(platform):
     pids = [row["pid"] for row in status(platform.data_dir).values()]
     assert len(pids) == 3 and all(pid_alive(pid) for pid in pids)
-    env = dict(os.environ, LITEMAAS_LOCAL_DATA_DIR=str(platform.data_dir))
-    down = subprocess.run(["bash", str(REPO / "scripts" / "local.sh"), "down"], env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert down.returncode == 0, down.stderr
+    down = platform.run("bash scripts/local.sh down")
     assert down.stdout.split() == ["stopped", "proxy", "stopped", "redis", "stopped", "postgres"]
     assert not [pid for pid in pids if pid_alive(pid)]
     assert not list((platform.data_dir / "run").glob("*.pid"))
-    again = subprocess.run(["bash", str(REPO / "scripts" / "local.sh"), "status"], env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert again.returncode == 0 and "nothing is running" in again.stdout
+    again = platform.run("bash scripts/local.sh status")
+    assert "nothing is running" in again.stdout
+    # The playbook's way up again and down: the same processes back, then all stopped, the data kept.
+    up = platform.playbook()
+    assert up.returncode == 0 and recap(up.stdout)["failed"] == 0, up.stdout[-4000:]
+    pids = [row["pid"] for row in status(platform.data_dir).values()]
+    assert len(pids) == 3 and all(pid_alive(pid) for pid in pids)
+    absent = platform.run(DOWN)
+    assert recap(absent.stdout)["changed"] > 0
+    assert not [pid for pid in pids if pid_alive(pid)]
+    assert "nothing is running" in platform.run("bash scripts/local.sh status").stdout
+    assert platform.store_file.is_file()
 
 
 def test_without_a_model_the_playbook_says_what_to_pass(ansible_env, work_dir):
