@@ -45,34 +45,50 @@ async def read_json_body(request: web.Request) -> dict:
     return body
 
 
-async def relay_llm(request: web.Request, api: LlmApi) -> web.StreamResponse:
-    """One LLM request of any relayed API: read and check it, apply guardrails and limits, relay it."""
-    proxy = proxy_of(request)
-    router = proxy.router
-    ctx = RequestContext(request, api.call_type, api.upstream_path)
-    entry = ctx.caller
-    body = await read_json_body(request)
-    model = api.model_of(body)
+def take_model(request: web.Request, ctx: RequestContext, body: dict, model) -> str:
+    """The request's model, which must be a non-empty string; noted on the request and its context with the body."""
     if model is None or model == "":
         raise ProxyError(400, "Invalid request: 'model' is required", "invalid_request_error", "model")
     if not isinstance(model, str):
         raise invalid_field("model", "a string (a model name from /v1/models)", model)
     request["litemaas_model"] = ctx.model = model
     ctx.body = body
-    api.validate(body)
+    return model
+
+
+def admit(proxy, ctx: RequestContext, body: dict, masks_output: bool = True) -> tuple:
+    """The checks every relayed request passes after its body's own: the key's state and budget, its access to the
+    model, the guardrails on the request, and the model's deployments. Returns (the key's guardrails or None, the
+    deployments); 503 for a model whose parameters cannot be opened, 400 for one the router does not know. A route
+    that cannot mask its answers (``masks_output=False``) refuses a key with output guardrails."""
+    request, entry, model, router = ctx.request, ctx.caller, ctx.model, proxy.router
     check_key_state(proxy, entry, time.time())
     check_model_access(entry, model, router)
     guard = proxy.guardrails.for_request(entry)
     if guard is not None:
         guard.pre_call(body, model, entry, request.path)
-        if guard.post:
-            ctx.guard = guard
+        if guard.post and not masks_output:
+            raise ProxyError(400, f"{request.path} cannot apply this key's output guardrails (they mask chat and text completions); "
+                             "use /v1/chat/completions with this key", "guardrail_violation", "None")
     deps = router.candidates(model)
     if not deps:
         if model in proxy.unusable_models:
             raise ProxyError(503, f"{request.path}: {proxy.unusable_models[model]}", "None", "model")
         raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
                          "None", "model")
+    return guard, deps
+
+
+async def relay_llm(request: web.Request, api: LlmApi) -> web.StreamResponse:
+    """One LLM request of any relayed API: read and check it, apply guardrails and limits, relay it."""
+    proxy = proxy_of(request)
+    ctx = RequestContext(request, api.call_type, api.upstream_path)
+    body = await read_json_body(request)
+    take_model(request, ctx, body, api.model_of(body))
+    api.validate(body)
+    guard, deps = admit(proxy, ctx, body)
+    if guard is not None and guard.post:
+        ctx.guard = guard
     await check_limits(proxy, ctx)
     if body.get("stream"):
         ctx.stream = True

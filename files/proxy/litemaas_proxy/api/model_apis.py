@@ -40,16 +40,15 @@ import time
 from functools import partial
 from typing import Optional
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from litemaas_proxy import metrics
 from litemaas_proxy.api import read_body_bytes
-from litemaas_proxy.api.checks import check_key_state, check_model_access, invalid_field, may_use_model, validate_llm_body
+from litemaas_proxy.api.checks import check_key_state, may_use_model, validate_llm_body
 from litemaas_proxy.api.common import proxy_of
 from litemaas_proxy.api.context import RequestContext, check_limits, record_spend, release_limits
-from litemaas_proxy.api.data import read_json_body
+from litemaas_proxy.api.data import admit, read_json_body, take_model
 from litemaas_proxy.api.model_api_streams import BridgeStream, NativeStream, estimate_tokens, split_events
 from litemaas_proxy.api.model_api_wire import (
     COHERE_EMBED,
@@ -80,6 +79,7 @@ from litemaas_proxy.api.model_api_wire import (
 )
 from litemaas_proxy.api.relay import LlmApi, call_upstream, common_headers, upstream_error
 from litemaas_proxy.api.routes import KEY, Route
+from litemaas_proxy.api.sse import CLIENT_GONE, end_failed_stream, open_stream, stream_failure
 from litemaas_proxy.errors import ProxyError
 from litemaas_proxy.translate import messages as messages_bridge
 from litemaas_proxy.translate import responses as responses_bridge
@@ -92,7 +92,6 @@ log = logging.getLogger("litemaas_proxy.model_apis")
 
 async def serve(request: web.Request, api: Api) -> web.StreamResponse:
     proxy = proxy_of(request)
-    router = proxy.router
     ctx = RequestContext(request, api.call_type, api.upstream)
     entry = ctx.caller
     call = Call(api)
@@ -101,30 +100,11 @@ async def serve(request: web.Request, api: Api) -> web.StreamResponse:
     else:
         call.body = await read_json_body(request)
     body = call.body
-    model = body.get("model")
-    if model is None or model == "":
-        raise ProxyError(400, "Invalid request: 'model' is required", "invalid_request_error", "model")
-    if not isinstance(model, str):
-        raise invalid_field("model", "a string (a model name from /v1/models)", model)
-    request["litemaas_model"] = ctx.model = model
-    ctx.body = body
+    take_model(request, ctx, body, body.get("model"))
     if not api.form:
         check_api_body(api, body)
         validate_llm_body(body, api.name)  # the optional fields shared with chat (types); the API's own fields above
-    check_key_state(proxy, entry, time.time())
-    check_model_access(entry, model, router)
-    guard = proxy.guardrails.for_request(entry)
-    if guard is not None:
-        guard.pre_call(body, model, entry, request.path)
-        if guard.post:
-            raise ProxyError(400, f"{request.path} cannot apply this key's output guardrails (they mask chat and text completions); "
-                             "use /v1/chat/completions with this key", "guardrail_violation", "None")
-    deps = router.candidates(model)
-    if not deps:
-        if model in proxy.unusable_models:
-            raise ProxyError(503, f"{request.path}: {proxy.unusable_models[model]}", "None", "model")
-        raise ProxyError(400, f"{request.path}: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
-                         "None", "model")
+    dummy, deps = admit(proxy, ctx, body, masks_output=False)
     if api is RESPONSES and body.get("previous_response_id") is not None:
         pinned = decode_response_id(body["previous_response_id"])
         if pinned is not None and pinned[1] == key_mark(entry)[:16]:
@@ -221,13 +201,8 @@ async def relay_json(proxy, ctx: RequestContext, call: Call, upstream, bridge: b
 
 
 async def relay_stream(proxy, ctx: RequestContext, call: Call, upstream, bridge: bool) -> web.StreamResponse:
-    dep, api, request = ctx.deployment, call.api, ctx.request
-    headers = common_headers(ctx, 0.0)
-    headers.pop("x-litellm-response-cost", None)
-    headers["Cache-Control"] = "no-cache"
-    headers["Content-Type"] = "text/event-stream"
-    resp = web.StreamResponse(status=200, headers=headers)
-    await resp.prepare(request)
+    dep, api = ctx.deployment, call.api
+    resp = await open_stream(ctx, common_headers(ctx, 0.0))
     conv = BridgeStream(api, call.body) if bridge else NativeStream(api, dep.id, key_mark(ctx.caller))
     buf, first, client_gone, failure = b"", True, False, None
     try:
@@ -240,32 +215,20 @@ async def relay_stream(proxy, ctx: RequestContext, call: Call, upstream, bridge:
             if out and not client_gone:
                 try:
                     await resp.write(out)
-                except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                except CLIENT_GONE:
                     client_gone = True
                     upstream.close()
                     break
-    except UpstreamTimeout:
-        failure = ProxyError(504, f"Upstream model server timed out during the stream: {dep.api_base} (model={ctx.model})", "timeout", "None")
-    except UpstreamError as exc:
-        failure = ProxyError(502, f"Upstream model server broke off the stream: {dep.api_base} (model={ctx.model}): {type(exc).__name__}",
-                             "upstream_error", "None")
-    if failure is not None:
-        # Headers are sent: report the error in the API's own event, and charge nothing for an incomplete answer.
-        proxy.router.report_failure(dep, str(failure.status), failure.message)
-        metrics.failure(ctx.caller, ctx.model, ctx.route, failure.status)
-        _record(proxy, ctx, dep, 0, 0, 0.0, "failure")
-        if not client_gone:
-            try:
-                await resp.write(conv.error(failure.status, failure.message))
-                await resp.write_eof()
-            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-                pass
-        return resp
+    except (UpstreamTimeout, UpstreamError) as exc:
+        failure = stream_failure(exc, dep, ctx.model)
+    if failure is not None:  # the error in the API's own event
+        return await end_failed_stream(proxy, ctx, resp, failure, conv.error(failure.status, failure.message), client_gone,
+                                       partial(_record, proxy, ctx, dep, 0, 0, 0.0, "failure"))
     tail = conv.close() if bridge else b""
     if (buf or tail) and not client_gone:
         try:
             await resp.write((conv.feed(buf) if buf.strip() else b"") + tail)
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        except CLIENT_GONE:
             client_gone = True
     if conv.seen_usage:
         prompt, completion = conv.tokens()
@@ -277,7 +240,7 @@ async def relay_stream(proxy, ctx: RequestContext, call: Call, upstream, bridge:
     if not client_gone:
         try:
             await resp.write_eof()
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        except CLIENT_GONE:
             pass
     return resp
 

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from litemaas_proxy import metrics
 from litemaas_proxy.api.checks import validate_llm_body
 from litemaas_proxy.api.context import RequestContext, record_spend
+from litemaas_proxy.api.sse import CLIENT_GONE, end_failed_stream, open_stream, stream_failure
 from litemaas_proxy.auth import MASTER
 from litemaas_proxy.errors import ProxyError
 from litemaas_proxy.routing import attempt_headers
@@ -37,7 +37,6 @@ from litemaas_proxy.spend import compute_cost
 from litemaas_proxy.upstream import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("litemaas_proxy.data")
-CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
 
 
 # ---------------------------------------------------------------------------- reading OpenAI's wire format
@@ -312,13 +311,8 @@ async def relay_json(proxy, ctx: RequestContext, api: LlmApi, upstream) -> web.R
 async def relay_stream(proxy, ctx: RequestContext, api: LlmApi, upstream) -> web.StreamResponse:
     """A stream of server-sent events, forwarded event by event as they complete; the usage is read from the events
     (estimated from the text when there is none); a failure after the headers is reported in-band and charged nothing."""
-    request, dep, model, wants_usage = ctx.request, ctx.deployment, ctx.model, ctx.wants_usage
-    headers = common_headers(ctx, 0.0)
-    headers.pop("x-litellm-response-cost", None)
-    headers["Cache-Control"] = "no-cache"
-    headers["Content-Type"] = "text/event-stream"
-    resp = web.StreamResponse(status=200, headers=headers)
-    await resp.prepare(request)
+    dep, model, wants_usage = ctx.deployment, ctx.model, ctx.wants_usage
+    resp = await open_stream(ctx, common_headers(ctx, 0.0))
     usage = None
     streamed_chars = 0
     buf = b""
@@ -357,23 +351,11 @@ async def relay_stream(proxy, ctx: RequestContext, api: LlmApi, upstream) -> web
                     client_gone = True
                     upstream.close()
                     break
-    except UpstreamTimeout:
-        failure = ProxyError(504, f"Upstream model server timed out during the stream: {dep.api_base} (model={model})", "timeout", "None")
-    except UpstreamError as exc:
-        failure = ProxyError(502, f"Upstream model server broke off the stream: {dep.api_base} (model={model}): {type(exc).__name__}",
-                             "upstream_error", "None")
+    except (UpstreamTimeout, UpstreamError) as exc:
+        failure = stream_failure(exc, dep, model)
     if failure is not None:
-        # Headers are sent already: report the error in-band, charge nothing for an incomplete stream.
-        proxy.router.report_failure(dep, str(failure.status), failure.message)
-        metrics.failure(ctx.caller, model, ctx.route, failure.status)
-        record(proxy, ctx, dep, 0, 0, 0.0, "failure")
-        if not client_gone:
-            try:
-                await resp.write(api.error_event(failure))
-                await resp.write_eof()
-            except CLIENT_GONE:
-                pass
-        return resp
+        return await end_failed_stream(proxy, ctx, resp, failure, api.error_event(failure), client_gone,
+                                       partial(record, proxy, ctx, dep, 0, 0, 0.0, "failure"))
     if buf and not client_gone:
         try:
             await resp.write(buf)
