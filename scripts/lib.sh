@@ -115,8 +115,24 @@ ensure_collection_link() {
   export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true
 }
 
+# The stand-in for `oc` in the tests of the documented command lines: Debian's kubectl (package kubernetes-client),
+# unpacked under .work rather than installed, because a machine may already have another package's /usr/bin/kubectl.
+# The tests put it on PATH under the name oc (tests/support/oc.py).
+ensure_kubectl_standin() {
+  local dir="$WORK/kubernetes-client" deb
+  [ -x "$dir/usr/bin/kubectl" ] && return 0
+  log "Unpacking Debian's kubectl (kubernetes-client) into $dir"
+  mkdir -p "$WORK/deb"
+  (cd "$WORK/deb" && rm -f kubernetes-client_*.deb && { apt-get download kubernetes-client >/dev/null 2>&1 \
+     || { apt-get update -qq && apt-get download kubernetes-client >/dev/null; }; }) || return 1
+  deb="$(ls "$WORK"/deb/kubernetes-client_*.deb)"
+  rm -rf "$dir.tmp" && dpkg-deb -x "$deb" "$dir.tmp" && mv "$dir.tmp" "$dir"
+  rm -f "$deb"
+}
+
 bootstrap() {
   ensure_os_packages
+  if [ "${LITEMAAS_DEV_TOOLS:-1}" = 1 ]; then ensure_kubectl_standin; fi
   ensure_venv
   ensure_collection_link
   export PATH="$VENV/bin:$PATH"

@@ -39,6 +39,7 @@ CLUSTER = "tests/playbooks/test_doc_commands_cluster.py::test_cluster_commands_d
 AGENTS = "tests/proxy/test_agents_doc.py::test_every_command_block_runs_as_written"
 LOCAL = "tests/integration/local/test_local_platform.py::test_first_run_starts_everything_and_answers_each_key"
 LOCAL_DOWN = "tests/integration/local/test_local_platform.py::test_down_stops_every_process"
+OC = "tests/playbooks/test_doc_commands_oc.py::"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -82,6 +83,31 @@ RUN = {
     "bash scripts/local.sh down": LOCAL_DOWN,
     # bench/README.md: the checkout's bootstrap, run again where the test command already ran it.
     "bash -c '. scripts/lib.sh && bootstrap'": "test_bootstrap_command_reuses_what_is_installed",
+    # The documented oc lines: run with Debian's kubectl as oc against the in-memory API server after a deploy.
+    "ADMIN=https://$(oc get route litellm-admin -n $NS -o jsonpath='{.spec.host}')": OC + "test_variables_of_troubleshooting_are_the_clusters_values",
+    "ADMIN_KEY=$(oc get secret backend-secret -n $NS -o jsonpath='{.data.ADMIN_API_KEYS}' | base64 -d | cut -d, -f1)": OC + "test_variables_of_troubleshooting_are_the_clusters_values",  # noqa: E501
+    "API=https://$(oc get route litellm -n $NS -o jsonpath='{.spec.host}')": OC + "test_variables_of_troubleshooting_are_the_clusters_values",
+    "MASTER=$(oc get secret litellm-secret -n $NS -o jsonpath='{.data.LITELLM_MASTER_KEY}' | base64 -d)": OC + "test_variables_of_troubleshooting_are_the_clusters_values",  # noqa: E501
+    'NS=litemaas': OC + "test_variables_of_troubleshooting_are_the_clusters_values",
+    "REDIS_PASSWORD=$(oc get secret litellm-redis -n $NS -o jsonpath='{.data.REDIS_PASSWORD}' | base64 -d)": OC + "test_variables_of_troubleshooting_are_the_clusters_values",  # noqa: E501
+    "oc -n openshift-monitoring create configmap cluster-monitoring-config --from-literal=config.yaml='enableUserWorkload: true'": OC + "test_user_workload_monitoring_is_switched_on",  # noqa: E501
+    "oc -n openshift-monitoring get configmap cluster-monitoring-config -o jsonpath='{.data.config\\.yaml}'": OC + "test_user_workload_monitoring_is_switched_on",  # noqa: E501
+    'oc -n openshift-user-workload-monitoring get pods': OC + "test_user_workload_monitoring_is_switched_on",
+    'oc annotate route litellm -n $NS haproxy.router.openshift.io/timeout=900s --overwrite': OC + "test_route_timeout_is_shown_and_annotated",
+    "oc get deploy litellm-backend -n $NS -o jsonpath='{.spec.template.spec.containers[0].env}' | tr ',' '\\n' | grep -A1 OAUTH_CALLBACK_URL": OC + "test_image_and_oauth_checks_print_what_is_deployed",  # noqa: E501
+    'oc get deploy litellm-frontend litellm-backend -n $NS -o jsonpath=\'{range .items[*]}{.metadata.name}{": "}{.spec.template.spec.initContainers[*].image}{" "}{.spec.template.spec.containers[*].image}{"\\n"}{end}\'': OC + "test_image_and_oauth_checks_print_what_is_deployed",  # noqa: E501
+    'oc get deploy,statefulset -n $NS': OC + "test_deployment_check_lists_every_workload_ready",
+    'oc get networkpolicy -n $NS': OC + "test_pod_restarts_volumes_jobs_and_policies_are_listed",
+    "oc get oauthclient $NS -o jsonpath='{.redirectURIs}'; echo": OC + "test_image_and_oauth_checks_print_what_is_deployed",
+    'oc get pods -n $NS -o custom-columns=NAME:.metadata.name,RESTARTS:.status.containerStatuses[0].restartCount,LAST:.status.containerStatuses[0].lastState.terminated.reason': OC + "test_pod_restarts_volumes_jobs_and_policies_are_listed",  # noqa: E501
+    'oc get pvc -n $NS; oc describe pvc data-litellm-postgres-0 -n $NS | tail': OC + "test_pod_restarts_volumes_jobs_and_policies_are_listed",
+    'oc get route -n $NS -o custom-columns=NAME:.metadata.name,TIMEOUT:.metadata.annotations.haproxy\\\\.router\\\\.openshift\\\\.io/timeout': OC + "test_route_timeout_is_shown_and_annotated",  # noqa: E501
+    'oc get sts litellm-postgres -n $NS; oc logs -n $NS litellm-postgres-0 --tail=50': OC + "test_pod_restarts_volumes_jobs_and_policies_are_listed",
+    'oc logs -n $NS deploy/litellm --previous | tail -50': OC + "test_proxy_logs_and_restart",
+    "oc logs -n $NS deploy/litellm | grep -i -E 'migrat|schema|database'": OC + "test_proxy_logs_and_restart",
+    'oc logs -n $NS deploy/litellm-backend | grep -i oauth | tail': OC + "test_proxy_logs_and_restart",
+    'oc rollout restart deploy/litellm -n $NS && oc rollout status deploy/litellm -n $NS': OC + "test_proxy_logs_and_restart",
+    'oc rollout status deploy/litellm-frontend -n $NS': OC + "test_image_and_oauth_checks_print_what_is_deployed",
 }
 
 CANNOT_RUN = {
@@ -99,7 +125,13 @@ CANNOT_RUN = {
 
 # Documented but not run by a test yet, one by one (so that a new command line in the docs is not taken in silently):
 # {command: what running it here needs}.
-_OC = "an oc client against the in-memory API server (logs, exec and rollout also need a kubelet it does not have)"
+_EXEC = ("oc exec: a kubelet's exec stream (an SPDY/WebSocket upgrade of pods/exec) into a running container; the in-memory API "
+         "server has no kubelet and no containers")
+_GRAFANA = "the Grafana route and admin Secret the monitoring role creates (its run on the in-memory API server: see _MONITORING)"
+_PREDICTORS = "KServe's predictor pods, Services and the monitoring role's ServiceMonitors in llm-hosting on the in-memory API server"
+_JOB_LOG = ("a Job name the reader picks from the first command's output (<job name>), and a Job selector defaulted to its "
+            "controller-uid, which kubectl logs job/ reads and the in-memory API server does not set")
+_SA_MODE = "a deploy in serviceaccount OAuth mode (the module's deploy uses an OAuthClient)"
 _CURL = "the real proxy and portal behind the routes' host names"
 _PSQL = "the portal database through oc exec"
 _BENCH = "a benchmark run of minutes (tests/reliability/test_load_script.py and test_burst_script.py run the scripts briefly)"
@@ -142,42 +174,18 @@ NOT_RUN_YET = {
     'ansible-playbook rhpds.litemaas.monitoring -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
     'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [ {"runtime": "vllm", "namespace": "llm-hosting", "inference_services": ["granite-3-8b", "llama-3-1-8b"]}, {"runtime": "openvino", "namespace": "ovms"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
     'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\'': _MONITORING,  # noqa: E501
-    "ADMIN=https://$(oc get route litellm-admin -n $NS -o jsonpath='{.spec.host}')": _OC,
-    "ADMIN_KEY=$(oc get secret backend-secret -n $NS -o jsonpath='{.data.ADMIN_API_KEYS}' | base64 -d | cut -d, -f1)": _OC,
-    "API=https://$(oc get route litellm -n $NS -o jsonpath='{.spec.host}')": _OC,
-    "MASTER=$(oc get secret litellm-secret -n $NS -o jsonpath='{.data.LITELLM_MASTER_KEY}' | base64 -d)": _OC,
-    'NS=litemaas': _OC,
-    "REDIS_PASSWORD=$(oc get secret litellm-redis -n $NS -o jsonpath='{.data.REDIS_PASSWORD}' | base64 -d)": _OC,
-    'echo "https://$(oc -n litemaas get route litemaas-grafana -o jsonpath=\'{.spec.host}\')"': _OC,
-    'oc -n litemaas exec deploy/litellm -- python -c "import urllib.request as u; print(u.urlopen(\'http://127.0.0.1:4000/metrics\').read().decode())" | grep -v \'^#\' | head': _OC,  # noqa: E501
-    "oc -n litemaas get secret litemaas-grafana-admin -o jsonpath='{.data.GF_SECURITY_ADMIN_PASSWORD}' | base64 -d; echo": _OC,
-    'oc -n llm-hosting get servicemonitor': _OC,
-    'oc -n llm-hosting get svc -l component=predictor --show-labels': _OC,
-    "oc -n openshift-monitoring create configmap cluster-monitoring-config --from-literal=config.yaml='enableUserWorkload: true'": _OC,
-    "oc -n openshift-monitoring get configmap cluster-monitoring-config -o jsonpath='{.data.config\\.yaml}'": _OC,
-    'oc -n openshift-user-workload-monitoring get pods': _OC,
-    'oc annotate route litellm -n $NS haproxy.router.openshift.io/timeout=900s --overwrite': _OC,
-    'oc describe pod -n llm-hosting <predictor-pod> | tail -20': _OC,
-    'oc exec -n $NS deploy/litellm-redis -- redis-cli -a "$REDIS_PASSWORD" --no-auth-warning FLUSHALL': _OC,
-    "oc get deploy litellm-backend -n $NS -o jsonpath='{.spec.template.spec.containers[0].env}' | tr ',' '\\n' | grep -A1 OAUTH_CALLBACK_URL": _OC,
-    'oc get deploy litellm-frontend litellm-backend -n $NS -o jsonpath=\'{range .items[*]}{.metadata.name}{": "}{.spec.template.spec.initContainers[*].image}{" "}{.spec.template.spec.containers[*].image}{"\\n"}{end}\'': _OC,  # noqa: E501
-    'oc get deploy,statefulset -n $NS': _OC,
-    'oc get inferenceservice -A; oc get pods -n llm-hosting -l component=predictor': _OC,
-    'oc get jobs -n $NS; oc logs -n $NS job/<job name>': _OC,
-    'oc get networkpolicy -n $NS': _OC,
-    "oc get oauthclient $NS -o jsonpath='{.redirectURIs}'; echo": _OC,
-    'oc get pods -n $NS -o custom-columns=NAME:.metadata.name,RESTARTS:.status.containerStatuses[0].restartCount,LAST:.status.containerStatuses[0].lastState.terminated.reason': _OC,  # noqa: E501
-    'oc get pvc -n $NS; oc describe pvc data-litellm-postgres-0 -n $NS | tail': _OC,
-    'oc get route -n $NS -o custom-columns=NAME:.metadata.name,TIMEOUT:.metadata.annotations.haproxy\\\\.router\\\\.openshift\\\\.io/timeout': _OC,
-    "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": _OC,
-    'oc get sts litellm-postgres -n $NS; oc logs -n $NS litellm-postgres-0 --tail=50': _OC,
-    'oc logs -n $NS deploy/litellm --previous | tail -50': _OC,
-    "oc logs -n $NS deploy/litellm | grep -i -E 'migrat|schema|database'": _OC,
-    'oc logs -n $NS deploy/litellm-backend | grep -i oauth | tail': _OC,
-    'oc rollout restart deploy/litellm -n $NS && oc rollout status deploy/litellm -n $NS': _OC,
-    'oc rollout status deploy/litellm-frontend -n $NS': _OC,
-    'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _OC,
-    'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }': _OC,
+    'echo "https://$(oc -n litemaas get route litemaas-grafana -o jsonpath=\'{.spec.host}\')"': _GRAFANA,
+    'oc -n litemaas exec deploy/litellm -- python -c "import urllib.request as u; print(u.urlopen(\'http://127.0.0.1:4000/metrics\').read().decode())" | grep -v \'^#\' | head': _EXEC,  # noqa: E501
+    "oc -n litemaas get secret litemaas-grafana-admin -o jsonpath='{.data.GF_SECURITY_ADMIN_PASSWORD}' | base64 -d; echo": _GRAFANA,
+    'oc -n llm-hosting get servicemonitor': _PREDICTORS,
+    'oc -n llm-hosting get svc -l component=predictor --show-labels': _PREDICTORS,
+    'oc describe pod -n llm-hosting <predictor-pod> | tail -20': _PREDICTORS,
+    'oc exec -n $NS deploy/litellm-redis -- redis-cli -a "$REDIS_PASSWORD" --no-auth-warning FLUSHALL': _EXEC,
+    'oc get inferenceservice -A; oc get pods -n llm-hosting -l component=predictor': _PREDICTORS,
+    'oc get jobs -n $NS; oc logs -n $NS job/<job name>': _JOB_LOG,
+    "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": _SA_MODE,
+    'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _EXEC,
+    'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }': _EXEC,
     'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=destroy -e guid=abc12 ...': _PLACEHOLDERS,
     'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 ... -e ocp4_workload_litellm_virtual_keys_expires=2026-12-31T18:00:00Z': _PLACEHOLDERS,  # noqa: E501
     'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 ... -e ocp4_workload_litellm_virtual_keys_extend_duration=2d': _PLACEHOLDERS,

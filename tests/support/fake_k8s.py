@@ -37,11 +37,20 @@ What it serves and how:
   dependents are gone, Background removes dependents after the owner; a PVC keeps ``kubernetes.io/pvc-protection``
   while any scheduled pod uses it, whatever the pod's phase; a namespace is removed with everything in it.
 - ``dryRun=All`` validates and answers without storing.
+- **What kubectl (and so ``oc``) needs** (the section "kubectl's requests" below): short names in discovery
+  (``deploy``, ``sts``, ``pvc``, ``svc``, ``sa``, ... and a CRD's ``shortNames``); the ``log`` subresource of pods
+  (plain text; what a container wrote is what a test registers in ``.logs``, as the kubelet would hold it, else empty;
+  ``previous=true`` without a registered previous log is the kubelet's 400); ``watch=true`` on lists (a chunked
+  stream of ``ADDED``/``MODIFIED``/``DELETED`` events, for ``rollout status``); the ``Table`` form of a list or
+  object when the client asks for it (``Accept: ...;as=Table``), with the columns a real server prints for
+  Deployments, StatefulSets and Pods and a CRD's ``additionalPrinterColumns`` (other kinds: the plain list, which
+  kubectl prints as NAME and AGE). A strategic merge patch is applied as a JSON merge patch: the same for what
+  ``kubectl annotate`` and ``kubectl rollout restart`` send (maps only), not for lists with merge keys.
 
 Interface for tests: ``FakeKubernetes().start()``, ``.stop()``, ``.kubeconfig()``, ``.objects`` (``{(resource,
 namespace, name): object}``, ``""`` as the namespace of cluster-scoped objects), ``.requests`` (method, path, query,
 content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuck``, ``.no_storage_class``,
-``.unpullable``, ``.allowed``, ``.add(obj)`` (store an object as another writer would, through the same checks),
+``.unpullable``, ``.allowed``, ``.logs``, ``.add(obj)`` (store an object as another writer would, through the same checks),
 ``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
 namespace, name)``, ``.managers(resource, namespace, name)``."""
 
@@ -123,6 +132,35 @@ def served() -> dict:
                 out[(f"{spec['group']}/{version['name']}", spec["names"]["plural"])] = (
                     spec["names"]["kind"], spec.get("scope") == "Namespaced", sub)
     return out
+
+
+# Short names a real 1.32 API server's discovery gives the built-in kinds (kubectl resolves `deploy`, `sts`, ... by them)
+# and OpenShift's aggregated ones; a CRD's come from its spec.names.shortNames.
+SHORT_NAMES = {
+    ("v1", "namespaces"): ["ns"], ("v1", "configmaps"): ["cm"], ("v1", "services"): ["svc"], ("v1", "serviceaccounts"): ["sa"],
+    ("v1", "persistentvolumeclaims"): ["pvc"], ("v1", "pods"): ["po"], ("v1", "events"): ["ev"], ("v1", "resourcequotas"): ["quota"],
+    ("v1", "limitranges"): ["limits"], ("apps/v1", "deployments"): ["deploy"], ("apps/v1", "statefulsets"): ["sts"],
+    ("apps/v1", "daemonsets"): ["ds"], ("apps/v1", "replicasets"): ["rs"], ("batch/v1", "cronjobs"): ["cj"],
+    ("policy/v1", "poddisruptionbudgets"): ["pdb"], ("networking.k8s.io/v1", "networkpolicies"): ["netpol"],
+    ("networking.k8s.io/v1", "ingresses"): ["ing"], ("storage.k8s.io/v1", "storageclasses"): ["sc"],
+    ("build.openshift.io/v1", "buildconfigs"): ["bc"], ("image.openshift.io/v1", "imagestreams"): ["is"],
+}
+
+
+@functools.lru_cache(maxsize=1)
+def short_names() -> dict:
+    """{(group/version, plural): [short name]} of every kind served that has short names."""
+    out = dict(SHORT_NAMES)
+    for path in sorted((k8s_schemas.shared_dir() / "crds").rglob("*.yaml")):
+        doc = yaml.load(path.read_text(), Loader=_LOADER)
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition" and doc["spec"]["names"].get("shortNames"):
+            for version in doc["spec"]["versions"]:
+                out[(f"{doc['spec']['group']}/{version['name']}", doc["spec"]["names"]["plural"])] = list(doc["spec"]["names"]["shortNames"])
+    return out
+
+
+class PlainText(str):
+    """A response body sent as text/plain (a pod's log)."""
 
 
 def _group_versions() -> dict:
@@ -376,6 +414,8 @@ class FakeKubernetes:
         self.no_storage_class = False  # PVCs stay Pending, pods using them are not scheduled
         self.unpullable: set = set()  # images the kubelet cannot pull: their pods wait in ImagePullBackOff
         self.allowed: dict = {}  # (group, resource, verb) -> bool for access reviews; missing means allowed
+        self.logs: dict = {}  # (namespace, pod, container, previous) -> text the kubelet holds (a test's input)
+        self._stopping = threading.Event()
         self._owners: dict = {}  # object key -> [{"manager", "operation", "subresource", "apiVersion", "paths", "time"}]
         self._kinds: dict = {}  # object key -> group/version it was written with
         self._rv = itertools.count(1000)
@@ -393,6 +433,7 @@ class FakeKubernetes:
         return self
 
     def stop(self):
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -752,6 +793,7 @@ class FakeKubernetes:
             if key in self.objects:
                 moved |= self._workload(key)
         moved |= self._scheduler()
+        moved |= self._kubelet_container_statuses()
         return moved
 
     def _controller_add(self, gv, plural, namespace, obj) -> bool:
@@ -979,9 +1021,10 @@ class FakeKubernetes:
                 pass
 
             def _send(self, status, body):
-                data = json.dumps(body).encode()
+                text = isinstance(body, PlainText)
+                data = body.encode() if text else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -1001,16 +1044,19 @@ class FakeKubernetes:
                                           "user_agent": self.headers.get("User-Agent", ""), "body": body})
                     try:
                         fake.reconcile()
-                        status, answer = fake.serve(self.command, parts, query, content_type, body, self.headers.get("User-Agent", ""))
+                        status, answer = fake.serve(self.command, parts, query, content_type, body, self.headers.get("User-Agent", ""),
+                                                    self.headers.get("Accept", ""))
                     except ApiError as exc:
                         status, answer = exc.code, exc.status()
+                if status == 200 and self.command == "GET" and query.get("watch") in ("true", "1") and isinstance(answer, dict):
+                    return fake._watch(self, parts, query, answer)
                 return self._send(status, answer)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 
         return Handler
 
-    def serve(self, method, parts, query, content_type, body, user_agent):  # noqa: C901 - one dispatcher
+    def serve(self, method, parts, query, content_type, body, user_agent, accept=""):  # noqa: C901 - one dispatcher
         if parts == ["version"]:
             return 200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"}
         if parts == ["api"]:
@@ -1042,11 +1088,14 @@ class FakeKubernetes:
             for plural in sorted(groups[gv]):
                 kind, namespaced, subs = served()[(gv, plural)]
                 verbs = ["create"] if plural in VIRTUAL else ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-                resources.append({"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind, "verbs": verbs})
+                resources.append({"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind, "verbs": verbs,
+                                  **({"shortNames": short_names()[(gv, plural)]} if (gv, plural) in short_names() else {})})
                 for sub in subs:
                     resources.append({"name": f"{plural}/{sub}", "singularName": "", "namespaced": namespaced,
                                       "group": "autoscaling" if sub == "scale" else None, "version": "v1" if sub == "scale" else None,
                                       "kind": "Scale" if sub == "scale" else kind, "verbs": ["get", "patch", "update"]})
+                if plural == "pods":
+                    resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]})
             for resource in resources:
                 for k in ("group", "version"):
                     if resource.get(k) is None:
@@ -1061,6 +1110,8 @@ class FakeKubernetes:
         kind, namespaced, subs = served()[(gv, plural)]
         if namespaced != bool(namespace) and not (namespaced and name is None and method == "GET"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if plural == "pods" and subresource == "log" and method == "GET":
+            return 200, self._pod_log(namespace, name, query)
         if subresource is not None and subresource not in subs:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         dry_run = query.get("dryRun") == "All"
@@ -1077,7 +1128,8 @@ class FakeKubernetes:
                      and fields_match(self.objects[k], query.get("fieldSelector", ""))]
             for item in items:
                 item["apiVersion"] = gv
-            return 200, {"kind": f"{kind}List", "apiVersion": gv, "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+            listed = {"kind": f"{kind}List", "apiVersion": gv, "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+            return 200, (self._table(gv, plural, items, listed["metadata"]) if self._as_table(accept) else listed)
         if method == "POST" and name is None:
             return 201, self._create(gv, plural, namespace, body or {}, manager, dry_run=dry_run)
         if method == "DELETE" and name is None:  # deletecollection
@@ -1108,7 +1160,8 @@ class FakeKubernetes:
                 return 200, self._scale(key)
             answer = self._render(key)
             answer["apiVersion"] = gv
-            return 200, answer
+            return 200, (self._table(gv, plural, [answer], {"resourceVersion": answer["metadata"]["resourceVersion"]})
+                         if self._as_table(accept) else answer)
         if method == "DELETE":
             policy = (body or {}).get("propagationPolicy") or query.get("propagationPolicy") or "Background"
             return 200, self._delete(key, policy, dry_run)
@@ -1155,6 +1208,167 @@ class FakeKubernetes:
         allowed = self.allowed.get((attrs.get("group", ""), attrs.get("resource", ""), attrs.get("verb", "")), True)
         status = {"allowed": allowed} if allowed else {"allowed": False, "reason": "forbidden by the test's RBAC"}
         return {"kind": kind, "apiVersion": gv, "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
+
+
+    # ---------------------------------------------------------------- kubectl's requests: pod logs, watch, Table
+
+    def _pod_log(self, namespace, name, query) -> PlainText:
+        """GET pods/<name>/log: what the kubelet holds for the container (``.logs``, registered by a test), as the API
+        server relays it: the container named or the pod's only one, ``tailLines``, ``previous``."""
+        self._namespace_check(namespace, creating=False)
+        pod = self.objects.get(("pods", namespace, name))
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        containers = [c["name"] for c in pod["spec"].get("containers") or []]
+        init = [c["name"] for c in pod["spec"].get("initContainers") or []]
+        container = query.get("container", "")
+        if not container:
+            if len(containers) != 1:
+                message = f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+                raise ApiError(400, "BadRequest", message + (f" or one of the init containers: [{' '.join(init)}]" if init else ""))
+            container = containers[0]
+        elif container not in containers + init:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        if not pod["spec"].get("nodeName"):
+            return PlainText("")  # not scheduled: the API server has no kubelet to ask and answers with nothing
+        waiting = [s for s in pod.get("status", {}).get("containerStatuses") or [] if s.get("name") == container and "waiting" in s.get("state", {})]
+        if waiting and waiting[0]["state"]["waiting"].get("reason") in ("ImagePullBackOff", "ErrImagePull"):
+            raise ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: trying and failing to pull image')
+        previous = query.get("previous") in ("true", "1")
+        text = self.logs.get((namespace, name, container, previous))
+        if text is None:
+            if previous:
+                raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod "{name}" not found')
+            text = ""
+        if query.get("tailLines"):
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(query["tailLines"]):]) if int(query["tailLines"]) else ""
+        return PlainText(text)
+
+    def _watch(self, handler, parts, query, listed) -> None:
+        """A watch on a list (``?watch=true``): the events of the objects the same list selects, from the state at the
+        watch's start, as a chunked stream of JSON lines, until ``timeoutSeconds``, the client leaves or the server stops."""
+        if "items" not in listed:
+            raise ApiError(405, "MethodNotAllowed", "watch of a single object: use a list with a fieldSelector")
+        plain = {k: v for k, v in query.items() if k not in ("watch", "resourceVersion", "timeoutSeconds", "allowWatchBookmarks")}
+
+        def state(items):
+            return {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in items}
+
+        with self._lock:
+            seen = state(self.serve("GET", parts, plain, "", None, "")[1]["items"])
+        handler.close_connection = True
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        end = datetime.datetime.now() + datetime.timedelta(seconds=float(query.get("timeoutSeconds") or 1800))
+        try:
+            while datetime.datetime.now() < end and not self._stopping.wait(0.05):
+                with self._lock:
+                    self.reconcile()
+                    now = state(self.serve("GET", parts, plain, "", None, "")[1]["items"])
+                events = [("DELETED", seen[k]) for k in seen if k not in now]
+                events += [("ADDED" if k not in seen else "MODIFIED", o) for k, o in now.items()
+                           if k not in seen or seen[k]["metadata"]["resourceVersion"] != o["metadata"]["resourceVersion"]]
+                for type_, obj in events:
+                    data = (json.dumps({"type": type_, "object": obj}) + "\n").encode()
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                handler.wfile.flush()
+                seen = now
+            handler.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    @staticmethod
+    def _as_table(accept: str) -> bool:
+        return "as=Table" in accept and "g=meta.k8s.io" in accept
+
+    def _table(self, gv, plural, items, list_meta) -> dict:
+        """The Table a real server answers ``kubectl get`` with, for the kinds whose columns are written here
+        (Deployments, StatefulSets, Pods); other kinds are answered as a plain list, which kubectl prints as NAME/AGE."""
+        columns = TABLE_COLUMNS.get(plural)
+        if columns is None:
+            return {"kind": f"{served()[(gv, plural)][0]}List", "apiVersion": gv, "metadata": list_meta, "items": items}
+        rows = [{"cells": [cell(o) for dummy, dummy2, cell in columns],
+                 "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}} for o in items]
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "rows": rows,
+                "columnDefinitions": [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": "", "priority": 0}
+                                      for n, t, dummy in columns]}
+
+    def _kubelet_container_statuses(self) -> bool:
+        """The kubelet's containerStatuses of a scheduled pod it runs (Running: started and ready; a Job's Succeeded pod:
+        terminated, exit code 0, reason Completed), which ``kubectl get pods`` and custom columns read."""
+        moved = False
+        for key, pod in list(self.objects.items()):
+            phase = pod.get("status", {}).get("phase")
+            if key[0] != "pods" or phase not in ("Running", "Succeeded") or "containerStatuses" in pod["status"]:
+                continue
+            started = pod["metadata"].get("creationTimestamp") or _now()
+            state = {"running": {"startedAt": started}} if phase == "Running" else {
+                "terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}}
+            pod["status"]["containerStatuses"] = [
+                {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": phase == "Running", "restartCount": 0,
+                 "started": phase == "Running", "state": state, "lastState": {}} for c in pod["spec"].get("containers") or []]
+            pod["metadata"]["resourceVersion"] = str(next(self._rv))
+            moved = True
+        return moved
+
+
+def _age(obj) -> str:
+    """The AGE column (duration.HumanDuration of the object's age)."""
+    created = obj["metadata"].get("creationTimestamp")
+    if not created:
+        return "<unknown>"
+    seconds = int((datetime.datetime.now(datetime.timezone.utc)
+                   - datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)).total_seconds())
+    minutes, hours = seconds // 60, seconds // 3600
+    if seconds < 120:
+        return f"{max(seconds, 0)}s"
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    return f"{hours // 24}d"
+
+
+def _pod_status_text(pod) -> str:
+    status = pod.get("status") or {}
+    for c in status.get("containerStatuses") or []:
+        waiting = c.get("state", {}).get("waiting")
+        if waiting and waiting.get("reason"):
+            return waiting["reason"]
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    if status.get("phase") == "Succeeded":
+        return "Completed"
+    return status.get("phase") or "Unknown"
+
+
+# The columns of the Table a real server prints (pkg/printers/internalversion), priority 0 (what kubectl shows without -o wide).
+TABLE_COLUMNS = {
+    "deployments": [
+        ("Name", "string", lambda o: o["metadata"]["name"]),
+        ("Ready", "string", lambda o: f"{o.get('status', {}).get('readyReplicas', 0)}/{o.get('spec', {}).get('replicas', 1)}"),
+        ("Up-to-date", "integer", lambda o: o.get("status", {}).get("updatedReplicas", 0)),
+        ("Available", "integer", lambda o: o.get("status", {}).get("availableReplicas", 0)),
+        ("Age", "string", _age)],
+    "statefulsets": [
+        ("Name", "string", lambda o: o["metadata"]["name"]),
+        ("Ready", "string", lambda o: f"{o.get('status', {}).get('readyReplicas', 0)}/{o.get('spec', {}).get('replicas', 1)}"),
+        ("Age", "string", _age)],
+    "pods": [
+        ("Name", "string", lambda o: o["metadata"]["name"]),
+        ("Ready", "string", lambda o: f"{sum(1 for c in o.get('status', {}).get('containerStatuses') or [] if c.get('ready'))}"
+                                      f"/{len(o['spec'].get('containers') or [])}"),
+        ("Status", "string", _pod_status_text),
+        ("Restarts", "string", lambda o: str(sum(c.get("restartCount", 0) for c in o.get("status", {}).get("containerStatuses") or []))),
+        ("Age", "string", _age)],
+}
 
 
 def _containers(bad) -> str:

@@ -270,3 +270,81 @@ def test_pod_security_restricted_refuses_a_pod_and_the_controller_reports_failed
     status, message = _error(lambda: api.resources.get(api_version="v1", kind="Pod").create(namespace=NS, body={
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"}, "spec": {"containers": [{"name": "c", "image": "example/c:1"}]}}))
     assert status == 403 and 'pods "bare" is forbidden: violates PodSecurity "restricted:latest"' in message
+
+
+# ---------------------------------------------------------------- what kubectl requests (raw HTTP, as kubectl sends it)
+
+def _http(fake, path, accept="application/json", timeout=10):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(fake.url + path, headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers.get("Content-Type"), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type"), exc.read().decode()
+
+
+def test_discovery_gives_short_names_and_the_pod_log_subresource(fake):
+    import json
+
+    core = {r["name"]: r for r in json.loads(_http(fake, "/api/v1")[2])["resources"]}
+    assert core["persistentvolumeclaims"]["shortNames"] == ["pvc"] and core["services"]["shortNames"] == ["svc"]
+    assert core["pods/log"]["verbs"] == ["get"] and "shortNames" not in core["secrets"]
+    apps = {r["name"]: r for r in json.loads(_http(fake, "/apis/apps/v1")[2])["resources"]}
+    assert apps["deployments"]["shortNames"] == ["deploy"] and apps["statefulsets"]["shortNames"] == ["sts"]
+    kserve = {r["name"]: r for r in json.loads(_http(fake, "/apis/serving.kserve.io/v1beta1")[2])["resources"]}
+    assert kserve["inferenceservices"]["shortNames"] == ["isvc"]  # from the CRD's spec.names.shortNames
+
+
+def test_pod_logs_are_what_the_kubelet_holds(api, fake):
+    _ns(api)
+    _apply(api, DEPLOYMENT)
+    fake.reconcile()
+    pod = fake.names("pods", NS)[0]
+    status, content_type, text = _http(fake, f"/api/v1/namespaces/{NS}/pods/{pod}/log")
+    assert (status, content_type, text) == (200, "text/plain", "")  # nothing written
+    fake.logs[(NS, pod, "web", False)] = "a\nb\nc\n"
+    assert _http(fake, f"/api/v1/namespaces/{NS}/pods/{pod}/log?tailLines=2")[2] == "b\nc\n"
+    status, dummy, body = _http(fake, f"/api/v1/namespaces/{NS}/pods/{pod}/log?previous=true")
+    assert status == 400 and f'previous terminated container \\"web\\" in pod \\"{pod}\\" not found' in body
+    status, dummy, body = _http(fake, f"/api/v1/namespaces/{NS}/pods/{pod}/log?container=nope")
+    assert status == 400 and f"container nope is not valid for pod {pod}" in body
+    assert _http(fake, f"/api/v1/namespaces/{NS}/pods/missing/log")[0] == 404
+
+
+def test_a_list_is_a_table_when_kubectl_asks_for_one(api, fake):
+    import json
+
+    _ns(api)
+    _apply(api, DEPLOYMENT)
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+    table = json.loads(_http(fake, f"/apis/apps/v1/namespaces/{NS}/deployments", accept)[2])
+    assert table["kind"] == "Table" and [c["name"] for c in table["columnDefinitions"]] == ["Name", "Ready", "Up-to-date", "Available", "Age"]
+    assert table["rows"][0]["cells"][:4] == ["web", "2/2", 2, 2] and table["rows"][0]["object"]["metadata"]["name"] == "web"
+    pods = json.loads(_http(fake, f"/api/v1/namespaces/{NS}/pods", accept)[2])
+    assert [r["cells"][1:4] for r in pods["rows"]] == [["1/1", "Running", "0"]] * 2
+    assert json.loads(_http(fake, f"/api/v1/namespaces/{NS}/secrets", accept)[2])["kind"] == "SecretList"  # no columns here: the list
+    assert json.loads(_http(fake, f"/apis/apps/v1/namespaces/{NS}/deployments")[2])["kind"] == "DeploymentList"
+
+
+def test_a_watch_streams_the_changes_of_what_the_list_selects(api, fake):
+    import json
+    import threading
+
+    _ns(api)
+    _apply(api, DEPLOYMENT)
+    events = []
+
+    def watch():
+        events.append(_http(fake, f"/apis/apps/v1/namespaces/{NS}/deployments?watch=true&fieldSelector=metadata.name%3Dweb&timeoutSeconds=2", timeout=20))
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    while not any(r["query"].get("watch") for r in fake.requests):
+        threading.Event().wait(0.02)
+    _apply(api, dict(DEPLOYMENT, spec=dict(DEPLOYMENT["spec"], replicas=3)))
+    thread.join()
+    lines = [json.loads(line) for line in events[0][2].splitlines()]
+    assert lines and {e["type"] for e in lines} == {"MODIFIED"} and lines[-1]["object"]["spec"]["replicas"] == 3
