@@ -79,9 +79,11 @@ RUN = {
     "ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_import_keys=true -e litemaas_key_sync_alias_prefix=virtkey-":
         DAY2 + "test_key_sync_commands_list_fix_and_import",
     """ansible-playbook rhpds.litemaas.portal_admins -e '{"litemaas_portal_admins": [ {"email": "lead@example.com"},"""
-    """ {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}'""": DAY2 + "test_portal_admins_commands_grant_and_revoke",
+    """ {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}'""":
+        DAY2 + "test_portal_admins_commands_grant_and_revoke",
     """ansible-playbook rhpds.litemaas.portal_admins -e '{"litemaas_portal_admins": [{"email": "lead@example.com"},"""
-    """ {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}'""": DAY2 + "test_portal_admins_commands_grant_and_revoke",
+    """ {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}'""":
+        DAY2 + "test_portal_admins_commands_grant_and_revoke",
     "ansible-playbook rhpds.litemaas.models -e @models.yml --check --diff": DAY2 + "test_models_commands_register_the_list_and_the_served_models",
     "ansible-playbook rhpds.litemaas.models -e @models.yml": DAY2 + "test_models_commands_register_the_list_and_the_served_models",
     "ansible-playbook rhpds.litemaas.models -e litemaas_models_discover=true": DAY2 + "test_models_commands_register_the_list_and_the_served_models",
