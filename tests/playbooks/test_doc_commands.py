@@ -135,7 +135,9 @@ _TEST_RUN = "a test run of its own (the suite runs those tests itself)"
 _LOCAL = "the local platform of scripts/local.sh (tests/integration/local runs it with a stand-in model server)"
 _PROXY_AS_WRITTEN = "the proxy's database and Redis at the hosts written (db, redis)"
 _MONITORING = "the monitoring stack's kinds on the in-memory API server"
-_PROXY_ROUTE = "the proxy (and a model server) as the cluster's route names them"
+_PROXY_ROUTE = ("the deploy's model serving to finish on the in-memory API server, which has no KServe to report the InferenceServices Ready"
+                " and no token controller to fill the model client token Secret (test_model_serving_cluster.py writes that status itself;"
+                " test_doc_commands_day2.py runs the discovery and registration this line ends with)")
 _RESTORE = "the restore to finish on the in-memory API server (it waits there; tests/playbooks/test_boolean_switches.py runs restore.yml's line up to the cluster)"  # noqa: E501
 _POD_LOG = "the run's pod log, which the in-memory API server cannot give (no kubelet)"
 _KSERVE = "KServe to report the InferenceServices Ready on the in-memory API server (tests/playbooks/test_model_serving_cluster.py writes that status itself)"
