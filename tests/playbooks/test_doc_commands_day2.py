@@ -144,13 +144,13 @@ def test_key_sync_commands_list_fix_and_import(day2):
     for name, key_hash in ((f"live-{tag}", live["token"]), (f"gone-{tag}", hashlib.sha256(uuid.uuid4().bytes).hexdigest())):
         sql(dsn, "INSERT INTO api_keys (user_id, name, key_hash, key_prefix) VALUES (%s, %s, %s, 'sk-...')", (owner, name, key_hash))
     # A workshop key of that user, which the portal does not show.
-    status, workshop = day2.proxy.admin("POST", "/key/generate", {"key_alias": f"virtkey-{tag}-user1", "user_id": f"owner-{tag}@example.com",
-                                                                   "models": ["granite-3-8b"], "max_budget": 5})
+    wanted = {"key_alias": f"virtkey-{tag}-user1", "user_id": f"owner-{tag}@example.com", "models": ["granite-3-8b"], "max_budget": 5}
+    status, workshop = day2.proxy.admin("POST", "/key/generate", wanted)
     assert status == 200, workshop
 
     def active():
-        return {r["name"]: r["is_active"] for r in sql(dsn, "SELECT name, is_active FROM api_keys WHERE user_id = %s AND name LIKE %s",
-                                                      (owner, f"%-{tag}"))}
+        rows = sql(dsn, "SELECT name, is_active FROM api_keys WHERE user_id = %s AND name LIKE %s", (owner, f"%-{tag}"))
+        return {r["name"]: r["is_active"] for r in rows}
 
     env = day2.env()
     dry = sh("ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_dry_run=true", env, cwd)
@@ -195,8 +195,8 @@ def test_portal_admins_commands_grant_and_revoke(day2):
     bystander = add_user(dsn, "bystander", "bystander@example.com", roles=("user", "admin"))
 
     def roles():
-        return {r["id"]: r["roles"] for r in sql(dsn, "SELECT id::text AS id, roles FROM users WHERE id = ANY(%s::uuid[])",
-                                                  ([lead, auditor, former, bystander],))}
+        rows = sql(dsn, "SELECT id::text AS id, roles FROM users WHERE id = ANY(%s::uuid[])", ([lead, auditor, former, bystander],))
+        return {r["id"]: r["roles"] for r in rows}
 
     first = sh(PORTAL_ADMINS[0], env, cwd)  # docs/day2.md
     assert recap(first.stdout)["changed"] == 1 and recap(first.stdout)["failed"] == 0
