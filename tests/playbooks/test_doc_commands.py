@@ -40,6 +40,7 @@ AGENTS = "tests/proxy/test_agents_doc.py::test_every_command_block_runs_as_writt
 LOCAL = "tests/integration/local/test_local_platform.py::test_first_run_starts_everything_and_answers_each_key"
 LOCAL_DOWN = "tests/integration/local/test_local_platform.py::test_down_stops_every_process"
 OC = "tests/playbooks/test_doc_commands_oc.py::"
+DAY2 = "tests/playbooks/test_doc_commands_day2.py::"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -108,6 +109,42 @@ RUN = {
     'oc logs -n $NS deploy/litellm-backend | grep -i oauth | tail': OC + "test_proxy_logs_and_restart",
     'oc rollout restart deploy/litellm -n $NS && oc rollout status deploy/litellm -n $NS': OC + "test_proxy_logs_and_restart",
     'oc rollout status deploy/litellm-frontend -n $NS': OC + "test_image_and_oauth_checks_print_what_is_deployed",
+    # Day-2 lines reaching the proxy and the portal database (tests/playbooks/test_doc_commands_day2.py).
+    "ansible-playbook rhpds.litemaas.key_sync": DAY2 + "test_key_sync_commands_list_fix_and_import",
+    "ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_dry_run=true": DAY2 + "test_key_sync_commands_list_fix_and_import",
+    "ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_import_keys=true -e litemaas_key_sync_alias_prefix=virtkey-":
+        DAY2 + "test_key_sync_commands_list_fix_and_import",
+    """ansible-playbook rhpds.litemaas.portal_admins -e '{"litemaas_portal_admins": [ {"email": "lead@example.com"},"""
+    """ {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}'""":
+        DAY2 + "test_portal_admins_commands_grant_and_revoke",
+    """ansible-playbook rhpds.litemaas.portal_admins -e '{"litemaas_portal_admins": [{"email": "lead@example.com"},"""
+    """ {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}'""":
+        DAY2 + "test_portal_admins_commands_grant_and_revoke",
+    "ansible-playbook rhpds.litemaas.models -e @models.yml --check --diff": DAY2 + "test_models_commands_register_the_list_and_the_served_models",
+    "ansible-playbook rhpds.litemaas.models -e @models.yml": DAY2 + "test_models_commands_register_the_list_and_the_served_models",
+    "ansible-playbook rhpds.litemaas.models -e litemaas_models_discover=true": DAY2 + "test_models_commands_register_the_list_and_the_served_models",
+    "ansible-playbook rhpds.litemaas.capacity_check -e capacity_check_model=granite-3-8b -e capacity_check_attendees=60":
+        DAY2 + "test_capacity_check_commands_report_and_clean_up",
+    "ansible-playbook rhpds.litemaas.capacity_check -e capacity_check_model=granite-3-8b -e capacity_check_attendees=60"
+    " -e capacity_check_requests_per_attendee=3 -e capacity_check_ttft_p95_threshold=3": DAY2 + "test_capacity_check_commands_report_and_clean_up",
+    "ansible-playbook rhpds.litemaas.workshop_keys -e guid=abc12 -e num_users=30 -e litellm_url=$API -e litellm_master_key=$MASTER"
+    """ -e '{"ocp4_workload_litellm_virtual_keys_models": ["granite-3-8b"]}' -e ocp4_workload_litellm_virtual_keys_rpm_limit=30"""
+    " -e ocp4_workload_litellm_virtual_keys_max_budget=5": DAY2 + "test_workshop_keys_commands_provision_extend_and_destroy",
+    "ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 -e litellm_url=$API -e litellm_master_key=$MASTER"
+    " -e ocp4_workload_litellm_virtual_keys_extend_duration=2d": DAY2 + "test_workshop_keys_commands_provision_extend_and_destroy",
+    "ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 -e litellm_url=$API -e litellm_master_key=$MASTER"
+    " -e ocp4_workload_litellm_virtual_keys_expires=2030-12-31T18:00:00Z": DAY2 + "test_workshop_keys_commands_provision_extend_and_destroy",
+    "ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=destroy -e guid=abc12 -e litellm_url=$API -e litellm_master_key=$MASTER":
+        DAY2 + "test_workshop_keys_commands_provision_extend_and_destroy",
+    "curl -s $API/health/readiness": DAY2 + "test_curl_commands_read_the_proxy",
+    'curl -s $API/v1/models -H "Authorization: Bearer $MASTER"': DAY2 + "test_curl_commands_read_the_proxy",
+    "read -rsp 'Key: ' KEY; echo": DAY2 + "test_curl_commands_read_the_proxy",
+    'curl -s $API/key/info -H "Authorization: Bearer $KEY" | python3 -m json.tool': DAY2 + "test_curl_commands_read_the_proxy",
+    "ALIAS=virtkey-abc12-user1": DAY2 + "test_curl_commands_read_the_proxy",
+    'curl -s "$API/key/list?key_alias=$ALIAS&return_full_object=true" -H "Authorization: Bearer $MASTER"': DAY2 + "test_curl_commands_read_the_proxy",
+    """curl -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{"http_sources": [{"url": "https://arxiv.org/pdf/2408.09869"}]}'"""
+    " $API/docling/v1/convert/source": DAY2 + "test_curl_commands_read_the_proxy",
+    'curl -H "Authorization: Bearer $KEY" -F files=@report.pdf $API/docling/v1/convert/file': DAY2 + "test_curl_commands_read_the_proxy",
 }
 
 CANNOT_RUN = {
@@ -132,16 +169,16 @@ _PREDICTORS = "KServe's predictor pods, Services and the monitoring role's Servi
 _JOB_LOG = ("a Job name the reader picks from the first command's output (<job name>), and a Job selector defaulted to its "
             "controller-uid, which kubectl logs job/ reads and the in-memory API server does not set")
 _SA_MODE = "a deploy in serviceaccount OAuth mode (the module's deploy uses an OAuthClient)"
-_CURL = "the real proxy and portal behind the routes' host names"
+_CURL = ("the LiteMaaS portal backend at $ADMIN (its health and model sync answer from its own database, proxy and OAuth checks); "
+         "no stand-in of it runs here: tests/support/portal_api.py only records the models role's sync calls")
 _PSQL = "the portal database through oc exec"
 _BENCH = "a benchmark run of minutes (tests/reliability/test_load_script.py and test_burst_script.py run the scripts briefly)"
 _TEST_RUN = "a test run of its own (the suite runs those tests itself)"
 _PROXY_AS_WRITTEN = "the proxy's database and Redis at the hosts written (db, redis)"
-_PLACEHOLDERS = "values a reader fills in (sk-..., ...)"
-_PORTAL_DB = "the portal database as the cluster's Secret names it"
 _MONITORING = "the monitoring stack's kinds on the in-memory API server"
-_PROXY_ROUTE = "the proxy (and a model server) as the cluster's route names them"
-_KEY_SYNC = "the portal database and the proxy as the cluster names them (tests/playbooks/test_boolean_switches.py runs these with a connection file added)"
+_PROXY_ROUTE = ("the deploy's model serving to finish on the in-memory API server, which has no KServe to report the InferenceServices Ready"
+                " and no token controller to fill the model client token Secret (test_model_serving_cluster.py writes that status itself;"
+                " test_doc_commands_day2.py runs the discovery and registration this line ends with)")
 _RESTORE = "the restore to finish on the in-memory API server (it waits there; tests/playbooks/test_boolean_switches.py runs restore.yml's line up to the cluster)"  # noqa: E501
 _POD_LOG = "the run's pod log, which the in-memory API server cannot give (no kubelet)"
 _KSERVE = "KServe to report the InferenceServices Ready on the in-memory API server (tests/playbooks/test_model_serving_cluster.py writes that status itself)"
@@ -157,18 +194,8 @@ NOT_RUN_YET = {
     '.venv/bin/python bench/run.py --request stream': _BENCH,
     '.venv/bin/python bench/run.py --rounds 3': _BENCH,
     '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
-    'KEY=sk-...': _CURL,
-    'curl -H "Authorization: Bearer $KEY" -F files=@report.pdf $PROXY/docling/v1/convert/file': _CURL,
-    'curl -H "Authorization: Bearer $KEY" -H \'Content-Type: application/json\' -d \'{"http_sources": [{"url": "https://arxiv.org/pdf/2408.09869"}]}\' $PROXY/docling/v1/convert/source': _CURL,  # noqa: E501
-    'curl -s "$API/key/list?key_alias=<alias>&return_full_object=true" -H "Authorization: Bearer $MASTER"': _CURL,
     'curl -s $ADMIN/api/v1/health | python3 -m json.tool': _CURL,
-    'curl -s $API/health/readiness': _CURL,
-    'curl -s $API/key/info -H "Authorization: Bearer $KEY" | python3 -m json.tool': _CURL,
-    'curl -s $API/v1/models -H "Authorization: Bearer $MASTER"': _CURL,
     'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\' -d \'{"forceUpdate": false, "markUnavailable": true}\'': _CURL,  # noqa: E501
-    'ansible-playbook rhpds.litemaas.key_sync': _KEY_SYNC,
-    'ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_dry_run=true': _KEY_SYNC,
-    'ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_import_keys=true -e litemaas_key_sync_alias_prefix=virtkey-': _KEY_SYNC,
     'ansible-playbook rhpds.litemaas.model_serving -e \'{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}\'': _KSERVE,
     'ansible-playbook rhpds.litemaas.model_serving -e @models.yml': _KSERVE,
     'ansible-playbook rhpds.litemaas.monitoring -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
@@ -186,24 +213,13 @@ NOT_RUN_YET = {
     "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": _SA_MODE,
     'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _EXEC,
     'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }': _EXEC,
-    'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=destroy -e guid=abc12 ...': _PLACEHOLDERS,
-    'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 ... -e ocp4_workload_litellm_virtual_keys_expires=2026-12-31T18:00:00Z': _PLACEHOLDERS,  # noqa: E501
-    'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 ... -e ocp4_workload_litellm_virtual_keys_extend_duration=2d': _PLACEHOLDERS,
-    'ansible-playbook rhpds.litemaas.workshop_keys -e guid=abc12 -e num_users=30 -e litellm_url=https://litellm-litemaas.apps.example.com -e litellm_master_key=sk-... -e \'{"ocp4_workload_litellm_virtual_keys_models": ["granite-3-8b"]}\' -e ocp4_workload_litellm_virtual_keys_rpm_limit=30 -e ocp4_workload_litellm_virtual_keys_max_budget=5': _PLACEHOLDERS,  # noqa: E501
     'ansible-playbook rhpds.litemaas.key_cleanup -e \'{"litemaas_key_cleanup_alias_prefixes": ["virtkey-"]}\' -e litemaas_key_cleanup_run_now=true': _POD_LOG,
     'ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_run_now=true': _POD_LOG,
-    'ansible-playbook rhpds.litemaas.portal_admins -e \'{"litemaas_portal_admins": [ {"email": "lead@example.com"}, {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}\'': _PORTAL_DB,  # noqa: E501
-    'ansible-playbook rhpds.litemaas.portal_admins -e \'{"litemaas_portal_admins": [{"email": "lead@example.com"}, {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}\'': _PORTAL_DB,  # noqa: E501
     'export DATABASE_URL=postgresql://user:pw@db:5432/litellm_db': _PROXY_AS_WRITTEN,
     'export LITELLM_MASTER_KEY=sk-...': _PROXY_AS_WRITTEN,
     'export REDIS_URL=redis://:pw@redis:6379/0': _PROXY_AS_WRITTEN,
     'pip install ./files/proxy': _PROXY_AS_WRITTEN,
-    'ansible-playbook rhpds.litemaas.capacity_check -e capacity_check_model=granite-3-8b -e capacity_check_attendees=60': _PROXY_ROUTE,
-    'ansible-playbook rhpds.litemaas.capacity_check -e capacity_check_model=granite-3-8b -e capacity_check_attendees=60 -e capacity_check_requests_per_attendee=3 -e capacity_check_ttft_p95_threshold=3': _PROXY_ROUTE,  # noqa: E501
     'ansible-playbook rhpds.litemaas.deploy -e @catalog-item.yml': _PROXY_ROUTE,
-    'ansible-playbook rhpds.litemaas.models -e @models.yml': _PROXY_ROUTE,
-    'ansible-playbook rhpds.litemaas.models -e @models.yml --check --diff': _PROXY_ROUTE,
-    'ansible-playbook rhpds.litemaas.models -e litemaas_models_discover=true': _PROXY_ROUTE,
     'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': _PSQL,
     'psql_portal -c "SELECT id, availability FROM models ORDER BY id"': _PSQL,
     'psql_portal -c "SELECT litellm_key_alias, is_active, sync_status, expires_at FROM api_keys WHERE sync_status <> \'synced\' OR expires_at < now()"': _PSQL,

@@ -385,31 +385,11 @@ def test_secrets_live_only_in_secrets(renders, name):
 @pytest.fixture
 def fake_portal():
     """A stand-in for the portal's model sync endpoint (POST /api/v1/models/sync) that records the Authorization header."""
-    import http.server
-    import threading
+    from tests.support.portal_api import PortalSyncRecorder
 
-    seen = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            seen.append((self.path, self.headers.get("Authorization")))
-            body = b'{"success": true, "totalModels": 2}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+    portal = PortalSyncRecorder().start()
+    yield portal.url, portal.calls
+    portal.stop()
 
 
 def test_day2_playbooks_print_no_secret_at_vvv(proxy, ansible_env, portal_db_password_url, tmp_path, stub_upstream, fake_portal):
@@ -449,7 +429,7 @@ def test_day2_playbooks_print_no_secret_at_vvv(proxy, ansible_env, portal_db_pas
     status, data = proxy.admin("GET", "/model/info")
     assert {f"{t}-a", f"{t}-b"} <= {m["model_name"] for m in data["data"]}
     assert sql(dsn, "SELECT roles FROM users WHERE username = %s", (f"{t}-lead",))[0]["roles"] == ["user", "admin"]
-    assert fake_portal[1] == [("/api/v1/models/sync", f"Bearer {secrets['portal admin key']}")]
+    assert [call[:2] for call in fake_portal[1]] == [("/api/v1/models/sync", f"Bearer {secrets['portal admin key']}")]
 
 
 def test_local_platform_prints_no_secret_at_vvv(ansible_env, work_dir, stub_upstream):

@@ -20,6 +20,7 @@ SUBSET = (
     "tests/playbooks/test_boolean_switches.py",
     "tests/playbooks/test_doc_commands.py",
     "tests/playbooks/test_doc_commands_cluster.py",
+    "tests/playbooks/test_doc_commands_day2.py",
     "tests/playbooks/test_artifact.py::test_installed_tarball_documents_every_module_and_role",
     "tests/roles/test_deploy_role_render.py",
     "tests/playbooks/test_monitoring.py",
@@ -35,6 +36,7 @@ EXCLUDE = (
     "tests/playbooks/test_day2.py::test_backup_script_keeps_only_the_newest",
     "tests/playbooks/test_day2.py::test_the_tool_ships_in_the_proxy_package",
     "tests/playbooks/test_day2.py::test_key_cleanup_cronjob_command_runs_against_a_real_proxy",
+    "tests/playbooks/test_doc_commands_day2.py::test_curl_commands_read_the_proxy",
 )
 
 VENV_VARIABLE = "LITEMAAS_ANSIBLE_CORE_VENV"
