@@ -143,3 +143,63 @@ def test_unwritten_spend_stays_journaled_at_shutdown_and_is_replayed(proxy_facto
     wait_for(lambda: log_count(dsn, key) == 4, message="spilled records replayed")
     assert key_spend(dsn, key) == pytest.approx(4 * (2 * INPUT_COST + 5 * OUTPUT_COST))
     wait_for(lambda: not glob.glob(os.path.join(p.spill_dir, "litemaas-spend-*")), message="spill file removed")
+
+
+# ---- the journal's new files and the adopters (a kill -9 must find every answered request's record on disk)
+
+def _locked_elsewhere(path: str) -> bool:
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_a_new_journal_file_not_locked_yet_is_left_to_its_writer(tmp_path):
+    """An adopter scanning the directory in the moment between a writer's open and its flock must not remove the
+    writer's new file (the writer's records would then have no file: memory only, lost by a kill -9); a new file
+    left by a writer that died in that moment holds nothing and is removed once it is old."""
+    from litemaas_proxy import journal
+
+    young, old = tmp_path / ".litemaas-new-young", tmp_path / ".litemaas-new-old"
+    young.write_bytes(b"")
+    old.write_bytes(b"")
+    past = time.time() - journal.NEW_GRACE - 5
+    os.utime(old, (past, past))
+    assert journal.orphans(str(tmp_path), set()) == []
+    assert young.exists() and not old.exists()
+
+
+def test_a_journal_file_removed_before_its_lock_is_made_again(tmp_path, monkeypatch):
+    """Should an adopter still remove a writer's new file before its lock (a writer descheduled past the grace), the
+    writer makes another file: the segment gets a named, locked file and its records reach the disk."""
+    import fcntl
+
+    from litemaas_proxy import journal
+    from litemaas_proxy.journal import Segment
+
+    real_flock = fcntl.flock
+    removed = []
+
+    def adopter_in_the_window(fd, op):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if not removed and os.path.basename(name).startswith(".litemaas-new-"):
+            os.unlink(name)  # what an adopter does to an unlocked new file
+            removed.append(name)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(journal.fcntl, "flock", adopter_in_the_window)
+    seg = Segment(None, None, True)
+    journal.open_file(str(tmp_path), seg)
+    assert removed, "the window was not exercised"
+    assert os.path.basename(seg.path).startswith("litemaas-spend-") and os.path.exists(seg.path)
+    assert _locked_elsewhere(seg.path)
+    os.write(seg.fd, b'["r1"]\n')
+    assert open(seg.path, "rb").read() == b'["r1"]\n'
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".litemaas-new-")]
+    journal.delete(seg)

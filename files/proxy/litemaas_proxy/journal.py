@@ -15,6 +15,7 @@ import fcntl
 import glob
 import logging
 import os
+import time
 import uuid
 from typing import Optional
 
@@ -29,6 +30,7 @@ FIELDS = ("request_id", "call_type", "api_key", "spend", "total_tokens", "prompt
 START, END = FIELDS.index("start_time"), FIELDS.index("end_time")
 SEGMENT_GLOB = "litemaas-spend-*"  # journal segments, and spill files written by earlier versions (also "*.replaying")
 NEW_GLOB = ".litemaas-new-*"  # a segment between its creation and its lock
+NEW_GRACE = 60.0  # seconds: a younger such file may belong to a live writer between its two steps
 
 
 class Segment:
@@ -80,17 +82,26 @@ def read_segment(seg: Segment) -> list:
 
 def open_file(directory: str, seg: Segment) -> None:
     """Give ``seg`` a new, locked file. It is locked under a name the adopters do not look at, then renamed:
-    nobody can take it for an orphan between its creation and its lock."""
-    tmp = os.path.join(directory, f".litemaas-new-{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        path = os.path.join(directory, f"litemaas-spend-{os.getpid()}-{uuid.uuid4().hex[:16]}.jsonl")
-        os.rename(tmp, path)
-    except OSError:
-        os.close(fd)
-        raise
-    seg.path, seg.fd = path, fd
+    nobody can take it for an orphan between its creation and its lock. An adopter removes only such files older
+    than ``NEW_GRACE`` (left by a writer that died between the two steps); should one still remove ours between its
+    creation and its lock (a writer descheduled that long), the rename fails and a new file is made."""
+    for attempt in range(3):
+        tmp = os.path.join(directory, f".litemaas-new-{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = os.path.join(directory, f"litemaas-spend-{os.getpid()}-{uuid.uuid4().hex[:16]}.jsonl")
+            os.rename(tmp, path)
+        except FileNotFoundError:
+            os.close(fd)
+            if attempt == 2:
+                raise
+            continue
+        except OSError:
+            os.close(fd)
+            raise
+        seg.path, seg.fd = path, fd
+        return
 
 
 def delete(seg: Segment) -> None:
@@ -128,14 +139,17 @@ def orphans(directory: str, known: set) -> list:
         seg.count = lines
         out.append(seg)
         log.info("replaying spend journal %s (%d records) left by a process that is gone", path, lines)
+    now = time.time()
     for tmp in glob.glob(os.path.join(directory, NEW_GLOB)):
         try:  # a segment whose writer died between creating and naming it: it holds nothing
             fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(tmp)
+            # Unlocked is not enough: a live writer has not locked it yet in the moment between its open and its flock.
+            if now - os.fstat(fd).st_mtime > NEW_GRACE:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(tmp)
         except OSError:
             pass
         finally:
