@@ -37,6 +37,10 @@ RENDER = "test_render_commands_write_every_manifest"
 INSTALL = "test_install_commands_install_the_collection"
 CLUSTER = "tests/playbooks/test_doc_commands_cluster.py::test_cluster_commands_deploy_operate_and_destroy"
 AGENTS = "tests/proxy/test_agents_doc.py::test_every_command_block_runs_as_written"
+JOBS = "tests/playbooks/test_doc_commands_jobs.py::"
+JOBS_RUN_NOW = JOBS + "test_key_cleanup_once_now_runs_the_cronjob_as_a_job_and_shows_its_summary"
+JOBS_RESTORE = JOBS + "test_restore_commands_stop_the_writers_restore_and_start_them_again"
+JOBS_KSERVE = JOBS + "test_model_serving_commands_wait_until_kserve_reports_every_model_ready"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -72,6 +76,15 @@ RUN = {
     ' ANTHROPIC_DEFAULT_HAIKU_MODEL="$LITEMAAS_MODEL"': AGENTS,
     """python3 -c 'import os, anthropic; print(anthropic.Anthropic().messages.create(model=os.environ["ANTHROPIC_MODEL"], max_tokens=64,"""
     """ messages=[{"role": "user", "content": "Say hello"}]).content[0].text)'""": AGENTS,
+    # Jobs and KServe: tests/playbooks/test_doc_commands_jobs.py (key cleanup once now, restore, model serving).
+    "ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_run_now=true": JOBS_RUN_NOW,
+    """ansible-playbook rhpds.litemaas.key_cleanup -e '{"litemaas_key_cleanup_alias_prefixes": ["virtkey-"]}' -e litemaas_key_cleanup_run_now=true""":
+        JOBS_RUN_NOW,
+    "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-020000 -e litemaas_restore_confirm=true": JOBS_RESTORE,
+    "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-030000 -e litemaas_restore_confirm=true": JOBS_RESTORE,
+    "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=pre-upgrade-20260301-101500 -e litemaas_restore_confirm=true": JOBS_RESTORE,
+    """ansible-playbook rhpds.litemaas.model_serving -e '{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}'""": JOBS_KSERVE,
+    "ansible-playbook rhpds.litemaas.model_serving -e @models.yml": JOBS_KSERVE,
 }
 
 CANNOT_RUN = {
@@ -101,9 +114,6 @@ _PORTAL_DB = "the portal database as the cluster's Secret names it"
 _MONITORING = "the monitoring stack's kinds on the in-memory API server"
 _PROXY_ROUTE = "the proxy (and a model server) as the cluster's route names them"
 _KEY_SYNC = "the portal database and the proxy as the cluster names them (tests/playbooks/test_boolean_switches.py runs these with a connection file added)"
-_RESTORE = "the restore to finish on the in-memory API server (it waits there; tests/playbooks/test_boolean_switches.py runs restore.yml's line up to the cluster)"  # noqa: E501
-_POD_LOG = "the run's pod log, which the in-memory API server cannot give (no kubelet)"
-_KSERVE = "KServe to report the InferenceServices Ready on the in-memory API server (tests/playbooks/test_model_serving_cluster.py writes that status itself)"
 NOT_RUN_YET = {
     '.venv/bin/python bench/burst.py': _BENCH,
     '.venv/bin/python bench/burst.py --n 500 --skip-litellm --keep': _BENCH,
@@ -128,8 +138,6 @@ NOT_RUN_YET = {
     'ansible-playbook rhpds.litemaas.key_sync': _KEY_SYNC,
     'ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_dry_run=true': _KEY_SYNC,
     'ansible-playbook rhpds.litemaas.key_sync -e litemaas_key_sync_import_keys=true -e litemaas_key_sync_alias_prefix=virtkey-': _KEY_SYNC,
-    'ansible-playbook rhpds.litemaas.model_serving -e \'{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}\'': _KSERVE,
-    'ansible-playbook rhpds.litemaas.model_serving -e @models.yml': _KSERVE,
     'ansible-playbook rhpds.litemaas.local -e litemaas_local_model_url=http://127.0.0.1:8000/v1 -e litemaas_local_model_name=my-model': _LOCAL,
     'ansible-playbook rhpds.litemaas.local -e litemaas_local_state=absent': _LOCAL,
     "bash -c '. scripts/lib.sh && bootstrap'": _LOCAL,
@@ -179,8 +187,6 @@ NOT_RUN_YET = {
     'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 ... -e ocp4_workload_litellm_virtual_keys_expires=2026-12-31T18:00:00Z': _PLACEHOLDERS,  # noqa: E501
     'ansible-playbook rhpds.litemaas.workshop_keys -e ACTION=extend -e guid=abc12 ... -e ocp4_workload_litellm_virtual_keys_extend_duration=2d': _PLACEHOLDERS,
     'ansible-playbook rhpds.litemaas.workshop_keys -e guid=abc12 -e num_users=30 -e litellm_url=https://litellm-litemaas.apps.example.com -e litellm_master_key=sk-... -e \'{"ocp4_workload_litellm_virtual_keys_models": ["granite-3-8b"]}\' -e ocp4_workload_litellm_virtual_keys_rpm_limit=30 -e ocp4_workload_litellm_virtual_keys_max_budget=5': _PLACEHOLDERS,  # noqa: E501
-    'ansible-playbook rhpds.litemaas.key_cleanup -e \'{"litemaas_key_cleanup_alias_prefixes": ["virtkey-"]}\' -e litemaas_key_cleanup_run_now=true': _POD_LOG,
-    'ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_run_now=true': _POD_LOG,
     'ansible-playbook rhpds.litemaas.portal_admins -e \'{"litemaas_portal_admins": [ {"email": "lead@example.com"}, {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}\'': _PORTAL_DB,  # noqa: E501
     'ansible-playbook rhpds.litemaas.portal_admins -e \'{"litemaas_portal_admins": [{"email": "lead@example.com"}, {"username": "auditor", "role": "adminReadonly"}, {"username": "former-lead", "state": "absent"}]}\'': _PORTAL_DB,  # noqa: E501
     'export DATABASE_URL=postgresql://user:pw@db:5432/litellm_db': _PROXY_AS_WRITTEN,
@@ -196,9 +202,6 @@ NOT_RUN_YET = {
     'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': _PSQL,
     'psql_portal -c "SELECT id, availability FROM models ORDER BY id"': _PSQL,
     'psql_portal -c "SELECT litellm_key_alias, is_active, sync_status, expires_at FROM api_keys WHERE sync_status <> \'synced\' OR expires_at < now()"': _PSQL,
-    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-020000 -e litemaas_restore_confirm=true': _RESTORE,
-    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-030000 -e litemaas_restore_confirm=true': _RESTORE,
-    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=pre-upgrade-20260301-101500 -e litemaas_restore_confirm=true': _RESTORE,
     '.venv/bin/python -m pytest -q tests/reliability': _TEST_RUN,
     'KUBECONFIG=$HOME/.kube/config bash scripts/test.sh tests/cluster': _TEST_RUN,
     'bash scripts/test.sh tests/integration/local': _TEST_RUN,

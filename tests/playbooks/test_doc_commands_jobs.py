@@ -22,7 +22,8 @@ from tests.support.fake_k8s import FakeKubernetes, served
 DOMAIN = "apps.example.com"
 NS = "litemaas"
 RUN_NOW = "ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_run_now=true"
-RUN_NOW_PREFIX = """ansible-playbook rhpds.litemaas.key_cleanup -e '{"litemaas_key_cleanup_alias_prefixes": ["virtkey-"]}' -e litemaas_key_cleanup_run_now=true"""
+RUN_NOW_PREFIX = ("""ansible-playbook rhpds.litemaas.key_cleanup -e '{"litemaas_key_cleanup_alias_prefixes": ["virtkey-"]}'"""
+                  " -e litemaas_key_cleanup_run_now=true")
 RESTORES = {
     "20260301-020000": "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-020000 -e litemaas_restore_confirm=true",
     "20260301-030000": "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-030000 -e litemaas_restore_confirm=true",
@@ -239,3 +240,33 @@ def test_a_backup_job_held_by_an_unbound_claim_fails_early_naming_the_job_and_th
     message = _failure(proc.stdout, "Fail on the rollouts and Jobs that cannot progress in backup")
     assert message.startswith(f"Job/{NS}/litemaas-backup-held does not progress after 2 s: pod litemaas-backup-held-"), message
     assert "pod has unbound immediate PersistentVolumeClaims" in message and "PersistentVolumeClaim backup-elsewhere is Pending" in message
+
+
+# ---------------------------------------------------------------- model serving (KServe reports Ready)
+
+SERVE_ONE = """ansible-playbook rhpds.litemaas.model_serving -e '{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}'"""
+SERVE_FILE = "ansible-playbook rhpds.litemaas.model_serving -e @models.yml"
+
+
+def test_model_serving_commands_wait_until_kserve_reports_every_model_ready(platform, tmp_path):
+    fake, env, cwd = platform
+    fake.kserve = True
+    text = (REPO / "docs" / "model-serving.md").read_text()
+    (tmp_path / "models.yml").write_text(re.search(r"with `models.yml` like:\n\n```yaml\n(.*?)```", text, re.S).group(1))
+    for namespace in ("llm-hosting",):
+        if namespace not in fake.names("namespaces", ""):
+            fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    try:
+        one = sh(SERVE_ONE, env, tmp_path)
+        assert "Wait until every InferenceService is Ready" in one.stdout and recap(one.stdout)["failed"] == 0
+        served_one = {ns for (r, ns, n) in fake.objects if r == "inferenceservices" and n == "granite-3-2-8b-instruct"}
+        assert served_one, fake.objects.keys()
+        many = sh(SERVE_FILE, env, tmp_path)
+    finally:
+        fake.kserve = False
+    assert recap(many.stdout)["failed"] == 0
+    assert fake.names("inferenceservices", "llm-hosting") == ["granite-3-2-8b-instruct", "nomic-embed-text-v1-5", "phi-mini"]
+    phi = fake.objects[("inferenceservices", "llm-hosting", "phi-mini")]
+    assert phi["status"]["address"]["url"] == "http://phi-mini-predictor.llm-hosting.svc.cluster.local"
+    assert phi["spec"]["predictor"]["model"]["storageUri"] == "oci://quay.io/example/phi-mini-ov:1"
+    assert {"Ready"} <= {c["type"] for c in phi["status"]["conditions"] if c["status"] == "True"}

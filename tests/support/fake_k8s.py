@@ -33,7 +33,12 @@ What it serves and how:
   events ``Failed`` and ``BackOff``); in a namespace labelled ``pod-security.kubernetes.io/enforce: restricted`` a pod
   that violates the restricted profile is refused: a ``FailedCreate`` event on the ReplicaSet (named
   ``<deployment>-<pod-template-hash>``; the fake keeps no ReplicaSet object), StatefulSet or Job, a 403 for a direct
-  create; workload status follows the pods. Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
+  create; workload status follows the pods. Jobs get the API server's defaults (a selector on their uid, pod labels
+  ``batch.kubernetes.io/job-name`` etc.) and one pod at a time, which ends with the exit code ``set_pod_exit`` gives
+  (0: Succeeded, the Job Complete; else Failed, retried up to ``backoffLimit``, then the Job Failed with
+  BackoffLimitExceeded); a finished Job makes no pod again. With ``gc_finished_pods`` the pod garbage collector
+  removes pods that ended; with ``kserve`` a KServe controller reports every InferenceService Ready (raw deployment
+  mode URLs, ``../shared/reference/kserve-serving.md``). Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
   dependents are gone, Background removes dependents after the owner; a PVC keeps ``kubernetes.io/pvc-protection``
   while any scheduled pod uses it, whatever the pod's phase; a namespace is removed with everything in it.
 - ``dryRun=All`` validates and answers without storing.
@@ -43,7 +48,9 @@ namespace, name): object}``, ``""`` as the namespace of cluster-scoped objects),
 content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuck``, ``.no_storage_class``,
 ``.unpullable``, ``.allowed``, ``.add(obj)`` (store an object as another writer would, through the same checks),
 ``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
-namespace, name)``, ``.managers(resource, namespace, name)``."""
+namespace, name)``, ``.managers(resource, namespace, name)``, ``.set_pod_log(namespace, pod_prefix, text)`` and
+``.pod_log(namespace, pod)`` (what a pod printed, as the test says), ``.set_pod_exit(namespace, pod_prefix, code)``,
+``.gc_finished_pods``, ``.kserve``."""
 
 from __future__ import annotations
 
