@@ -293,7 +293,7 @@ def test_pipeline_waits_for_the_rollout(playbook, tmp_path, fake_cluster):
     fake.stuck = True
     stuck = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_progress_timeout=3), expect_rc=2)
     assert recap(stuck.stdout)["failed"] == 1
-    message = _failure(stuck.stdout, "Fail on the rollouts that cannot progress in test")
+    message = _failure(stuck.stdout, "Fail on the rollouts and Jobs that cannot progress in test")
     assert message.startswith("Deployment/x/web does not progress after 3 s: pod web-"), message
     assert ("is not scheduled: Unschedulable: 0/1 nodes are available: 1 node(s) had untolerated taint "
             "{node.kubernetes.io/unschedulable: }.") in message
@@ -324,7 +324,7 @@ def test_a_rollout_held_by_an_image_pull_a_missing_storage_class_or_pod_security
     files = [{"path": f"a/{n}.yaml", "content": yaml.safe_dump(o)} for n, o in (("pull", pull), ("refused", refused), ("db", database))]
     proc = playbook.run_file(_cluster_play(tmp_path, kubeconfig, files, litemaas_manifests_progress_timeout=2, litemaas_manifests_wait_timeout=900),
                              expect_rc=2)
-    message = _failure(proc.stdout, "Fail on the rollouts that cannot progress in test")
+    message = _failure(proc.stdout, "Fail on the rollouts and Jobs that cannot progress in test")
     by_object = dict(re.findall(r"(\w+/[\w-]+/[\w-]+) does not progress after 2 s: (.*?)\.(?= \w+/[\w-]+/[\w-]+ does not|$)", message))
     assert sorted(by_object) == ["Deployment/guarded/web", "Deployment/x/pull", "StatefulSet/x/db"], message
     assert re.fullmatch(r'ReplicaSet web-[a-z0-9]+: FailedCreate: Error creating: pods "web-[a-z0-9-]+" is forbidden: violates PodSecurity '

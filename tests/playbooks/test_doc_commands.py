@@ -41,6 +41,10 @@ LOCAL = "tests/integration/local/test_local_platform.py::test_first_run_starts_e
 LOCAL_DOWN = "tests/integration/local/test_local_platform.py::test_down_stops_every_process"
 OC = "tests/playbooks/test_doc_commands_oc.py::"
 DAY2 = "tests/playbooks/test_doc_commands_day2.py::"
+JOBS = "tests/playbooks/test_doc_commands_jobs.py::"
+JOBS_RUN_NOW = JOBS + "test_key_cleanup_once_now_runs_the_cronjob_as_a_job_and_shows_its_summary"
+JOBS_RESTORE = JOBS + "test_restore_commands_stop_the_writers_restore_and_start_them_again"
+JOBS_KSERVE = JOBS + "test_model_serving_commands_wait_until_kserve_reports_every_model_ready"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -145,6 +149,15 @@ RUN = {
     """curl -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{"http_sources": [{"url": "https://arxiv.org/pdf/2408.09869"}]}'"""
     " $API/docling/v1/convert/source": DAY2 + "test_curl_commands_read_the_proxy",
     'curl -H "Authorization: Bearer $KEY" -F files=@report.pdf $API/docling/v1/convert/file': DAY2 + "test_curl_commands_read_the_proxy",
+    # Jobs and KServe: tests/playbooks/test_doc_commands_jobs.py (key cleanup once now, restore, model serving).
+    "ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_run_now=true": JOBS_RUN_NOW,
+    """ansible-playbook rhpds.litemaas.key_cleanup -e '{"litemaas_key_cleanup_alias_prefixes": ["virtkey-"]}' -e litemaas_key_cleanup_run_now=true""":
+        JOBS_RUN_NOW,
+    "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-020000 -e litemaas_restore_confirm=true": JOBS_RESTORE,
+    "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-030000 -e litemaas_restore_confirm=true": JOBS_RESTORE,
+    "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=pre-upgrade-20260301-101500 -e litemaas_restore_confirm=true": JOBS_RESTORE,
+    """ansible-playbook rhpds.litemaas.model_serving -e '{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}'""": JOBS_KSERVE,
+    "ansible-playbook rhpds.litemaas.model_serving -e @models.yml": JOBS_KSERVE,
 }
 
 CANNOT_RUN = {
@@ -176,12 +189,9 @@ _BENCH = "a benchmark run of minutes (tests/reliability/test_load_script.py and 
 _TEST_RUN = "a test run of its own (the suite runs those tests itself)"
 _PROXY_AS_WRITTEN = "the proxy's database and Redis at the hosts written (db, redis)"
 _MONITORING = "the monitoring stack's kinds on the in-memory API server"
-_PROXY_ROUTE = ("the deploy's model serving to finish on the in-memory API server, which has no KServe to report the InferenceServices Ready"
-                " and no token controller to fill the model client token Secret (test_model_serving_cluster.py writes that status itself;"
+_PROXY_ROUTE = ("the deploy's model serving to finish on the in-memory API server, which has no token controller to fill the model"
+                " client token Secret (test_model_serving_cluster.py writes that status itself;"
                 " test_doc_commands_day2.py runs the discovery and registration this line ends with)")
-_RESTORE = "the restore to finish on the in-memory API server (it waits there; tests/playbooks/test_boolean_switches.py runs restore.yml's line up to the cluster)"  # noqa: E501
-_POD_LOG = "the run's pod log, which the in-memory API server cannot give (no kubelet)"
-_KSERVE = "KServe to report the InferenceServices Ready on the in-memory API server (tests/playbooks/test_model_serving_cluster.py writes that status itself)"
 NOT_RUN_YET = {
     '.venv/bin/python bench/burst.py': _BENCH,
     '.venv/bin/python bench/burst.py --n 500 --skip-litellm --keep': _BENCH,
@@ -196,8 +206,6 @@ NOT_RUN_YET = {
     '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
     'curl -s $ADMIN/api/v1/health | python3 -m json.tool': _CURL,
     'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\' -d \'{"forceUpdate": false, "markUnavailable": true}\'': _CURL,  # noqa: E501
-    'ansible-playbook rhpds.litemaas.model_serving -e \'{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}\'': _KSERVE,
-    'ansible-playbook rhpds.litemaas.model_serving -e @models.yml': _KSERVE,
     'ansible-playbook rhpds.litemaas.monitoring -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
     'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [ {"runtime": "vllm", "namespace": "llm-hosting", "inference_services": ["granite-3-8b", "llama-3-1-8b"]}, {"runtime": "openvino", "namespace": "ovms"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
     'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\'': _MONITORING,  # noqa: E501
@@ -213,8 +221,6 @@ NOT_RUN_YET = {
     "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": _SA_MODE,
     'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _EXEC,
     'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }': _EXEC,
-    'ansible-playbook rhpds.litemaas.key_cleanup -e \'{"litemaas_key_cleanup_alias_prefixes": ["virtkey-"]}\' -e litemaas_key_cleanup_run_now=true': _POD_LOG,
-    'ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_run_now=true': _POD_LOG,
     'export DATABASE_URL=postgresql://user:pw@db:5432/litellm_db': _PROXY_AS_WRITTEN,
     'export LITELLM_MASTER_KEY=sk-...': _PROXY_AS_WRITTEN,
     'export REDIS_URL=redis://:pw@redis:6379/0': _PROXY_AS_WRITTEN,
@@ -223,9 +229,6 @@ NOT_RUN_YET = {
     'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': _PSQL,
     'psql_portal -c "SELECT id, availability FROM models ORDER BY id"': _PSQL,
     'psql_portal -c "SELECT litellm_key_alias, is_active, sync_status, expires_at FROM api_keys WHERE sync_status <> \'synced\' OR expires_at < now()"': _PSQL,
-    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-020000 -e litemaas_restore_confirm=true': _RESTORE,
-    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=20260301-030000 -e litemaas_restore_confirm=true': _RESTORE,
-    'ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=pre-upgrade-20260301-101500 -e litemaas_restore_confirm=true': _RESTORE,
     '.venv/bin/python -m pytest -q tests/reliability': _TEST_RUN,
     'KUBECONFIG=$HOME/.kube/config bash scripts/test.sh tests/cluster': _TEST_RUN,
     'bash scripts/test.sh tests/integration/local': _TEST_RUN,

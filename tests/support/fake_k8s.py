@@ -33,7 +33,12 @@ What it serves and how:
   events ``Failed`` and ``BackOff``); in a namespace labelled ``pod-security.kubernetes.io/enforce: restricted`` a pod
   that violates the restricted profile is refused: a ``FailedCreate`` event on the ReplicaSet (named
   ``<deployment>-<pod-template-hash>``; the fake keeps no ReplicaSet object), StatefulSet or Job, a 403 for a direct
-  create; workload status follows the pods. Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
+  create; workload status follows the pods. Jobs get the API server's defaults (a selector on their uid, pod labels
+  ``batch.kubernetes.io/job-name`` etc.) and one pod at a time, which ends with the exit code ``set_pod_exit`` gives
+  (0: Succeeded, the Job Complete; else Failed, retried up to ``backoffLimit``, then the Job Failed with
+  BackoffLimitExceeded); a finished Job makes no pod again. With ``gc_finished_pods`` the pod garbage collector
+  removes pods that ended; with ``kserve`` a KServe controller reports every InferenceService Ready (raw deployment
+  mode URLs, ``../shared/reference/kserve-serving.md``). Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
   dependents are gone, Background removes dependents after the owner; a PVC keeps ``kubernetes.io/pvc-protection``
   while any scheduled pod uses it, whatever the pod's phase; a namespace is removed with everything in it.
 - ``dryRun=All`` validates and answers without storing.
@@ -52,7 +57,9 @@ namespace, name): object}``, ``""`` as the namespace of cluster-scoped objects),
 content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuck``, ``.no_storage_class``,
 ``.unpullable``, ``.allowed``, ``.logs``, ``.add(obj)`` (store an object as another writer would, through the same checks),
 ``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
-namespace, name)``, ``.managers(resource, namespace, name)``."""
+namespace, name)``, ``.managers(resource, namespace, name)``, ``.set_pod_log(namespace, pod_prefix, text)`` and
+``.pod_log(namespace, pod)`` (what a pod printed, as the test says), ``.set_pod_exit(namespace, pod_prefix, code)``,
+``.gc_finished_pods``, ``.kserve``."""
 
 from __future__ import annotations
 
@@ -415,6 +422,11 @@ class FakeKubernetes:
         self.unpullable: set = set()  # images the kubelet cannot pull: their pods wait in ImagePullBackOff
         self.allowed: dict = {}  # (group, resource, verb) -> bool for access reviews; missing means allowed
         self.logs: dict = {}  # (namespace, pod, container, previous) -> text the kubelet holds (a test's input)
+        # Jobs, KServe (the section "Jobs, pod logs, pod garbage collection, KServe" below)
+        self.pod_logs: dict = {}  # (namespace, pod name prefix) -> what the pod's container prints
+        self.pod_exits: dict = {}  # (namespace, pod name prefix) -> exit code of a Job pod's container (default 0)
+        self.gc_finished_pods = False  # the pod garbage collector removes pods that ended (Succeeded or Failed)
+        self.kserve = False  # a KServe controller reports InferenceServices Ready
         self._stopping = threading.Event()
         self._owners: dict = {}  # object key -> [{"manager", "operation", "subresource", "apiVersion", "paths", "time"}]
         self._kinds: dict = {}  # object key -> group/version it was written with
@@ -588,6 +600,8 @@ class FakeKubernetes:
         if plural == "persistentvolumeclaims":
             obj["metadata"]["finalizers"] = sorted({*obj["metadata"].get("finalizers", []), "kubernetes.io/pvc-protection"})
             obj["status"] = {"phase": "Pending"}
+        if plural == "jobs":
+            _job_defaults(obj)
         if plural == "namespaces":
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
@@ -791,7 +805,9 @@ class FakeKubernetes:
             moved |= self._namespace_defaults(key[2])
         for key in [k for k in self.objects if k[0] in WORKLOADS]:
             if key in self.objects:
-                moved |= self._workload(key)
+                moved |= self._job(key) if key[0] == "jobs" else self._workload(key)
+        moved |= self._pod_gc()
+        moved |= self._kserve()
         moved |= self._scheduler()
         moved |= self._kubelet_container_statuses()
         return moved
@@ -841,17 +857,15 @@ class FakeKubernetes:
         revision = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
         owner = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": name, "uid": meta["uid"], "controller": True,
                  "blockOwnerDeletion": True}
-        replicas = 1 if plural == "jobs" else spec.get("replicas", 1)
+        replicas = spec.get("replicas", 1)
         if plural == "statefulsets":
             wanted = [f"{name}-{i}" for i in range(replicas)]
-        elif plural == "jobs":
-            wanted = [f"{name}-{hashlib.sha256(meta['uid'].encode()).hexdigest()[:5]}"]
         else:
             wanted = [f"{name}-{revision}-{hashlib.sha256((meta['uid'] + str(i)).encode()).hexdigest()[:5]}" for i in range(replicas)]
         pods = {k[2]: p for k, p in self.objects.items() if k[0] == "pods" and k[1] == namespace
                 and any(r.get("uid") == meta["uid"] for r in p["metadata"].get("ownerReferences") or [])}
         for pod_name, pod in pods.items():
-            stale = pod_name not in wanted or (plural != "jobs" and pod["metadata"].get("annotations", {}).get("fake/revision") != revision)
+            stale = pod_name not in wanted or pod["metadata"].get("annotations", {}).get("fake/revision") != revision
             if stale and not pod["metadata"].get("deletionTimestamp"):
                 self._delete(("pods", namespace, pod_name))
                 moved = True
@@ -892,18 +906,15 @@ class FakeKubernetes:
                 status.update(readyReplicas=ready, availableReplicas=ready)
             if replicas - ready > 0:
                 status["unavailableReplicas"] = replicas - ready
-        elif plural == "statefulsets":
+            # every count of a Deployment's status is omitempty: scaled to 0 it has none (kubernetes.core's waiter
+            # then compares the absent availableReplicas and replicas)
+            status = {k: v for k, v in status.items() if v != 0}
+        else:  # statefulsets
             status = {"observedGeneration": generation, "replicas": len(pods), "currentReplicas": len(pods), "updatedReplicas": len(pods),
                       "currentRevision": f"{name}-{revision}", "updateRevision": f"{name}-{revision}", "collisionCount": 0,
                       "availableReplicas": ready}
             if ready:
                 status["readyReplicas"] = ready
-        else:  # jobs
-            done = [p for p in pods if p.get("status", {}).get("phase") == "Succeeded"]
-            status = {"active": len(pods) - len(done)} if not done else {
-                "succeeded": 1, "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}
-            if not done:
-                status = {"active": len(pods), "ready": 0}
         moved |= self._set_status(key, status)
         return moved
 
@@ -997,7 +1008,7 @@ class FakeKubernetes:
                 conditions = [{"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
                               {"type": "ContainersReady", "status": "False" if job else "True"},
                               {"type": "Ready", "status": "False" if job else "True"}]
-                self._set_status(key, {"phase": "Succeeded" if job else "Running", "conditions": conditions})
+                self._set_status(key, self._job_pod_end(key, conditions) if job else {"phase": "Running", "conditions": conditions})
                 moved = True
         return moved
 
@@ -1008,6 +1019,118 @@ class FakeKubernetes:
             "source": {"component": component}, "firstTimestamp": _now(), "lastTimestamp": _now(),
             "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": key[2], "namespace": key[1],
                                "uid": obj["metadata"]["uid"]}})
+
+    # ---------------------------------------------------------------- Jobs, pod logs, pod garbage collection, KServe
+
+    def set_pod_log(self, namespace: str, pod_prefix: str, text: str) -> None:
+        """What the container of the pods named ``pod_prefix...`` in ``namespace`` prints (their log)."""
+        with self._lock:
+            self.pod_logs[(namespace, pod_prefix)] = text
+
+    def pod_log(self, namespace: str, pod_name: str):
+        """The log of a pod (set_pod_log, longest matching prefix), or None when the test gave none."""
+        found = [(len(prefix), text) for (ns, prefix), text in self.pod_logs.items() if ns == namespace and pod_name.startswith(prefix)]
+        return max(found)[1] if found else None
+
+    def set_pod_exit(self, namespace: str, pod_prefix: str, code: int) -> None:
+        """The exit code of the container of the Job pods named ``pod_prefix...`` (0, the default: Succeeded; else Failed)."""
+        with self._lock:
+            self.pod_exits[(namespace, pod_prefix)] = code
+
+    def _job(self, key) -> bool:
+        """The Job controller: one pod at a time until one succeeds (Complete) or more than ``backoffLimit`` (default 6)
+        failed (Failed, BackoffLimitExceeded); a pod the admission refuses leaves a FailedCreate event and no pod. A
+        finished Job makes no pod again, also when its pods are gone."""
+        plural, namespace, name = key
+        obj = self.objects[key]
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if meta.get("deletionTimestamp") or any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions):
+            return False
+        template = spec.get("template") or {}
+        pods = sorted((p for k, p in self.objects.items() if k[0] == "pods" and k[1] == namespace and not p["metadata"].get("deletionTimestamp")
+                       and any(r.get("uid") == meta["uid"] for r in p["metadata"].get("ownerReferences") or [])),
+                      key=lambda p: p["metadata"]["annotations"].get("fake/index", ""))
+        phases = [(p.get("status") or {}).get("phase") for p in pods]
+        succeeded, failed = phases.count("Succeeded"), phases.count("Failed")
+        active = len(pods) - succeeded - failed
+        moved = False
+        if succeeded:
+            message = "Reached expected number of succeeded pods"
+            status = {"succeeded": succeeded, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}, "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": message},
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": message}]}
+        elif failed > spec.get("backoffLimit", 6):
+            message = "Job has reached the specified backoff limit"
+            status = {"failed": failed, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}, "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": message},
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message}]}
+            moved |= self._event(key, obj, "Warning", "BackoffLimitExceeded", message, "job-controller")
+        else:
+            if not active:
+                pod_name = f"{name}-{hashlib.sha256((meta['uid'] + str(len(pods))).encode()).hexdigest()[:5]}"
+                pod_spec = copy.deepcopy(template.get("spec") or {})
+                refused = self._pod_security(namespace, pod_spec)
+                if refused:
+                    moved |= self._failed_create(key, obj, pod_name, "", refused)
+                else:
+                    owner = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": name, "uid": meta["uid"], "controller": True,
+                             "blockOwnerDeletion": True}
+                    moved |= self._controller_add("v1", "pods", namespace, {
+                        "metadata": {"name": pod_name, "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+                                     "annotations": {"fake/index": f"{len(pods):04d}"}, "ownerReferences": [owner]},
+                        "spec": pod_spec, "status": {"phase": "Pending"}})
+                    active += 1
+            status = {"active": active, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}}
+            if failed:
+                status["failed"] = failed
+        return self._set_status(key, status) or moved
+
+    def _job_pod_end(self, key, conditions) -> dict:
+        """The status of a scheduled Job pod whose container ran to its end (exit code: set_pod_exit)."""
+        found = [(len(prefix), code) for (ns, prefix), code in self.pod_exits.items() if ns == key[1] and key[2].startswith(prefix)]
+        code = max(found)[1] if found else 0
+        pod = self.objects[key]
+        reason = "PodCompleted" if code == 0 else "PodFailed"
+        return {"phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [c if c["type"] not in ("ContainersReady", "Ready") else dict(c, reason=reason) for c in conditions],
+                "containerStatuses": [{"name": c["name"], "image": c.get("image"), "imageID": "", "ready": False, "restartCount": 0, "started": False,
+                                       "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}}
+                                      for c in pod["spec"].get("containers") or []]}
+
+    def _pod_gc(self) -> bool:
+        """The pod garbage collector, when ``gc_finished_pods``: pods that ended are removed (as past
+        --terminated-pod-gc-threshold, or when their node is gone)."""
+        if not self.gc_finished_pods:
+            return False
+        ended = [k for k, p in self.objects.items() if k[0] == "pods" and not p["metadata"].get("deletionTimestamp")
+                 and (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+        for key in ended:
+            self._delete(key)
+        return bool(ended)
+
+    def _kserve(self) -> bool:
+        """KServe in raw deployment mode, when ``kserve``: every InferenceService Ready, ``status.address.url`` its
+        predictor Service (no port, no /v1), ``status.url`` a host of the domain template ``{name}-{namespace}.{domain}``
+        under the cluster's ingress domain (the address when it is cluster-local)."""
+        if not self.kserve:
+            return False
+        ingress = self.objects.get(("ingresses", "", "cluster")) or {}
+        domain = (ingress.get("spec") or {}).get("domain", "")
+        moved = False
+        for key in [k for k in self.objects if k[0] == "inferenceservices"]:
+            isvc = self.objects[key]
+            if isvc["metadata"].get("deletionTimestamp"):
+                continue
+            dummy, namespace, name = key
+            address = f"http://{name}-predictor.{namespace}.svc.cluster.local"
+            local = (isvc["metadata"].get("labels") or {}).get("networking.kserve.io/visibility") == "cluster-local"
+            url = address if local or not domain else f"http://{name}-{namespace}.{domain}"
+            conditions = [{"type": t, "status": "True"} for t in ("IngressReady", "PredictorReady", "Ready")]
+            status = {"observedGeneration": isvc["metadata"].get("generation", 1), "address": {"url": address}, "url": url, "conditions": conditions,
+                      "modelStatus": {"states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}}}
+            moved |= self._set_status(key, status)
+        return moved
 
     # ---------------------------------------------------------------- HTTP
 
@@ -1236,6 +1359,8 @@ class FakeKubernetes:
             raise ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: trying and failing to pull image')
         previous = query.get("previous") in ("true", "1")
         text = self.logs.get((namespace, name, container, previous))
+        if text is None and not previous:
+            text = self.pod_log(namespace, name)  # set_pod_log: what a Job's pod printed, by name prefix
         if text is None:
             if previous:
                 raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod "{name}" not found')
@@ -1369,6 +1494,18 @@ TABLE_COLUMNS = {
         ("Restarts", "string", lambda o: str(sum(c.get("restartCount", 0) for c in o.get("status", {}).get("containerStatuses") or []))),
         ("Age", "string", _age)],
 }
+
+
+def _job_defaults(job: dict) -> None:
+    """What the API server sets on a new Job without ``manualSelector``: a selector on its uid, and the labels naming
+    the Job on its pod template."""
+    spec = job.setdefault("spec", {})
+    if spec.get("manualSelector"):
+        return
+    uid, name = job["metadata"]["uid"], job["metadata"]["name"]
+    spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
+    labels.update({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name, "controller-uid": uid, "job-name": name})
 
 
 def _containers(bad) -> str:

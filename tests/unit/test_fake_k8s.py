@@ -170,7 +170,7 @@ def _job_with_claim(api):
 def test_a_pvc_stays_terminating_while_a_succeeded_job_pod_uses_it(api, fake):
     _job_with_claim(api)
     job = api.resources.get(api_version="batch/v1", kind="Job").get(name="dump", namespace=NS).to_dict()
-    assert {"type": "Complete", "status": "True"} in job["status"]["conditions"]
+    assert [(c["type"], c["status"]) for c in job["status"]["conditions"]] == [("SuccessCriteriaMet", "True"), ("Complete", "True")]
     pods = api.resources.get(api_version="v1", kind="Pod").get(namespace=NS).to_dict()["items"]
     assert [p["status"]["phase"] for p in pods] == ["Succeeded"]
     pvcs = api.resources.get(api_version="v1", kind="PersistentVolumeClaim")
@@ -348,3 +348,110 @@ def test_a_watch_streams_the_changes_of_what_the_list_selects(api, fake):
     thread.join()
     lines = [json.loads(line) for line in events[0][2].splitlines()]
     assert lines and {e["type"] for e in lines} == {"MODIFIED"} and lines[-1]["object"]["spec"]["replicas"] == 3
+
+
+# ---------------------------------------------------------------- Jobs, pod logs, pod garbage collection, KServe
+
+JOB = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once", "namespace": NS},
+       "spec": {"backoffLimit": 1, "template": {"metadata": {"labels": {"app": "once"}}, "spec": {
+           "restartPolicy": "Never", "containers": [{"name": "run", "image": "example/run:1"}]}}}}
+
+
+def _job_pods(api, job="once"):
+    return api.resources.get(api_version="v1", kind="Pod").get(namespace=NS, label_selector=f"batch.kubernetes.io/job-name={job}").to_dict()["items"]
+
+
+def test_a_job_gets_a_selector_on_its_uid_and_its_pods_the_labels_naming_it(api, fake):
+    _ns(api)
+    made = _apply(api, JOB)
+    uid = made["metadata"]["uid"]
+    # The API server's defaults for a Job without manualSelector (kube-apiserver 1.32).
+    assert made["spec"]["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    assert made["spec"]["template"]["metadata"]["labels"] == {"app": "once", "batch.kubernetes.io/controller-uid": uid,
+                                                              "batch.kubernetes.io/job-name": "once", "controller-uid": uid, "job-name": "once"}
+    pods = _job_pods(api)
+    assert [(p["status"]["phase"], p["status"]["containerStatuses"][0]["state"]) for p in pods] == [
+        ("Succeeded", {"terminated": {"exitCode": 0, "reason": "Completed"}})]
+    job = api.resources.get(api_version="batch/v1", kind="Job").get(name="once", namespace=NS).to_dict()
+    assert job["status"]["succeeded"] == 1 and [c["reason"] for c in job["status"]["conditions"]] == ["CompletionsReached"] * 2
+    # The applier owns what it applied, not the server's defaults: the same apply again changes nothing.
+    again = _apply(api, JOB)
+    assert again["metadata"]["resourceVersion"] == api.resources.get(api_version="batch/v1", kind="Job").get(
+        name="once", namespace=NS).to_dict()["metadata"]["resourceVersion"]
+    assert again["spec"]["selector"] == made["spec"]["selector"]
+
+
+def test_a_job_whose_container_fails_is_retried_up_to_its_backoff_limit_then_fails(api, fake):
+    _ns(api)
+    fake.set_pod_exit(NS, "once-", 2)
+    _apply(api, JOB)
+    pods = _job_pods(api)
+    # backoffLimit 1: two pods ran and failed, then the Job failed (conditions and event as the job controller writes them).
+    assert [(p["status"]["phase"], p["status"]["containerStatuses"][0]["state"]["terminated"]) for p in pods] == [
+        ("Failed", {"exitCode": 2, "reason": "Error"})] * 2
+    job = api.resources.get(api_version="batch/v1", kind="Job").get(name="once", namespace=NS).to_dict()
+    assert job["status"]["failed"] == 2
+    assert [(c["type"], c["reason"], c["message"]) for c in job["status"]["conditions"]] == [
+        ("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+        ("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=BackoffLimitExceeded").to_dict()["items"]
+    assert [(e["type"], e["involvedObject"]["kind"], e["involvedObject"]["name"]) for e in events] == [("Warning", "Job", "once")]
+
+
+def test_a_job_refused_by_pod_security_has_no_pod_and_a_failed_create_event(api, fake):
+    api.resources.get(api_version="v1", kind="Namespace").create(body={
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    _apply(api, JOB)
+    assert _job_pods(api) == []
+    job = api.resources.get(api_version="batch/v1", kind="Job").get(name="once", namespace=NS).to_dict()
+    assert job["status"]["active"] == 0 and "conditions" not in job["status"]
+    events = api.resources.get(api_version="v1", kind="Event").get(namespace=NS, field_selector="reason=FailedCreate").to_dict()["items"]
+    assert [(e["involvedObject"]["kind"], e["source"]["component"]) for e in events] == [("Job", "job-controller")]
+    assert 'is forbidden: violates PodSecurity "restricted:latest"' in events[0]["message"]
+
+
+def test_the_pod_garbage_collector_removes_ended_pods_and_a_finished_job_makes_none_again(api, fake):
+    _ns(api)
+    fake.gc_finished_pods = True
+    _apply(api, JOB)
+    job = api.resources.get(api_version="batch/v1", kind="Job").get(name="once", namespace=NS).to_dict()
+    assert job["status"]["succeeded"] == 1 and _job_pods(api) == []
+    fake.reconcile()
+    assert _job_pods(api) == [] and fake.names("jobs", NS) == ["once"]
+
+
+def test_a_pod_log_is_what_the_test_says_the_container_printed(fake):
+    fake.set_pod_log(NS, "once-", "first\n")
+    fake.set_pod_log(NS, "once-now-", "second\n")
+    assert fake.pod_log(NS, "once-abcde") == "first\n" and fake.pod_log(NS, "once-now-abcde") == "second\n"
+    assert fake.pod_log(NS, "other-abcde") is None and fake.pod_log("elsewhere", "once-abcde") is None
+
+
+def test_a_deployment_scaled_to_zero_has_no_counts_in_its_status(api):
+    _ns(api)
+    _apply(api, DEPLOYMENT)
+    resource = api.resources.get(api_version="apps/v1", kind="Deployment")
+    resource.scale.patch(body={"kind": "Deployment", "metadata": {"name": "web", "namespace": NS}, "spec": {"replicas": 0}})
+    status = resource.get(name="web", namespace=NS).to_dict()["status"]
+    # Every count is omitempty on a real server: none is written as 0.
+    assert sorted(status) == ["conditions", "observedGeneration"], status
+
+
+def test_kserve_reports_inference_services_ready_with_their_predictor_address_and_url(api, fake):
+    _ns(api)
+    fake.add({"apiVersion": "config.openshift.io/v1", "kind": "Ingress", "metadata": {"name": "cluster"}, "spec": {"domain": "apps.example.com"}})
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "granite", "namespace": NS},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "vLLM"}, "runtime": "granite"}}}}
+    _apply(api, isvc)
+    resource = api.resources.get(api_version="serving.kserve.io/v1beta1", kind="InferenceService")
+    assert "status" not in resource.get(name="granite", namespace=NS).to_dict()  # without KServe nobody reports
+    fake.kserve = True
+    status = resource.get(name="granite", namespace=NS).to_dict()["status"]
+    # Raw deployment mode (../shared/reference/kserve-serving.md): the address has no port and no /v1; the URL's host
+    # comes from the domain template {name}-{namespace}.{ingress domain}.
+    assert status["address"] == {"url": f"http://granite-predictor.{NS}.svc.cluster.local"}
+    assert status["url"] == f"http://granite-{NS}.apps.example.com"
+    assert [(c["type"], c["status"]) for c in status["conditions"]] == [("IngressReady", "True"), ("PredictorReady", "True"), ("Ready", "True")]
+    local = dict(isvc, metadata=dict(isvc["metadata"], name="local", labels={"networking.kserve.io/visibility": "cluster-local"}))
+    _apply(api, local)
+    assert resource.get(name="local", namespace=NS).to_dict()["status"]["url"] == f"http://local-predictor.{NS}.svc.cluster.local"

@@ -1,14 +1,16 @@
-"""Why a rollout of the manifest pipeline (role rhpds.litemaas.litemaas_manifests) does not progress.
+"""Why a rollout or a Job of the manifest pipeline (role rhpds.litemaas.litemaas_manifests) does not progress.
 
 Reads JSON on stdin:
-  {"workloads": [{"kind", "namespace", "name", "selector": {label: value}}], "pods": [Pod], "events": [Event],
-   "claims": [PersistentVolumeClaim]}
-(the pods, events and claims of the workloads' namespaces, as the API server lists them). For each workload, looks at
-its pods (found by its selector) and at the events about it, its pods, its ReplicaSets and their claims, and reports
-what holds it: a pod the scheduler cannot place (no schedulable node, an unbound PersistentVolumeClaim), a container
-waiting on an image that cannot be pulled or that keeps crashing, a pod the admission refuses (FailedCreate, e.g.
-PodSecurity). Prints one JSON line {"reasons": {"Kind/namespace/name": ["...", ...]}} naming only the workloads held
-by such a reason; a workload that is merely slow has none.
+  {"workloads": [{"kind", "namespace", "name", "selector": {label: value}, "conditions": [...] (Jobs)}], "pods": [Pod],
+   "events": [Event], "claims": [PersistentVolumeClaim]}
+(the pods, events and claims of the workloads' namespaces, as the API server lists them; a Job's selector and
+conditions as the server has them). For each workload, looks at its pods (found by its selector) and at the events
+about it, its pods, its ReplicaSets and their claims, and reports what holds it: a pod the scheduler cannot place (no
+schedulable node, an unbound PersistentVolumeClaim), a container waiting on an image that cannot be pulled or that
+keeps crashing, a pod the admission refuses (FailedCreate, e.g. PodSecurity); for a Job also that it failed (its
+Failed condition, e.g. BackoffLimitExceeded) and how its pods' containers ended. Prints one JSON line
+{"reasons": {"Kind/namespace/name": ["...", ...]}, "failed": ["Job/namespace/name", ...]} naming only the workloads
+held by such a reason; a workload that is merely slow has none.
 """
 
 import json
@@ -76,17 +78,37 @@ def reasons_of(workload, pods, events, claims):
                 failed = latest.get(("Pod", name, "Failed"))
                 if failed:
                     out.append(f"pod {name}: {failed.get('message', '')}")
+        if workload["kind"] == "Job" and status.get("phase") == "Failed":
+            for container in status.get("containerStatuses") or []:
+                ended = (container.get("state") or {}).get("terminated") or {}
+                if ended:
+                    out.append(f"pod {name} container {container.get('name')} exited with code {ended.get('exitCode')} ({ended.get('reason', '')})")
+    failed = _failed(workload)
+    if failed:
+        out.insert(0, failed)
+        out.append(f"its log: oc logs -n {namespace} job/{workload['name']}")
     return out
+
+
+def _failed(workload):
+    """A Job's Failed condition, as text ("" when it has not failed)."""
+    for condition in workload.get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return f"failed: {condition.get('reason', '')}: {condition.get('message', '')}"
+    return ""
 
 
 def main():
     data = json.load(sys.stdin)
-    found = {}
+    found, failed = {}, []
     for workload in data.get("workloads") or []:
         reasons = reasons_of(workload, data.get("pods") or [], data.get("events") or [], data.get("claims") or [])
+        name = f"{workload['kind']}/{workload['namespace']}/{workload['name']}"
         if reasons:
-            found[f"{workload['kind']}/{workload['namespace']}/{workload['name']}"] = reasons
-    print(json.dumps({"reasons": found}, sort_keys=True))
+            found[name] = reasons
+        if _failed(workload):
+            failed.append(name)
+    print(json.dumps({"reasons": found, "failed": failed}, sort_keys=True))
 
 
 if __name__ == "__main__":
