@@ -15,12 +15,11 @@ import shlex
 import subprocess
 import uuid
 
-import psycopg2
-import psycopg2.extras
 import pytest
 import yaml
 
 from tests.playbooks.conftest import PLAYBOOKS, REPO, recap
+from tests.support.portal_db import create_portal_db, sql
 
 FALSE = ("false", "no", "0", "False", "off")
 TRUE = ("true", "yes", "1")
@@ -123,24 +122,12 @@ def test_scale_force_from_json_and_oauth_off_from_the_command_line(ansible_env, 
 
 # ---------------------------------------------------------------- key sync: litemaas_key_sync_dry_run
 
-SCHEMA = REPO / "tests" / "integration" / "modules" / "portal_schema.sql"
-
-
-def sql(dsn, query, args=None):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
 
 
 @pytest.fixture()
 def portal_with_a_stale_key(pg_server, proxy):
     """A portal database with two keys of one user: one live in the proxy, one whose proxy key is gone."""
-    dsn = pg_server.create_database("portal_sw_" + uuid.uuid4().hex[:8])
-    sql(dsn, SCHEMA.read_text())
+    dsn = create_portal_db(pg_server, "portal_sw_")
     owner = sql(dsn, "INSERT INTO users (username, email, oauth_id, roles) VALUES ('o', 'o@example.com', 'o', '{user}') RETURNING id::text AS id")[0]["id"]
     status, live = proxy.admin("POST", "/key/generate", {"key_alias": "sw-" + uuid.uuid4().hex[:6], "user_id": owner})
     assert status == 200

@@ -247,7 +247,8 @@ def test_key_cleanup_cronjob_command_runs_against_a_real_proxy(key_cleanup_rende
     container = load_dir(render_dir)["day2/key-cleanup/cronjob.yaml"][0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     proxy = proxy_factory(database="kc_cronjob_" + uuid.uuid4().hex[:6])
     portal = pg_server.create_database("kc_portal_" + uuid.uuid4().hex[:6])
-    schema = PLAYBOOKS.parent / "tests" / "integration" / "modules" / "portal_schema.sql"
+    from tests.support.portal_db import SCHEMA as schema
+
     conn = psycopg2.connect(portal)
     conn.autocommit = True
     with conn.cursor() as cur:

@@ -23,8 +23,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psycopg2
-import psycopg2.extras
 import pytest
 import yaml
 
@@ -33,21 +31,11 @@ from tests.support.doc_commands import inventory, sh, text_of
 from tests.support.fake_k8s import FakeKubernetes
 from tests.support.kserve_objects import inference_service, vllm_runtime
 from tests.support.portal_api import PortalSyncRecorder
+from tests.support.portal_db import create_portal_db, sql
 from tests.support.proxy import stub_models
 
 NS = "litemaas"
 DOMAIN = "apps.example.com"
-SCHEMA = REPO / "tests" / "integration" / "modules" / "portal_schema.sql"
-
-
-def sql(dsn, query, args=None):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
 
 
 def b64(value: str) -> str:
@@ -116,8 +104,7 @@ def day2(tmp_path_factory, ansible_env, pg_server, proxy_factory, stub_upstream)
     models = stub_models(stub_upstream.url) + [
         {"model_name": "docling", "litellm_params": {"model": "docling/docling", "api_base": stub_upstream.base_url}, "model_info": {"mode": "convert"}}]
     proxy = proxy_factory(database="doc_day2_" + uuid.uuid4().hex[:8], models=models)
-    portal_dsn = pg_server.create_database("litemaas_db_" + uuid.uuid4().hex[:8])
-    sql(portal_dsn, SCHEMA.read_text())
+    portal_dsn = create_portal_db(pg_server, "litemaas_db_")
     fake = FakeKubernetes().start()
     portal = PortalSyncRecorder().start()
     state = Day2(root, ansible_env, fake, proxy, pg_server, portal_dsn, portal)

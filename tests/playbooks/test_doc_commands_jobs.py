@@ -18,6 +18,7 @@ import yaml
 from tests.playbooks.conftest import REPO, recap
 from tests.support.doc_commands import inventory, sh
 from tests.support.fake_k8s import FakeKubernetes
+from tests.support.portal_db import SCHEMA as PORTAL_SCHEMA
 
 DOMAIN = "apps.example.com"
 NS = "litemaas"
@@ -84,7 +85,7 @@ def _cleanup_summary(fake, proxy_factory, pg_server, args: list) -> str:
     conn = psycopg2.connect(portal)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute((REPO / "tests" / "integration" / "modules" / "portal_schema.sql").read_text())
+        cur.execute(PORTAL_SCHEMA.read_text())
         cur.execute("INSERT INTO users (username, email, oauth_id) VALUES ('u', 'u@example.com', 'u') RETURNING id")
         user_id = cur.fetchone()[0]
         for alias in ("virtkey-ws1-user1", "virtkey-ws1-user2", "portal-key"):

@@ -5,34 +5,15 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-import psycopg2
-import psycopg2.extras
 import pytest
 
-from tests.playbooks.conftest import REPO, recap
-
-SCHEMA = REPO / "tests" / "integration" / "modules" / "portal_schema.sql"
-
-
-def sql(dsn, query, args=None):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
+from tests.playbooks.conftest import recap
+from tests.support.portal_db import create_portal_db, sql
 
 
 @pytest.fixture()
 def portal(pg_server):
-    dsn = pg_server.create_database("portal_pb_" + uuid.uuid4().hex[:8])
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(SCHEMA.read_text())
-    conn.close()
-    return dsn
+    return create_portal_db(pg_server, "portal_pb_")
 
 
 def add_user(dsn, username, email, roles=("user",)):
