@@ -122,8 +122,6 @@ def test_scale_force_from_json_and_oauth_off_from_the_command_line(ansible_env, 
 
 # ---------------------------------------------------------------- key sync: litemaas_key_sync_dry_run
 
-
-
 @pytest.fixture()
 def portal_with_a_stale_key(pg_server, proxy):
     """A portal database with two keys of one user: one live in the proxy, one whose proxy key is gone."""

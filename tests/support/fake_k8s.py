@@ -1332,7 +1332,6 @@ class FakeKubernetes:
         status = {"allowed": allowed} if allowed else {"allowed": False, "reason": "forbidden by the test's RBAC"}
         return {"kind": kind, "apiVersion": gv, "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
 
-
     # ---------------------------------------------------------------- kubectl's requests: pod logs, watch, Table
 
     def _pod_log(self, namespace, name, query) -> PlainText:
