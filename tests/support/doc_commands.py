@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -140,9 +141,10 @@ def text_of(key: str) -> str:
     return documented_commands()[key].text
 
 
-def sh(key: str, env: dict, cwd: Path, rc: int = 0, timeout: float = 900) -> subprocess.CompletedProcess:
+def sh(key: str, env: dict, cwd: Path, rc: Optional[int] = 0, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a documented command line exactly as written (through bash); its exit status must be ``rc`` (None: any)."""
     proc = subprocess.run(["bash", "-c", text_of(key)], env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == rc, f"{key}\nexited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert rc is None or proc.returncode == rc, f"{key}\nexited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
