@@ -45,6 +45,7 @@ JOBS = "tests/playbooks/test_doc_commands_jobs.py::"
 JOBS_RUN_NOW = JOBS + "test_key_cleanup_once_now_runs_the_cronjob_as_a_job_and_shows_its_summary"
 JOBS_RESTORE = JOBS + "test_restore_commands_stop_the_writers_restore_and_start_them_again"
 JOBS_KSERVE = JOBS + "test_model_serving_commands_wait_until_kserve_reports_every_model_ready"
+QUICK_START = "tests/playbooks/test_doc_commands_quickstart.py::test_quick_start_installs_the_proxy_and_runs_it_with_the_database_and_redis_written"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -160,6 +161,14 @@ RUN = {
     "ansible-playbook rhpds.litemaas.restore -e litemaas_restore_backup=pre-upgrade-20260301-101500 -e litemaas_restore_confirm=true": JOBS_RESTORE,
     """ansible-playbook rhpds.litemaas.model_serving -e '{"litemaas_model_serving_models": ["granite-3-2-8b-instruct"]}'""": JOBS_KSERVE,
     "ansible-playbook rhpds.litemaas.model_serving -e @models.yml": JOBS_KSERVE,
+    # The proxy's quick start and the one-run deploy with models: tests/playbooks/test_doc_commands_quickstart.py.
+    "pip install ./files/proxy": QUICK_START,
+    "export DATABASE_URL=postgresql://user:pw@db:5432/litellm_db": QUICK_START,
+    "export REDIS_URL=redis://:pw@redis:6379/0": QUICK_START,
+    """export LITELLM_MASTER_KEY=sk-$(python3 -c 'import secrets; print(secrets.token_hex(16))')""": QUICK_START,
+    "litemaas-proxy --host 0.0.0.0 --port 4000": QUICK_START,
+    "ansible-playbook rhpds.litemaas.deploy -e @catalog-item.yml":
+        "tests/playbooks/test_doc_commands_quickstart.py::test_catalog_item_deploys_the_platform_serves_and_registers_the_models",
 }
 
 CANNOT_RUN = {
@@ -169,7 +178,6 @@ CANNOT_RUN = {
     "ansible-galaxy collection install rhpds.litemaas": "needs Galaxy or an Automation Hub; the install from a built tarball runs here",
     "oc -n openshift-monitoring edit configmap cluster-monitoring-config": "opens an editor",
     "oc adm top pods -n $NS": "needs a cluster's metrics API",
-    "litemaas-proxy --host 0.0.0.0 --port 4000 [--config config.yaml] [--workers N]": "a usage line with optional parts in brackets",
     ".venv/bin/python bench/keys_bench.py [--count 1000] [--parallelism 16] [--json out.json]": "a usage line with optional parts in brackets",
     "ansible-playbook rhpds.litemaas.workshop_keys -e guid=abc12 -e num_users=30 -e litellm_url=https://litellm.apps.example.com"
     " -e litellm_master_key=... [-e ACTION=provision|extend|destroy]": "a usage line with placeholders",
@@ -190,11 +198,7 @@ _PSQL = "the portal database through oc exec"
 _BENCH = ("a benchmark of 2 to 10 minutes, too long for the test command's budget (bench/run.py --quick runs as written; "
           "tests/reliability/test_load_script.py and test_burst_script.py run the other scripts briefly)")
 _TEST_RUN = "a test run of its own (the suite runs those tests itself)"
-_PROXY_AS_WRITTEN = "the proxy's database and Redis at the hosts written (db, redis)"
 _MONITORING = "the monitoring stack's kinds on the in-memory API server"
-_PROXY_ROUTE = ("the deploy's model serving to finish on the in-memory API server, which has no token controller to fill the model"
-                " client token Secret (test_model_serving_cluster.py writes that status itself;"
-                " test_doc_commands_day2.py runs the discovery and registration this line ends with)")
 NOT_RUN_YET = {
     '.venv/bin/python bench/burst.py': _BENCH,
     '.venv/bin/python bench/burst.py --n 500 --skip-litellm --keep': _BENCH,
@@ -223,11 +227,6 @@ NOT_RUN_YET = {
     "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": _SA_MODE,
     'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _EXEC,
     'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }': _EXEC,
-    'export DATABASE_URL=postgresql://user:pw@db:5432/litellm_db': _PROXY_AS_WRITTEN,
-    'export LITELLM_MASTER_KEY=sk-...': _PROXY_AS_WRITTEN,
-    'export REDIS_URL=redis://:pw@redis:6379/0': _PROXY_AS_WRITTEN,
-    'pip install ./files/proxy': _PROXY_AS_WRITTEN,
-    'ansible-playbook rhpds.litemaas.deploy -e @catalog-item.yml': _PROXY_ROUTE,
     'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': _PSQL,
     'psql_portal -c "SELECT id, availability FROM models ORDER BY id"': _PSQL,
     'psql_portal -c "SELECT litellm_key_alias, is_active, sync_status, expires_at FROM api_keys WHERE sync_status <> \'synced\' OR expires_at < now()"': _PSQL,

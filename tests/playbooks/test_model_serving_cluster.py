@@ -5,6 +5,7 @@ InferenceService is removed. (Render mode: test_model_serving.py; two files so t
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
@@ -166,9 +167,11 @@ def test_discovered_models_are_registered_served_and_removed(playbook, proxy, st
                              args=["--served-model-name=granite-3-2-8b-instruct"])
     for obj in (vllm_runtime(ns_b), twin):
         _put(fake, obj)
-    token = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-             "metadata": {"name": "litemaas-model-client-token", "namespace": ns_a}, "data": {"token": "ZmFrZS1zYS10b2tlbg=="}}
-    _put(fake, token)
+    # The model client's ServiceAccount and its token Secret, which the tokens controller fills.
+    fake.add({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "litemaas-model-client", "namespace": ns_a}})
+    _put(fake, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": "litemaas-model-client-token", "namespace": ns_a,
+                             "annotations": {"kubernetes.io/service-account.name": "litemaas-model-client"}}})
     names = ["granite-3-2-8b-instruct", "llama-guard-3-1b", "nomic-embed-text-v1-5", "granite-docling-258m", "codellama-7b-instruct"]
     conn = {"litemaas_proxy_url": proxy.url, "litemaas_master_key": proxy.master_key, "litemaas_models_portal_sync": "never",
             "litemaas_models_discover": True, "litemaas_models_discover_namespaces": [ns_a, ns_b],
@@ -182,7 +185,8 @@ def test_discovered_models_are_registered_served_and_removed(playbook, proxy, st
         ("llama-guard-3-1b", "openai/meta-llama/Llama-Guard-3-1B", base + "/v1"),
         ("nomic-embed-text-v1-5", "openai/nomic-embed-text-v1-5", base + "/v1"),
     ]
-    assert "fake-sa-token" not in first.stdout and "(not ready: " + ns_a + "/codellama-7b-instruct)" in first.stdout
+    token = base64.b64decode(fake.objects[("secrets", ns_a, "litemaas-model-client-token")]["data"]["token"]).decode()
+    assert token not in first.stdout and "(not ready: " + ns_a + "/codellama-7b-instruct)" in first.stdout
 
     again = playbook.run("models.yml", conn)
     assert recap(again.stdout)["changed"] == 0

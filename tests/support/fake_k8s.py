@@ -41,6 +41,8 @@ What it serves and how:
   mode URLs, ``../shared/reference/kserve-serving.md``). Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
   dependents are gone, Background removes dependents after the owner; a PVC keeps ``kubernetes.io/pvc-protection``
   while any scheduled pod uses it, whatever the pod's phase; a namespace is removed with everything in it.
+  The tokens controller fills a ``kubernetes.io/service-account-token`` Secret of an existing ServiceAccount and
+  deletes one whose ServiceAccount is missing (section "token controller").
 - ``dryRun=All`` validates and answers without storing.
 - **What kubectl (and so ``oc``) needs** (the section "kubectl's requests" below): short names in discovery
   (``deploy``, ``sts``, ``pvc``, ``svc``, ``sa``, ... and a CRD's ``shortNames``); the ``log`` subresource of pods
@@ -63,6 +65,7 @@ namespace, name)``, ``.managers(resource, namespace, name)``, ``.set_pod_log(nam
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
 import functools
@@ -81,6 +84,20 @@ from tests.support import k8s_schemas
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 NODE = "node-1"
 CONTROLLER = "kube-controller-manager"
+# The tokens controller's Secrets (section "token controller" below).
+SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+SA_UID_ANNOTATION = "kubernetes.io/service-account.uid"
+FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIB (the cluster's service account CA)\n-----END CERTIFICATE-----\n"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
 
 # (group/version, plural, kind, namespaced, subresources)
 BUILTIN = [
@@ -808,6 +825,7 @@ class FakeKubernetes:
                 moved |= self._job(key) if key[0] == "jobs" else self._workload(key)
         moved |= self._pod_gc()
         moved |= self._kserve()
+        moved |= self._token_controller()
         moved |= self._scheduler()
         moved |= self._kubelet_container_statuses()
         return moved
@@ -1130,6 +1148,44 @@ class FakeKubernetes:
             status = {"observedGeneration": isvc["metadata"].get("generation", 1), "address": {"url": address}, "url": url, "conditions": conditions,
                       "modelStatus": {"states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}}}
             moved |= self._set_status(key, status)
+        return moved
+
+    # ---------------------------------------------------------------- token controller (service account token Secrets)
+    # kube-controller-manager's tokens controller for long-lived tokens: a Secret of type
+    # kubernetes.io/service-account-token whose annotation kubernetes.io/service-account.name names a ServiceAccount of
+    # its namespace gets data.token (a signed JWT naming the account), data["ca.crt"] and data.namespace, and the
+    # annotation kubernetes.io/service-account.uid; one whose ServiceAccount does not exist (or has another uid than
+    # the annotation says) is deleted. Its writes are the controller's Update of the Secret.
+
+    def _token_controller(self) -> bool:
+        moved = False
+        for key in [k for k in self.objects if k[0] == "secrets"]:
+            secret = self.objects.get(key)
+            if secret is None or secret.get("type") != SA_TOKEN_TYPE or secret["metadata"].get("deletionTimestamp"):
+                continue
+            dummy, namespace, name = key
+            annotations = secret["metadata"].get("annotations") or {}
+            account = self.objects.get(("serviceaccounts", namespace, annotations.get(SA_NAME_ANNOTATION, "")))
+            uid = annotations.get(SA_UID_ANNOTATION)
+            if account is None or (uid and uid != account["metadata"]["uid"]):
+                self._delete(key)
+                moved = True
+                continue
+            data = secret.get("data") or {}
+            if data.get("token") and uid:
+                continue
+            before, snapshot = copy.deepcopy(secret), self._owner_snapshot(key)
+            account_name, account_uid = account["metadata"]["name"], account["metadata"]["uid"]
+            claims = {"iss": "kubernetes/serviceaccount", "kubernetes.io/serviceaccount/namespace": namespace,
+                      "kubernetes.io/serviceaccount/secret.name": name, "kubernetes.io/serviceaccount/service-account.name": account_name,
+                      "kubernetes.io/serviceaccount/service-account.uid": account_uid, "sub": f"system:serviceaccount:{namespace}:{account_name}"}
+            token = ".".join(_b64url(part) for part in (json.dumps({"alg": "RS256", "kid": "fake"}).encode(), json.dumps(claims).encode(),
+                                                        hashlib.sha256(f"{namespace}/{name}/{account_uid}".encode()).digest() * 8))
+            secret["data"] = dict(data, **{"token": _b64(token), "ca.crt": _b64(FAKE_CA), "namespace": _b64(namespace)})
+            secret["metadata"]["annotations"] = dict(annotations, **{SA_UID_ANNOTATION: account_uid})
+            self._record_update(key, CONTROLLER, None, self._kinds.get(key, "v1"), before, secret)
+            self._store(key, secret, before, snapshot)
+            moved = True
         return moved
 
     # ---------------------------------------------------------------- HTTP

@@ -455,3 +455,37 @@ def test_kserve_reports_inference_services_ready_with_their_predictor_address_an
     local = dict(isvc, metadata=dict(isvc["metadata"], name="local", labels={"networking.kserve.io/visibility": "cluster-local"}))
     _apply(api, local)
     assert resource.get(name="local", namespace=NS).to_dict()["status"]["url"] == f"http://local-predictor.{NS}.svc.cluster.local"
+
+
+def test_the_token_controller_fills_a_service_account_token_secret_and_deletes_one_without_its_account(api, fake):
+    import base64
+    import json
+
+    _ns(api)
+    _apply(api, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "model-client", "namespace": NS}})
+    _apply(api, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                 "metadata": {"name": "model-client-token", "namespace": NS, "annotations": {"kubernetes.io/service-account.name": "model-client"}}})
+    secrets = api.resources.get(api_version="v1", kind="Secret")
+    secret = secrets.get(name="model-client-token", namespace=NS).to_dict()
+    account = api.resources.get(api_version="v1", kind="ServiceAccount").get(name="model-client", namespace=NS).to_dict()
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert sorted(data) == ["ca.crt", "namespace", "token"] and data["namespace"] == NS
+    assert data["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
+    # A JWT naming the account, as the legacy token the controller signs.
+    claims = json.loads(base64.urlsafe_b64decode(data["token"].split(".")[1] + "=="))
+    assert claims["sub"] == f"system:serviceaccount:{NS}:model-client"
+    assert claims["kubernetes.io/serviceaccount/service-account.uid"] == account["metadata"]["uid"]
+    assert secret["metadata"]["annotations"]["kubernetes.io/service-account.uid"] == account["metadata"]["uid"]
+    # The controller's fields are its own: the same apply again keeps them and leaves the Secret as it is.
+    assert {e["manager"] for e in secret["metadata"]["managedFields"]} == {"rhpds.litemaas", "kube-controller-manager"}
+    again = _apply(api, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                         "metadata": {"name": "model-client-token", "namespace": NS,
+                                      "annotations": {"kubernetes.io/service-account.name": "model-client"}}})
+    assert again["data"] == secret["data"] and again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    # A token Secret of an account that does not exist is deleted; an Opaque Secret is nobody's business.
+    _apply(api, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                 "metadata": {"name": "orphan-token", "namespace": NS, "annotations": {"kubernetes.io/service-account.name": "nobody"}}})
+    _apply(api, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "plain", "namespace": NS}, "stringData": {"a": "b"}})
+    names = [s["metadata"]["name"] for s in secrets.get(namespace=NS).to_dict()["items"]]
+    assert "orphan-token" not in names and {"model-client-token", "plain"} <= set(names), names
+    assert "token" not in (secrets.get(name="plain", namespace=NS).to_dict().get("data") or {})
