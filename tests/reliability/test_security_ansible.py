@@ -439,10 +439,11 @@ def test_local_platform_prints_no_secret_at_vvv(ansible_env, work_dir, stub_upst
 
     data_dir = work_dir / "security-local" / "data"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    plat = Platform(ansible_env, data_dir, stub_upstream.url)
+    plat = Platform(ansible_env, data_dir)
     try:
         vars_file = data_dir.parent / "vars.json"
-        rc, output = run_playbook(plat.env, [str(REPO / "playbooks" / "local.yml"), "-e", private_vars(vars_file, plat.vars)], REPO)
+        model = {"litemaas_local_model_url": stub_upstream.url, "litemaas_local_model_name": "stub-model"}
+        rc, output = run_playbook(plat.env, [str(REPO / "playbooks" / "local.yml"), "-e", private_vars(vars_file, dict(plat.vars, **model))], REPO)
         assert rc == 0, output[-4000:]
         secrets = {f"workshop key {alias}": key for alias, key in plat.keys().items()}
         assert len(secrets) == 3

@@ -65,14 +65,15 @@ class Platform:
         self.ports = {"postgres": free_port(), "redis": free_port(), "proxy": free_port()}
         # What the doc's command line leaves to the defaults, given as a user's inventory would: free ports and a data
         # directory of the test's own, the workshop and the questions the stub answers.
-        hosts = inventory(data_dir.parent / "inventory", {
+        self.vars = {
             "litemaas_local_data_dir": str(data_dir),
             "litemaas_local_postgres_port": self.ports["postgres"],
             "litemaas_local_redis_port": self.ports["redis"],
             "litemaas_local_proxy_port": self.ports["proxy"],
             "litemaas_local_workshop_guid": "t",
             "litemaas_local_smoke_questions": QUESTIONS,
-        })
+        }
+        hosts = inventory(data_dir.parent / "inventory", self.vars)
         self.env = dict(ansible_env, ANSIBLE_INVENTORY=str(hosts), LITEMAAS_LOCAL_DATA_DIR=str(data_dir))
         self.env["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "yaml"
         self.env["ANSIBLE_PIPELINING"] = "true"
