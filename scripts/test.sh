@@ -46,11 +46,11 @@ else
   # Two processes, whole files to each (the tests of one file share their services); the schemathesis file then
   # runs alone, because its last test checks that the fuzzing in that same process reached every operation.
   log "pytest (2 processes)"
-  python -m pytest -n 2 --dist loadfile --ignore=tests/reliability/test_schemathesis.py
+  python -m pytest -n 2 --dist loadfile --durations=30 --ignore=tests/reliability/test_schemathesis.py
   log "pytest: schemathesis fuzzing of the proxy's OpenAPI document"
   python -m pytest tests/reliability/test_schemathesis.py
   log "pytest: the tests marked ansible_core with ansible-core 2.16"
-  LITEMAAS_ANSIBLE_CORE_VENV="$oldest_core" python -m pytest -n 2 --dist loadfile -m ansible_core --ignore=tests/reliability/test_schemathesis.py
+  LITEMAAS_ANSIBLE_CORE_VENV="$oldest_core" python -m pytest -n 2 --dist loadfile --durations=15 -m ansible_core --ignore=tests/reliability/test_schemathesis.py
 fi
 
 log "molecule (deploy role, render scenario with idempotence)"
