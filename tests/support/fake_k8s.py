@@ -38,9 +38,14 @@ What it serves and how:
   (0: Succeeded, the Job Complete; else Failed, retried up to ``backoffLimit``, then the Job Failed with
   BackoffLimitExceeded); a finished Job makes no pod again. With ``gc_finished_pods`` the pod garbage collector
   removes pods that ended; with ``kserve`` a KServe controller reports every InferenceService Ready (raw deployment
-  mode URLs, ``../shared/reference/kserve-serving.md``). Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
-  dependents are gone, Background removes dependents after the owner; a PVC keeps ``kubernetes.io/pvc-protection``
-  while any scheduled pod uses it, whatever the pod's phase; a namespace is removed with everything in it.
+  mode URLs, ``../shared/reference/kserve-serving.md``) and, where its ServingRuntime exists, creates its predictor
+  Deployment and Service ``<name>-predictor`` (labels ``component: predictor``, ``serving.kserve.io/inferenceservice``;
+  Ready then follows the Deployment); with ``gpus`` (the node's ``nvidia.com/gpu``) a pod asking for more GPUs than
+  are left stays Pending (``Insufficient nvidia.com/gpu``). A Route created without a host gets
+  ``<name>-<namespace>.<ingress domain>``, as OpenShift allocates one. Deletion: finalizers hold an object;
+  ``propagationPolicy=Foreground`` holds the owner until its dependents are gone, Background removes dependents after
+  the owner; a PVC keeps ``kubernetes.io/pvc-protection`` while any scheduled pod uses it, whatever the pod's phase;
+  a namespace is removed with everything in it.
 - ``dryRun=All`` validates and answers without storing.
 - **What kubectl (and so ``oc``) needs** (the section "kubectl's requests" below): short names in discovery
   (``deploy``, ``sts``, ``pvc``, ``svc``, ``sa``, ... and a CRD's ``shortNames``); the ``log`` subresource of pods
@@ -59,7 +64,7 @@ content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuc
 ``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
 namespace, name)``, ``.managers(resource, namespace, name)``, ``.set_pod_log(namespace, pod_prefix, text)`` and
 ``.pod_log(namespace, pod)`` (what a pod printed, as the test says), ``.set_pod_exit(namespace, pod_prefix, code)``,
-``.gc_finished_pods``, ``.kserve``."""
+``.gc_finished_pods``, ``.kserve``, ``.gpus``."""
 
 from __future__ import annotations
 
@@ -427,6 +432,7 @@ class FakeKubernetes:
         self.pod_exits: dict = {}  # (namespace, pod name prefix) -> exit code of a Job pod's container (default 0)
         self.gc_finished_pods = False  # the pod garbage collector removes pods that ended (Succeeded or Failed)
         self.kserve = False  # a KServe controller reports InferenceServices Ready
+        self.gpus = None  # the node's allocatable nvidia.com/gpu; None: GPU requests are not checked
         self._stopping = threading.Event()
         self._owners: dict = {}  # object key -> [{"manager", "operation", "subresource", "apiVersion", "paths", "time"}]
         self._kinds: dict = {}  # object key -> group/version it was written with
@@ -612,8 +618,19 @@ class FakeKubernetes:
         else:
             self._owners[key] = []
             self._record_update(key, manager, None, gv, {}, obj)
+        if plural == "routes":
+            self._route_host(obj)
         self._store(key, obj)
         return self._render(key)
+
+    def _route_host(self, route) -> None:
+        """OpenShift's route host allocation: a Route created without ``spec.host`` gets ``<name>-<namespace>.<ingress
+        domain>`` (the cluster's ``ingresses.config.openshift.io/cluster``), set by the server: no manager owns it, so a
+        later apply without a host keeps it."""
+        domain = ((self.objects.get(("ingresses", "", "cluster")) or {}).get("spec") or {}).get("domain")
+        spec = route.setdefault("spec", {})
+        if domain and not spec.get("host"):
+            spec["host"] = f"{route['metadata']['name']}-{route['metadata']['namespace']}.{domain}"
 
     def _update(self, gv, plural, namespace, name, new_obj, manager, *, dry_run, subresource=None):
         key = (plural, namespace, name)
@@ -971,11 +988,14 @@ class FakeKubernetes:
                 continue
             unbound = [c for c in ((v.get("persistentVolumeClaim") or {}).get("claimName") for v in pod["spec"].get("volumes") or []) if c
                        and self.objects.get(("persistentvolumeclaims", key[1], c), {}).get("status", {}).get("phase") != "Bound"]
-            if self.stuck or unbound:
+            no_gpu = not pod["spec"].get("nodeName") and self._gpus_short(pod)
+            if self.stuck or unbound or no_gpu:
                 reason = ("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are "
                           "available: 1 Preemption is not helpful for scheduling." if unbound else
                           "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unschedulable: }. "
-                          "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
+                          "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling." if self.stuck else
+                          "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. "
+                          "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
                 if pod["spec"].get("nodeName") or pod.get("status", {}).get("phase") != "Pending" or "conditions" not in pod.get("status", {}):
                     pod["spec"].pop("nodeName", None)
                     moved |= self._set_status(key, {"phase": "Pending", "conditions": [
@@ -1011,6 +1031,15 @@ class FakeKubernetes:
                 self._set_status(key, self._job_pod_end(key, conditions) if job else {"phase": "Running", "conditions": conditions})
                 moved = True
         return moved
+
+    def _gpus_short(self, pod) -> bool:
+        """With ``gpus`` set (the node's allocatable ``nvidia.com/gpu``): the pod asks for more GPUs than the pods
+        already on the node leave."""
+        if self.gpus is None or not _gpus(pod):
+            return False
+        used = sum(_gpus(p) for k, p in self.objects.items() if k[0] == "pods" and p["spec"].get("nodeName")
+                   and not p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+        return used + _gpus(pod) > self.gpus
 
     def _event(self, key, obj, type_, reason, message, component) -> bool:
         name = f"{key[2]}.{hashlib.sha256((reason + message).encode()).hexdigest()[:16]}"
@@ -1112,7 +1141,9 @@ class FakeKubernetes:
     def _kserve(self) -> bool:
         """KServe in raw deployment mode, when ``kserve``: every InferenceService Ready, ``status.address.url`` its
         predictor Service (no port, no /v1), ``status.url`` a host of the domain template ``{name}-{namespace}.{domain}``
-        under the cluster's ingress domain (the address when it is cluster-local)."""
+        under the cluster's ingress domain (the address when it is cluster-local). An InferenceService whose runtime
+        (ServingRuntime in its namespace) exists also gets its predictor (``_kserve_predictor``), and is Ready only
+        when that Deployment is Available."""
         if not self.kserve:
             return False
         ingress = self.objects.get(("ingresses", "", "cluster")) or {}
@@ -1123,14 +1154,71 @@ class FakeKubernetes:
             if isvc["metadata"].get("deletionTimestamp"):
                 continue
             dummy, namespace, name = key
+            moved |= self._kserve_predictor(key, isvc)
             address = f"http://{name}-predictor.{namespace}.svc.cluster.local"
             local = (isvc["metadata"].get("labels") or {}).get("networking.kserve.io/visibility") == "cluster-local"
             url = address if local or not domain else f"http://{name}-{namespace}.{domain}"
             conditions = [{"type": t, "status": "True"} for t in ("IngressReady", "PredictorReady", "Ready")]
+            deployment = self.objects.get(("deployments", namespace, f"{name}-predictor"))
+            available = next((c for c in ((deployment or {}).get("status") or {}).get("conditions") or [] if c["type"] == "Available"), None)
+            if deployment is not None and (available or {}).get("status") != "True":
+                not_ready = {"status": "False", "reason": (available or {}).get("reason", "MinimumReplicasUnavailable"),
+                             "message": (available or {}).get("message", "Deployment does not have minimum availability.")}
+                conditions = [conditions[0], dict(conditions[1], **not_ready), dict(conditions[2], **not_ready)]
+            state = "Loaded" if conditions[2]["status"] == "True" else "Pending"
             status = {"observedGeneration": isvc["metadata"].get("generation", 1), "address": {"url": address}, "url": url, "conditions": conditions,
-                      "modelStatus": {"states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}}}
+                      "modelStatus": {"states": {"activeModelState": state, "targetModelState": "Loaded"}}}
             moved |= self._set_status(key, status)
         return moved
+
+    # ---- KServe's predictor (raw deployment mode, OpenShift AI's KServe) ----------------------------------------------
+    # For an InferenceService whose ServingRuntime (spec.predictor.model.runtime, in its namespace) exists, KServe's
+    # raw-deployment reconcilers create, owned by the InferenceService:
+    # - Deployment <name>-predictor: labels (its own and its pods') the InferenceService's labels plus
+    #   serving.kserve.io/inferenceservice=<name>, component=predictor and app=isvc.<name>-predictor (its selector);
+    #   replicas spec.predictor.minReplicas (default 1); one container kserve-container: the runtime's first container
+    #   with {{.Name}} in its args replaced by <name>, the predictor's model args appended and the model's resources;
+    #   the predictor's tolerations and nodeSelector, the runtime's volumes;
+    # - Service <name>-predictor: the same labels, selector app=isvc.<name>-predictor, one port 80 named as the
+    #   container's first port or "http" when it has no name, to that container port (the predictor Service's port 80
+    #   maps to container port 8080: ../shared/reference/kserve-serving.md), annotation
+    #   service.beta.openshift.io/serving-cert-secret-name=<name>-predictor-serving-cert.
+    # Without its runtime KServe creates nothing (the InferenceService keeps the status above).
+
+    def _kserve_predictor(self, key, isvc) -> bool:
+        dummy, namespace, name = key
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        model = predictor.get("model") or {}
+        runtime = self.objects.get(("servingruntimes", namespace, model.get("runtime") or ""))
+        if runtime is None or not ((runtime.get("spec") or {}).get("containers")):
+            return False
+        component = f"{name}-predictor"
+        labels = dict(isvc["metadata"].get("labels") or {})
+        labels.update({"serving.kserve.io/inferenceservice": name, "component": "predictor", "app": f"isvc.{component}"})
+        owner = {"apiVersion": isvc["apiVersion"], "kind": isvc["kind"], "name": name, "uid": isvc["metadata"]["uid"], "controller": True,
+                 "blockOwnerDeletion": True}
+        container = copy.deepcopy(runtime["spec"]["containers"][0])
+        container["name"] = "kserve-container"
+        container["args"] = [a.replace("{{.Name}}", name) for a in container.get("args") or []] + list(model.get("args") or [])
+        if model.get("resources"):
+            container["resources"] = copy.deepcopy(model["resources"])
+        pod_spec = {"containers": [container]}
+        for field in ("tolerations", "nodeSelector"):
+            if predictor.get(field):
+                pod_spec[field] = copy.deepcopy(predictor[field])
+        if runtime["spec"].get("volumes"):
+            pod_spec["volumes"] = copy.deepcopy(runtime["spec"]["volumes"])
+        meta = {"name": component, "labels": labels, "ownerReferences": [owner]}
+        moved = self._controller_add("apps/v1", "deployments", namespace, {
+            "metadata": copy.deepcopy(meta),
+            "spec": {"replicas": predictor.get("minReplicas", 1), "selector": {"matchLabels": {"app": f"isvc.{component}"}},
+                     "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec}}})
+        first = (container.get("ports") or [{}])[0]
+        port = {"name": first.get("name") or "http", "port": 80, "protocol": first.get("protocol", "TCP"),
+                "targetPort": first.get("containerPort", 8080)}
+        return self._controller_add("v1", "services", namespace, {
+            "metadata": dict(copy.deepcopy(meta), annotations={"service.beta.openshift.io/serving-cert-secret-name": f"{component}-serving-cert"}),
+            "spec": {"type": "ClusterIP", "selector": {"app": f"isvc.{component}"}, "ports": [port]}}) or moved
 
     # ---------------------------------------------------------------- HTTP
 
@@ -1332,8 +1420,8 @@ class FakeKubernetes:
         status = {"allowed": allowed} if allowed else {"allowed": False, "reason": "forbidden by the test's RBAC"}
         return {"kind": kind, "apiVersion": gv, "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
 
-
     # ---------------------------------------------------------------- kubectl's requests: pod logs, watch, Table
+
 
     def _pod_log(self, namespace, name, query) -> PlainText:
         """GET pods/<name>/log: what the kubelet holds for the container (``.logs``, registered by a test), as the API
@@ -1515,6 +1603,15 @@ def _containers(bad) -> str:
 
 def _spec_of(obj) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _gpus(pod) -> int:
+    """The ``nvidia.com/gpu`` a pod asks for (an extended resource: its limit is its request)."""
+    total = 0
+    for c in pod["spec"].get("containers") or []:
+        res = c.get("resources") or {}
+        total += int((res.get("requests") or {}).get("nvidia.com/gpu") or (res.get("limits") or {}).get("nvidia.com/gpu") or 0)
+    return total
 
 
 def _pod_ready(pod) -> bool:
