@@ -13,7 +13,8 @@ What it serves and how:
   only a real OpenShift API server has). A kind it does not serve is a 404, as on a server without that API.
 - **Validation**: every write is checked with ``tests.support.k8s_schemas`` (the schemas the render tests use).
   Server-side apply is strict: an undeclared field is refused (422 ``.spec.bogus: field not declared in schema``);
-  create/update/patch drop it silently. A CronJob schedule must have 5 fields. Writes into a missing namespace are
+  create/update/patch drop it silently. A CronJob schedule must have 5 fields. A Secret's ``stringData`` is merged
+  into its ``data``. Writes into a missing namespace are
   404 ``namespaces "x" not found``; into a terminating one 403.
 - **Field managers**: each field is owned by the managers that set it (``metadata.managedFields``). Apply
   (``application/apply-patch+yaml``) conflicts with another manager's differing value unless forced, shares
@@ -41,7 +42,8 @@ What it serves and how:
   mode URLs, ``../shared/reference/kserve-serving.md``) and, where its ServingRuntime exists, creates its predictor
   Deployment and Service ``<name>-predictor`` (labels ``component: predictor``, ``serving.kserve.io/inferenceservice``;
   Ready then follows the Deployment); with ``gpus`` (the node's ``nvidia.com/gpu``) a pod asking for more GPUs than
-  are left stays Pending (``Insufficient nvidia.com/gpu``). A Route created without a host gets
+  are left stays Pending (``Insufficient nvidia.com/gpu``); with ``service_account_tokens`` the token controller fills
+  a ``kubernetes.io/service-account-token`` Secret of an existing ServiceAccount (``data.token``, ``ca.crt``). A Route created without a host gets
   ``<name>-<namespace>.<ingress domain>``, as OpenShift allocates one. Deletion: finalizers hold an object;
   ``propagationPolicy=Foreground`` holds the owner until its dependents are gone, Background removes dependents after
   the owner; a PVC keeps ``kubernetes.io/pvc-protection`` while any scheduled pod uses it, whatever the pod's phase;
@@ -64,10 +66,11 @@ content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuc
 ``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
 namespace, name)``, ``.managers(resource, namespace, name)``, ``.set_pod_log(namespace, pod_prefix, text)`` and
 ``.pod_log(namespace, pod)`` (what a pod printed, as the test says), ``.set_pod_exit(namespace, pod_prefix, code)``,
-``.gc_finished_pods``, ``.kserve``, ``.gpus``."""
+``.gc_finished_pods``, ``.kserve``, ``.gpus``, ``.service_account_tokens``."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
 import functools
@@ -411,6 +414,9 @@ def validate(obj: dict, *, apply: bool) -> dict:
                        {"name": name, "kind": kind, "causes": [{"message": m} for m in invalid]})
     for path, key in unknown:  # create/update/patch: dropped, as the server prunes them
         _remove_at(obj, path, key)
+    if obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1" and "stringData" in obj:
+        # stringData is write-only: the server merges it into data (its keys win) and stores no stringData
+        obj["data"] = dict(obj.get("data") or {}, **{k: base64.b64encode(str(v).encode()).decode() for k, v in (obj.pop("stringData") or {}).items()})
     return obj
 
 
@@ -433,6 +439,7 @@ class FakeKubernetes:
         self.gc_finished_pods = False  # the pod garbage collector removes pods that ended (Succeeded or Failed)
         self.kserve = False  # a KServe controller reports InferenceServices Ready
         self.gpus = None  # the node's allocatable nvidia.com/gpu; None: GPU requests are not checked
+        self.service_account_tokens = False  # the token controller fills service-account-token Secrets
         self._stopping = threading.Event()
         self._owners: dict = {}  # object key -> [{"manager", "operation", "subresource", "apiVersion", "paths", "time"}]
         self._kinds: dict = {}  # object key -> group/version it was written with
@@ -825,6 +832,7 @@ class FakeKubernetes:
                 moved |= self._job(key) if key[0] == "jobs" else self._workload(key)
         moved |= self._pod_gc()
         moved |= self._kserve()
+        moved |= self._token_controller()
         moved |= self._scheduler()
         moved |= self._kubelet_container_statuses()
         return moved
@@ -1171,6 +1179,31 @@ class FakeKubernetes:
             moved |= self._set_status(key, status)
         return moved
 
+    def _token_controller(self) -> bool:
+        """kube-controller-manager's token controller, when ``service_account_tokens``: a Secret of type
+        ``kubernetes.io/service-account-token`` whose annotation ``kubernetes.io/service-account.name`` names an existing
+        ServiceAccount gets ``data.token`` (a token of that account), ``ca.crt`` and ``namespace``, and the annotation
+        ``kubernetes.io/service-account.uid``."""
+        if not self.service_account_tokens:
+            return False
+        moved = False
+        for key in [k for k in self.objects if k[0] == "secrets"]:
+            secret = self.objects[key]
+            annotations = secret["metadata"].get("annotations") or {}
+            account = self.objects.get(("serviceaccounts", key[1], annotations.get("kubernetes.io/service-account.name", "")))
+            if secret.get("type") != "kubernetes.io/service-account-token" or account is None or (secret.get("data") or {}).get("token"):
+                continue
+            before, snapshot = copy.deepcopy(secret), self._owner_snapshot(key)
+            token = f"token-of-{key[1]}-{account['metadata']['name']}-{account['metadata']['uid']}"
+            secret["data"] = dict(secret.get("data") or {}, **{
+                "token": base64.b64encode(token.encode()).decode(), "namespace": base64.b64encode(key[1].encode()).decode(),
+                "ca.crt": base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()})
+            secret["metadata"]["annotations"] = dict(annotations, **{"kubernetes.io/service-account.uid": account["metadata"]["uid"]})
+            self._record_update(key, CONTROLLER, None, "v1", before, secret)
+            self._store(key, secret, before, snapshot)
+            moved = True
+        return moved
+
     # ---- KServe's predictor (raw deployment mode, OpenShift AI's KServe) ----------------------------------------------
     # For an InferenceService whose ServingRuntime (spec.predictor.model.runtime, in its namespace) exists, KServe's
     # raw-deployment reconcilers create, owned by the InferenceService:
@@ -1500,7 +1533,7 @@ class FakeKubernetes:
     def _table(self, gv, plural, items, list_meta) -> dict:
         """The Table a real server answers ``kubectl get`` with, for the kinds whose columns are written here
         (Deployments, StatefulSets, Pods); other kinds are answered as a plain list, which kubectl prints as NAME/AGE."""
-        columns = TABLE_COLUMNS.get(plural)
+        columns = TABLE_COLUMNS.get(plural) or _crd_columns(gv, plural)
         if columns is None:
             return {"kind": f"{served()[(gv, plural)][0]}List", "apiVersion": gv, "metadata": list_meta, "items": items}
         rows = [{"cells": [cell(o) for dummy, dummy2, cell in columns],
@@ -1582,6 +1615,40 @@ TABLE_COLUMNS = {
         ("Restarts", "string", lambda o: str(sum(c.get("restartCount", 0) for c in o.get("status", {}).get("containerStatuses") or []))),
         ("Age", "string", _age)],
 }
+
+
+def _printer_path(obj, path: str):
+    """The value of a CRD printer column's JSONPath (``.a.b``, ``[?(@.k=='v')]``, ``[?(@.k==true)]``), None when absent."""
+    values = [obj]
+    for name, key, want in re.findall(r"\.([\w-]+)|\[\?\(@\.([\w-]+)==([^)]*)\)\]", path):
+        if name:
+            values = [v[name] for v in values if isinstance(v, dict) and name in v]
+        else:
+            wanted = yaml.safe_load(want.replace("'", '"'))
+            values = [item for v in values if isinstance(v, list) for item in v if isinstance(item, dict) and item.get(key) == wanted]
+    return values[0] if values else None
+
+
+@functools.cache
+def _printer_columns(gv: str, plural: str):
+    for path in sorted((k8s_schemas.shared_dir() / "crds").rglob("*.yaml")):
+        doc = yaml.load(path.read_text(), Loader=_LOADER)
+        if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition" or doc["spec"]["names"]["plural"] != plural:
+            continue
+        for version in doc["spec"]["versions"]:
+            if f"{doc['spec']['group']}/{version['name']}" == gv and version.get("additionalPrinterColumns"):
+                return tuple((c["name"], c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"])
+    return None
+
+
+def _crd_columns(gv: str, plural: str):
+    """A CRD's ``additionalPrinterColumns`` as Table columns (after Name; a date column shows the age)."""
+    found = _printer_columns(gv, plural)
+    if not found:
+        return None
+    return [("Name", "string", lambda o: o["metadata"]["name"])] + [
+        (name, type_, _age if type_ == "date" and path == ".metadata.creationTimestamp" else functools.partial(_printer_path, path=path))
+        for name, type_, path in found]
 
 
 def _job_defaults(job: dict) -> None:

@@ -533,3 +533,50 @@ def test_a_route_created_without_a_host_gets_one_from_the_ingress_domain_and_kee
     assert again["spec"]["host"] == f"grafana-{NS}.apps.example.com" and again["metadata"]["resourceVersion"] == version
     given = _apply(api, dict(route, metadata={"name": "named", "namespace": NS}, spec=dict(route["spec"], host="grafana.example.org")))
     assert given["spec"]["host"] == "grafana.example.org"
+
+
+def test_the_token_controller_fills_the_token_secret_of_an_existing_service_account(api, fake):
+    import base64
+
+    _ns(api)
+    fake.service_account_tokens = True
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+              "metadata": {"name": "oauth-token", "namespace": NS, "annotations": {"kubernetes.io/service-account.name": "oauth"}}}
+    _apply(api, secret)
+    fake.reconcile()
+    assert "data" not in fake.objects[("secrets", NS, "oauth-token")]  # no such ServiceAccount yet: nothing to fill
+    _apply(api, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "oauth", "namespace": NS}})
+    read = api.resources.get(api_version="v1", kind="Secret").get(name="oauth-token", namespace=NS).to_dict()
+    uid = fake.objects[("serviceaccounts", NS, "oauth")]["metadata"]["uid"]
+    assert base64.b64decode(read["data"]["token"]).decode() and base64.b64decode(read["data"]["namespace"]).decode() == NS
+    assert read["metadata"]["annotations"]["kubernetes.io/service-account.uid"] == uid
+    version = read["metadata"]["resourceVersion"]
+    again = _apply(api, secret)  # the owner re-applies it: the token stays (the controller's field), nothing changes
+    assert again["data"] == read["data"] and again["metadata"]["resourceVersion"] == version
+
+
+def test_a_secrets_string_data_is_stored_as_data(api, fake):
+    import base64
+
+    _ns(api)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "admin", "namespace": NS}, "type": "Opaque",
+              "data": {"user": base64.b64encode(b"old").decode()}, "stringData": {"user": "admin", "password": "s3cret"}}
+    stored = _apply(api, secret)
+    assert "stringData" not in stored and {k: base64.b64decode(v).decode() for k, v in stored["data"].items()} == {"user": "admin", "password": "s3cret"}
+    assert _apply(api, secret)["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]  # the same again: unchanged
+
+
+def test_a_custom_resource_is_a_table_with_its_crds_printer_columns(api, fake):
+    import json
+
+    _ns(api)
+    fake.kserve = True
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "granite", "namespace": NS},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "vLLM"}, "runtime": "granite"}}}}
+    _apply(api, isvc)
+    fake.reconcile()
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    table = json.loads(_http(fake, f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices", accept)[2])
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "URL", "Ready", "Prev", "Latest", "PrevRolledoutRevision",
+                                                                "LatestReadyRevision", "Age"]
+    assert table["rows"][0]["cells"][:7] == ["granite", f"http://granite-predictor.{NS}.svc.cluster.local", "True", None, None, None, None]
