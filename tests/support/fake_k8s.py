@@ -1455,7 +1455,6 @@ class FakeKubernetes:
 
     # ---------------------------------------------------------------- kubectl's requests: pod logs, watch, Table
 
-
     def _pod_log(self, namespace, name, query) -> PlainText:
         """GET pods/<name>/log: what the kubelet holds for the container (``.logs``, registered by a test), as the API
         server relays it: the container named or the pod's only one, ``tailLines``, ``previous``."""

@@ -577,6 +577,6 @@ def test_a_custom_resource_is_a_table_with_its_crds_printer_columns(api, fake):
     fake.reconcile()
     accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
     table = json.loads(_http(fake, f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices", accept)[2])
-    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "URL", "Ready", "Prev", "Latest", "PrevRolledoutRevision",
-                                                                "LatestReadyRevision", "Age"]
+    columns = ["Name", "URL", "Ready", "Prev", "Latest", "PrevRolledoutRevision", "LatestReadyRevision", "Age"]
+    assert [c["name"] for c in table["columnDefinitions"]] == columns
     assert table["rows"][0]["cells"][:7] == ["granite", f"http://granite-predictor.{NS}.svc.cluster.local", "True", None, None, None, None]
