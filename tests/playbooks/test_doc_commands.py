@@ -46,6 +46,11 @@ JOBS_RUN_NOW = JOBS + "test_key_cleanup_once_now_runs_the_cronjob_as_a_job_and_s
 JOBS_RESTORE = JOBS + "test_restore_commands_stop_the_writers_restore_and_start_them_again"
 JOBS_KSERVE = JOBS + "test_model_serving_commands_wait_until_kserve_reports_every_model_ready"
 QUICK_START = "tests/playbooks/test_doc_commands_quickstart.py::test_quick_start_installs_the_proxy_and_runs_it_with_the_database_and_redis_written"
+MON = "tests/playbooks/test_doc_commands_monitoring.py::"
+MON_INSTALL = MON + "test_monitoring_commands_install_the_monitors_rules_and_grafana_and_a_rerun_changes_nothing"
+MON_PREDICTORS = MON + "test_predictor_commands_list_the_models_their_pods_and_why_one_is_pending"
+MON_GRAFANA = MON + "test_grafana_commands_print_its_address_and_admin_password"
+MON_SA = MON + "test_serviceaccount_mode_check_prints_the_redirect_uris_of_the_routes"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -169,6 +174,24 @@ RUN = {
     "litemaas-proxy --host 0.0.0.0 --port 4000": QUICK_START,
     "ansible-playbook rhpds.litemaas.deploy -e @catalog-item.yml":
         "tests/playbooks/test_doc_commands_quickstart.py::test_catalog_item_deploys_the_platform_serves_and_registers_the_models",
+    # Monitoring, KServe's predictors, the serviceaccount OAuth check and a failed Job's log: tests/playbooks/test_doc_commands_monitoring.py.
+    """ansible-playbook rhpds.litemaas.monitoring -e '{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}'"""
+    " -e ocp4_workload_litemaas_monitoring_gpu_enabled=true": MON_INSTALL,
+    """ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e '{"ocp4_workload_litemaas_monitoring_model_servers":"""
+    """ [ {"runtime": "vllm", "namespace": "llm-hosting", "inference_services": ["granite-3-8b", "llama-3-1-8b"]},"""
+    """ {"runtime": "openvino", "namespace": "ovms"}]}'"""
+    " -e ocp4_workload_litemaas_monitoring_gpu_enabled=true": MON_INSTALL,
+    """ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e '{"ocp4_workload_litemaas_monitoring_model_servers":"""
+    """ [{"runtime": "vllm", "namespace": "llm-hosting"}]}'""": MON_INSTALL,
+    'oc -n llm-hosting get servicemonitor': MON_INSTALL,
+    'echo "https://$(oc -n litemaas get route litemaas-grafana -o jsonpath=\'{.spec.host}\')"': MON_GRAFANA,
+    "oc -n litemaas get secret litemaas-grafana-admin -o jsonpath='{.data.GF_SECURITY_ADMIN_PASSWORD}' | base64 -d; echo":
+        MON_GRAFANA,
+    'oc -n llm-hosting get svc -l component=predictor --show-labels': MON + "test_predictor_services_are_listed_with_the_labels_the_monitors_select",
+    'oc get inferenceservice -A; oc get pods -n llm-hosting -l component=predictor': MON_PREDICTORS,
+    'oc describe pod -n llm-hosting $POD | tail -20': MON_PREDICTORS,
+    "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": MON_SA,
+    'oc get jobs -n $NS; oc logs -n $NS job/$JOB': MON + "test_job_commands_list_the_jobs_and_show_the_failed_ones_log",
 }
 
 CANNOT_RUN = {
@@ -187,18 +210,12 @@ CANNOT_RUN = {
 # {command: what running it here needs}.
 _EXEC = ("oc exec: a kubelet's exec stream (an SPDY/WebSocket upgrade of pods/exec) into a running container; the in-memory API "
          "server has no kubelet and no containers")
-_GRAFANA = "the Grafana route and admin Secret the monitoring role creates (its run on the in-memory API server: see _MONITORING)"
-_PREDICTORS = "KServe's predictor pods, Services and the monitoring role's ServiceMonitors in llm-hosting on the in-memory API server"
-_JOB_LOG = ("a Job name the reader picks from the first command's output (<job name>), and a Job selector defaulted to its "
-            "controller-uid, which kubectl logs job/ reads and the in-memory API server does not set")
-_SA_MODE = "a deploy in serviceaccount OAuth mode (the module's deploy uses an OAuthClient)"
 _CURL = ("the LiteMaaS portal backend at $ADMIN (its health and model sync answer from its own database, proxy and OAuth checks); "
          "no stand-in of it runs here: tests/support/portal_api.py only records the models role's sync calls")
 _PSQL = "the portal database through oc exec"
 _BENCH = ("a benchmark of 2 to 10 minutes, too long for the test command's budget (bench/run.py --quick runs as written; "
           "tests/reliability/test_load_script.py and test_burst_script.py run the other scripts briefly)")
 _TEST_RUN = "a test run of its own (the suite runs those tests itself)"
-_MONITORING = "the monitoring stack's kinds on the in-memory API server"
 NOT_RUN_YET = {
     '.venv/bin/python bench/burst.py': _BENCH,
     '.venv/bin/python bench/burst.py --n 500 --skip-litellm --keep': _BENCH,
@@ -212,19 +229,8 @@ NOT_RUN_YET = {
     '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
     'curl -s $ADMIN/api/v1/health | python3 -m json.tool': _CURL,
     'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\' -d \'{"forceUpdate": false, "markUnavailable": true}\'': _CURL,  # noqa: E501
-    'ansible-playbook rhpds.litemaas.monitoring -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
-    'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [ {"runtime": "vllm", "namespace": "llm-hosting", "inference_services": ["granite-3-8b", "llama-3-1-8b"]}, {"runtime": "openvino", "namespace": "ovms"}]}\' -e ocp4_workload_litemaas_monitoring_gpu_enabled=true': _MONITORING,  # noqa: E501
-    'ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_namespace=litemaas -e \'{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", "namespace": "llm-hosting"}]}\'': _MONITORING,  # noqa: E501
-    'echo "https://$(oc -n litemaas get route litemaas-grafana -o jsonpath=\'{.spec.host}\')"': _GRAFANA,
     'oc -n litemaas exec deploy/litellm -- python -c "import urllib.request as u; print(u.urlopen(\'http://127.0.0.1:4000/metrics\').read().decode())" | grep -v \'^#\' | head': _EXEC,  # noqa: E501
-    "oc -n litemaas get secret litemaas-grafana-admin -o jsonpath='{.data.GF_SECURITY_ADMIN_PASSWORD}' | base64 -d; echo": _GRAFANA,
-    'oc -n llm-hosting get servicemonitor': _PREDICTORS,
-    'oc -n llm-hosting get svc -l component=predictor --show-labels': _PREDICTORS,
-    'oc describe pod -n llm-hosting <predictor-pod> | tail -20': _PREDICTORS,
     'oc exec -n $NS deploy/litellm-redis -- redis-cli -a "$REDIS_PASSWORD" --no-auth-warning FLUSHALL': _EXEC,
-    'oc get inferenceservice -A; oc get pods -n llm-hosting -l component=predictor': _PREDICTORS,
-    'oc get jobs -n $NS; oc logs -n $NS job/<job name>': _JOB_LOG,
-    "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": _SA_MODE,
     'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _EXEC,
     'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }': _EXEC,
     'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': _PSQL,

@@ -13,7 +13,8 @@ What it serves and how:
   only a real OpenShift API server has). A kind it does not serve is a 404, as on a server without that API.
 - **Validation**: every write is checked with ``tests.support.k8s_schemas`` (the schemas the render tests use).
   Server-side apply is strict: an undeclared field is refused (422 ``.spec.bogus: field not declared in schema``);
-  create/update/patch drop it silently. A CronJob schedule must have 5 fields. Writes into a missing namespace are
+  create/update/patch drop it silently. A CronJob schedule must have 5 fields. A Secret's ``stringData`` is merged
+  into its ``data``. Writes into a missing namespace are
   404 ``namespaces "x" not found``; into a terminating one 403.
 - **Field managers**: each field is owned by the managers that set it (``metadata.managedFields``). Apply
   (``application/apply-patch+yaml``) conflicts with another manager's differing value unless forced, shares
@@ -38,9 +39,14 @@ What it serves and how:
   (0: Succeeded, the Job Complete; else Failed, retried up to ``backoffLimit``, then the Job Failed with
   BackoffLimitExceeded); a finished Job makes no pod again. With ``gc_finished_pods`` the pod garbage collector
   removes pods that ended; with ``kserve`` a KServe controller reports every InferenceService Ready (raw deployment
-  mode URLs, ``../shared/reference/kserve-serving.md``). Deletion: finalizers hold an object; ``propagationPolicy=Foreground`` holds the owner until its
-  dependents are gone, Background removes dependents after the owner; a PVC keeps ``kubernetes.io/pvc-protection``
-  while any scheduled pod uses it, whatever the pod's phase; a namespace is removed with everything in it.
+  mode URLs, ``../shared/reference/kserve-serving.md``) and, where its ServingRuntime exists, creates its predictor
+  Deployment and Service ``<name>-predictor`` (labels ``component: predictor``, ``serving.kserve.io/inferenceservice``;
+  Ready then follows the Deployment); with ``gpus`` (the node's ``nvidia.com/gpu``) a pod asking for more GPUs than
+  are left stays Pending (``Insufficient nvidia.com/gpu``). A Route created without a host gets
+  ``<name>-<namespace>.<ingress domain>``, as OpenShift allocates one. Deletion: finalizers hold an object;
+  ``propagationPolicy=Foreground`` holds the owner until its dependents are gone, Background removes dependents after
+  the owner; a PVC keeps ``kubernetes.io/pvc-protection`` while any scheduled pod uses it, whatever the pod's phase;
+  a namespace is removed with everything in it.
   The tokens controller fills a ``kubernetes.io/service-account-token`` Secret of an existing ServiceAccount and
   deletes one whose ServiceAccount is missing (section "token controller").
 - ``dryRun=All`` validates and answers without storing.
@@ -61,7 +67,7 @@ content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuc
 ``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
 namespace, name)``, ``.managers(resource, namespace, name)``, ``.set_pod_log(namespace, pod_prefix, text)`` and
 ``.pod_log(namespace, pod)`` (what a pod printed, as the test says), ``.set_pod_exit(namespace, pod_prefix, code)``,
-``.gc_finished_pods``, ``.kserve``."""
+``.gc_finished_pods``, ``.kserve``, ``.gpus``."""
 
 from __future__ import annotations
 
@@ -423,6 +429,9 @@ def validate(obj: dict, *, apply: bool) -> dict:
                        {"name": name, "kind": kind, "causes": [{"message": m} for m in invalid]})
     for path, key in unknown:  # create/update/patch: dropped, as the server prunes them
         _remove_at(obj, path, key)
+    if obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1" and "stringData" in obj:
+        # stringData is write-only: the server merges it into data (its keys win) and stores no stringData
+        obj["data"] = dict(obj.get("data") or {}, **{k: base64.b64encode(str(v).encode()).decode() for k, v in (obj.pop("stringData") or {}).items()})
     return obj
 
 
@@ -444,6 +453,7 @@ class FakeKubernetes:
         self.pod_exits: dict = {}  # (namespace, pod name prefix) -> exit code of a Job pod's container (default 0)
         self.gc_finished_pods = False  # the pod garbage collector removes pods that ended (Succeeded or Failed)
         self.kserve = False  # a KServe controller reports InferenceServices Ready
+        self.gpus = None  # the node's allocatable nvidia.com/gpu; None: GPU requests are not checked
         self._stopping = threading.Event()
         self._owners: dict = {}  # object key -> [{"manager", "operation", "subresource", "apiVersion", "paths", "time"}]
         self._kinds: dict = {}  # object key -> group/version it was written with
@@ -629,8 +639,19 @@ class FakeKubernetes:
         else:
             self._owners[key] = []
             self._record_update(key, manager, None, gv, {}, obj)
+        if plural == "routes":
+            self._route_host(obj)
         self._store(key, obj)
         return self._render(key)
+
+    def _route_host(self, route) -> None:
+        """OpenShift's route host allocation: a Route created without ``spec.host`` gets ``<name>-<namespace>.<ingress
+        domain>`` (the cluster's ``ingresses.config.openshift.io/cluster``), set by the server: no manager owns it, so a
+        later apply without a host keeps it."""
+        domain = ((self.objects.get(("ingresses", "", "cluster")) or {}).get("spec") or {}).get("domain")
+        spec = route.setdefault("spec", {})
+        if domain and not spec.get("host"):
+            spec["host"] = f"{route['metadata']['name']}-{route['metadata']['namespace']}.{domain}"
 
     def _update(self, gv, plural, namespace, name, new_obj, manager, *, dry_run, subresource=None):
         key = (plural, namespace, name)
@@ -989,11 +1010,14 @@ class FakeKubernetes:
                 continue
             unbound = [c for c in ((v.get("persistentVolumeClaim") or {}).get("claimName") for v in pod["spec"].get("volumes") or []) if c
                        and self.objects.get(("persistentvolumeclaims", key[1], c), {}).get("status", {}).get("phase") != "Bound"]
-            if self.stuck or unbound:
+            no_gpu = not pod["spec"].get("nodeName") and self._gpus_short(pod)
+            if self.stuck or unbound or no_gpu:
                 reason = ("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are "
                           "available: 1 Preemption is not helpful for scheduling." if unbound else
                           "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unschedulable: }. "
-                          "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
+                          "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling." if self.stuck else
+                          "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. "
+                          "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
                 if pod["spec"].get("nodeName") or pod.get("status", {}).get("phase") != "Pending" or "conditions" not in pod.get("status", {}):
                     pod["spec"].pop("nodeName", None)
                     moved |= self._set_status(key, {"phase": "Pending", "conditions": [
@@ -1029,6 +1053,15 @@ class FakeKubernetes:
                 self._set_status(key, self._job_pod_end(key, conditions) if job else {"phase": "Running", "conditions": conditions})
                 moved = True
         return moved
+
+    def _gpus_short(self, pod) -> bool:
+        """With ``gpus`` set (the node's allocatable ``nvidia.com/gpu``): the pod asks for more GPUs than the pods
+        already on the node leave."""
+        if self.gpus is None or not _gpus(pod):
+            return False
+        used = sum(_gpus(p) for k, p in self.objects.items() if k[0] == "pods" and p["spec"].get("nodeName")
+                   and not p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+        return used + _gpus(pod) > self.gpus
 
     def _event(self, key, obj, type_, reason, message, component) -> bool:
         name = f"{key[2]}.{hashlib.sha256((reason + message).encode()).hexdigest()[:16]}"
@@ -1130,7 +1163,9 @@ class FakeKubernetes:
     def _kserve(self) -> bool:
         """KServe in raw deployment mode, when ``kserve``: every InferenceService Ready, ``status.address.url`` its
         predictor Service (no port, no /v1), ``status.url`` a host of the domain template ``{name}-{namespace}.{domain}``
-        under the cluster's ingress domain (the address when it is cluster-local)."""
+        under the cluster's ingress domain (the address when it is cluster-local). An InferenceService whose runtime
+        (ServingRuntime in its namespace) exists also gets its predictor (``_kserve_predictor``), and is Ready only
+        when that Deployment is Available."""
         if not self.kserve:
             return False
         ingress = self.objects.get(("ingresses", "", "cluster")) or {}
@@ -1141,12 +1176,20 @@ class FakeKubernetes:
             if isvc["metadata"].get("deletionTimestamp"):
                 continue
             dummy, namespace, name = key
+            moved |= self._kserve_predictor(key, isvc)
             address = f"http://{name}-predictor.{namespace}.svc.cluster.local"
             local = (isvc["metadata"].get("labels") or {}).get("networking.kserve.io/visibility") == "cluster-local"
             url = address if local or not domain else f"http://{name}-{namespace}.{domain}"
             conditions = [{"type": t, "status": "True"} for t in ("IngressReady", "PredictorReady", "Ready")]
+            deployment = self.objects.get(("deployments", namespace, f"{name}-predictor"))
+            available = next((c for c in ((deployment or {}).get("status") or {}).get("conditions") or [] if c["type"] == "Available"), None)
+            if deployment is not None and (available or {}).get("status") != "True":
+                not_ready = {"status": "False", "reason": (available or {}).get("reason", "MinimumReplicasUnavailable"),
+                             "message": (available or {}).get("message", "Deployment does not have minimum availability.")}
+                conditions = [conditions[0], dict(conditions[1], **not_ready), dict(conditions[2], **not_ready)]
+            state = "Loaded" if conditions[2]["status"] == "True" else "Pending"
             status = {"observedGeneration": isvc["metadata"].get("generation", 1), "address": {"url": address}, "url": url, "conditions": conditions,
-                      "modelStatus": {"states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}}}
+                      "modelStatus": {"states": {"activeModelState": state, "targetModelState": "Loaded"}}}
             moved |= self._set_status(key, status)
         return moved
 
@@ -1187,6 +1230,55 @@ class FakeKubernetes:
             self._store(key, secret, before, snapshot)
             moved = True
         return moved
+
+    # ---- KServe's predictor (raw deployment mode, OpenShift AI's KServe) ----------------------------------------------
+    # For an InferenceService whose ServingRuntime (spec.predictor.model.runtime, in its namespace) exists, KServe's
+    # raw-deployment reconcilers create, owned by the InferenceService:
+    # - Deployment <name>-predictor: labels (its own and its pods') the InferenceService's labels plus
+    #   serving.kserve.io/inferenceservice=<name>, component=predictor and app=isvc.<name>-predictor (its selector);
+    #   replicas spec.predictor.minReplicas (default 1); one container kserve-container: the runtime's first container
+    #   with {{.Name}} in its args replaced by <name>, the predictor's model args appended and the model's resources;
+    #   the predictor's tolerations and nodeSelector, the runtime's volumes;
+    # - Service <name>-predictor: the same labels, selector app=isvc.<name>-predictor, one port 80 named as the
+    #   container's first port or "http" when it has no name, to that container port (the predictor Service's port 80
+    #   maps to container port 8080: ../shared/reference/kserve-serving.md), annotation
+    #   service.beta.openshift.io/serving-cert-secret-name=<name>-predictor-serving-cert.
+    # Without its runtime KServe creates nothing (the InferenceService keeps the status above).
+
+    def _kserve_predictor(self, key, isvc) -> bool:
+        dummy, namespace, name = key
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        model = predictor.get("model") or {}
+        runtime = self.objects.get(("servingruntimes", namespace, model.get("runtime") or ""))
+        if runtime is None or not ((runtime.get("spec") or {}).get("containers")):
+            return False
+        component = f"{name}-predictor"
+        labels = dict(isvc["metadata"].get("labels") or {})
+        labels.update({"serving.kserve.io/inferenceservice": name, "component": "predictor", "app": f"isvc.{component}"})
+        owner = {"apiVersion": isvc["apiVersion"], "kind": isvc["kind"], "name": name, "uid": isvc["metadata"]["uid"], "controller": True,
+                 "blockOwnerDeletion": True}
+        container = copy.deepcopy(runtime["spec"]["containers"][0])
+        container["name"] = "kserve-container"
+        container["args"] = [a.replace("{{.Name}}", name) for a in container.get("args") or []] + list(model.get("args") or [])
+        if model.get("resources"):
+            container["resources"] = copy.deepcopy(model["resources"])
+        pod_spec = {"containers": [container]}
+        for field in ("tolerations", "nodeSelector"):
+            if predictor.get(field):
+                pod_spec[field] = copy.deepcopy(predictor[field])
+        if runtime["spec"].get("volumes"):
+            pod_spec["volumes"] = copy.deepcopy(runtime["spec"]["volumes"])
+        meta = {"name": component, "labels": labels, "ownerReferences": [owner]}
+        moved = self._controller_add("apps/v1", "deployments", namespace, {
+            "metadata": copy.deepcopy(meta),
+            "spec": {"replicas": predictor.get("minReplicas", 1), "selector": {"matchLabels": {"app": f"isvc.{component}"}},
+                     "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec}}})
+        first = (container.get("ports") or [{}])[0]
+        port = {"name": first.get("name") or "http", "port": 80, "protocol": first.get("protocol", "TCP"),
+                "targetPort": first.get("containerPort", 8080)}
+        return self._controller_add("v1", "services", namespace, {
+            "metadata": dict(copy.deepcopy(meta), annotations={"service.beta.openshift.io/serving-cert-secret-name": f"{component}-serving-cert"}),
+            "spec": {"type": "ClusterIP", "selector": {"app": f"isvc.{component}"}, "ports": [port]}}) or moved
 
     # ---------------------------------------------------------------- HTTP
 
@@ -1467,7 +1559,7 @@ class FakeKubernetes:
     def _table(self, gv, plural, items, list_meta) -> dict:
         """The Table a real server answers ``kubectl get`` with, for the kinds whose columns are written here
         (Deployments, StatefulSets, Pods); other kinds are answered as a plain list, which kubectl prints as NAME/AGE."""
-        columns = TABLE_COLUMNS.get(plural)
+        columns = TABLE_COLUMNS.get(plural) or _crd_columns(gv, plural)
         if columns is None:
             return {"kind": f"{served()[(gv, plural)][0]}List", "apiVersion": gv, "metadata": list_meta, "items": items}
         rows = [{"cells": [cell(o) for dummy, dummy2, cell in columns],
@@ -1551,6 +1643,40 @@ TABLE_COLUMNS = {
 }
 
 
+def _printer_path(obj, path: str):
+    """The value of a CRD printer column's JSONPath (``.a.b``, ``[?(@.k=='v')]``, ``[?(@.k==true)]``), None when absent."""
+    values = [obj]
+    for name, key, want in re.findall(r"\.([\w-]+)|\[\?\(@\.([\w-]+)==([^)]*)\)\]", path):
+        if name:
+            values = [v[name] for v in values if isinstance(v, dict) and name in v]
+        else:
+            wanted = yaml.safe_load(want.replace("'", '"'))
+            values = [item for v in values if isinstance(v, list) for item in v if isinstance(item, dict) and item.get(key) == wanted]
+    return values[0] if values else None
+
+
+@functools.cache
+def _printer_columns(gv: str, plural: str):
+    for path in sorted((k8s_schemas.shared_dir() / "crds").rglob("*.yaml")):
+        doc = yaml.load(path.read_text(), Loader=_LOADER)
+        if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition" or doc["spec"]["names"]["plural"] != plural:
+            continue
+        for version in doc["spec"]["versions"]:
+            if f"{doc['spec']['group']}/{version['name']}" == gv and version.get("additionalPrinterColumns"):
+                return tuple((c["name"], c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"])
+    return None
+
+
+def _crd_columns(gv: str, plural: str):
+    """A CRD's ``additionalPrinterColumns`` as Table columns (after Name; a date column shows the age)."""
+    found = _printer_columns(gv, plural)
+    if not found:
+        return None
+    return [("Name", "string", lambda o: o["metadata"]["name"])] + [
+        (name, type_, _age if type_ == "date" and path == ".metadata.creationTimestamp" else functools.partial(_printer_path, path=path))
+        for name, type_, path in found]
+
+
 def _job_defaults(job: dict) -> None:
     """What the API server sets on a new Job without ``manualSelector``: a selector on its uid, and the labels naming
     the Job on its pod template."""
@@ -1570,6 +1696,15 @@ def _containers(bad) -> str:
 
 def _spec_of(obj) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _gpus(pod) -> int:
+    """The ``nvidia.com/gpu`` a pod asks for (an extended resource: its limit is its request)."""
+    total = 0
+    for c in pod["spec"].get("containers") or []:
+        res = c.get("resources") or {}
+        total += int((res.get("requests") or {}).get("nvidia.com/gpu") or (res.get("limits") or {}).get("nvidia.com/gpu") or 0)
+    return total
 
 
 def _pod_ready(pod) -> bool:

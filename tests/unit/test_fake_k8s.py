@@ -489,3 +489,108 @@ def test_the_token_controller_fills_a_service_account_token_secret_and_deletes_o
     names = [s["metadata"]["name"] for s in secrets.get(namespace=NS).to_dict()["items"]]
     assert "orphan-token" not in names and {"model-client-token", "plain"} <= set(names), names
     assert "token" not in (secrets.get(name="plain", namespace=NS).to_dict().get("data") or {})
+
+
+# ---------------------------------------------------------------- KServe's predictor, GPUs, route hosts
+
+def test_kserve_creates_the_predictor_deployment_and_service_of_an_inference_service_with_its_runtime(api, fake):
+    from tests.support.kserve_objects import inference_service, vllm_runtime
+
+    _ns(api)
+    fake.kserve = True
+    _apply(api, vllm_runtime(NS))
+    isvc = inference_service("granite", NS, "vLLM", "vllm-runtime", args=["--max-model-len=8192"])
+    isvc.pop("status")
+    isvc["spec"]["predictor"]["model"]["resources"] = {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
+    _apply(api, isvc)
+    fake.reconcile()
+    owner = fake.objects[("inferenceservices", NS, "granite")]["metadata"]["uid"]
+    labels = {"opendatahub.io/dashboard": "true", "serving.kserve.io/inferenceservice": "granite", "component": "predictor", "app": "isvc.granite-predictor"}
+    deployment = fake.objects[("deployments", NS, "granite-predictor")]
+    assert deployment["metadata"]["labels"] == labels and deployment["metadata"]["ownerReferences"][0]["uid"] == owner
+    assert deployment["spec"]["selector"] == {"matchLabels": {"app": "isvc.granite-predictor"}}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "kserve-container" and container["image"] == "quay.io/modh/vllm:rhoai-2.23-cuda"
+    assert container["args"] == ["--port=8080", "--model=/mnt/models", "--served-model-name=granite", "--max-model-len=8192"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    service = fake.objects[("services", NS, "granite-predictor")]
+    assert service["metadata"]["labels"] == labels and service["spec"]["selector"] == {"app": "isvc.granite-predictor"}
+    # The runtime's port has no name: the Service names it http, port 80 to the container's 8080.
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]
+    pods = api.resources.get(api_version="v1", kind="Pod").get(namespace=NS, label_selector="component=predictor").to_dict()["items"]
+    assert [p["metadata"]["labels"] for p in pods] == [labels] and pods[0]["status"]["phase"] == "Running"
+    services = api.resources.get(api_version="v1", kind="Service").get(namespace=NS, label_selector="serving.kserve.io/inferenceservice in (granite)")
+    assert [s["metadata"]["name"] for s in services.to_dict()["items"]] == ["granite-predictor"]
+    ready = api.resources.get(api_version="serving.kserve.io/v1beta1", kind="InferenceService").get(name="granite", namespace=NS).to_dict()["status"]
+    assert [(c["type"], c["status"]) for c in ready["conditions"]] == [("IngressReady", "True"), ("PredictorReady", "True"), ("Ready", "True")]
+    # Deleting the InferenceService removes what KServe made for it (garbage collection of owned objects).
+    api.resources.get(api_version="serving.kserve.io/v1beta1", kind="InferenceService").delete(name="granite", namespace=NS)
+    fake.reconcile()
+    assert fake.names("deployments", NS) == [] and fake.names("services", NS) == [] and fake.names("pods", NS) == []
+
+
+def test_a_predictor_asking_for_more_gpus_than_the_node_has_stays_pending_and_its_model_not_ready(api, fake):
+    from tests.support.kserve_objects import inference_service, vllm_runtime
+
+    _ns(api)
+    fake.kserve, fake.gpus = True, 1
+    _apply(api, vllm_runtime(NS))
+    for name in ("first", "second"):
+        isvc = inference_service(name, NS, "vLLM", "vllm-runtime")
+        isvc.pop("status")
+        isvc["spec"]["predictor"]["model"]["resources"] = {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
+        _apply(api, isvc)
+        fake.reconcile()
+    phases = {p["metadata"]["labels"]["serving.kserve.io/inferenceservice"]: p["status"]
+              for (r, ns, n), p in fake.objects.items() if r == "pods" and ns == NS}
+    assert phases["first"]["phase"] == "Running" and phases["second"]["phase"] == "Pending"
+    assert phases["second"]["conditions"] == [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message":
+                                               "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are available: "
+                                               "1 No preemption victims found for incoming pod."}]
+    events = [e for (r, ns, n), e in fake.objects.items() if r == "events" and e["reason"] == "FailedScheduling"]
+    assert [e["involvedObject"]["name"].startswith("second-predictor-") for e in events] == [True]
+    status = fake.objects[("inferenceservices", NS, "second")]["status"]
+    assert [(c["type"], c["status"]) for c in status["conditions"]] == [("IngressReady", "True"), ("PredictorReady", "False"), ("Ready", "False")]
+    assert status["conditions"][2]["reason"] == "MinimumReplicasUnavailable" and status["modelStatus"]["states"]["activeModelState"] == "Pending"
+    assert fake.objects[("inferenceservices", NS, "first")]["status"]["conditions"][2]["status"] == "True"
+
+
+def test_a_route_created_without_a_host_gets_one_from_the_ingress_domain_and_keeps_it(api, fake):
+    _ns(api)
+    fake.add({"apiVersion": "config.openshift.io/v1", "kind": "Ingress", "metadata": {"name": "cluster"}, "spec": {"domain": "apps.example.com"}})
+    route = {"apiVersion": "route.openshift.io/v1", "kind": "Route", "metadata": {"name": "grafana", "namespace": NS},
+             "spec": {"to": {"kind": "Service", "name": "grafana"}}}
+    created = _apply(api, route)
+    assert created["spec"]["host"] == f"grafana-{NS}.apps.example.com"
+    version = created["metadata"]["resourceVersion"]
+    again = _apply(api, route)  # the host is nobody's field: applying without it keeps it and changes nothing
+    assert again["spec"]["host"] == f"grafana-{NS}.apps.example.com" and again["metadata"]["resourceVersion"] == version
+    given = _apply(api, dict(route, metadata={"name": "named", "namespace": NS}, spec=dict(route["spec"], host="grafana.example.org")))
+    assert given["spec"]["host"] == "grafana.example.org"
+
+
+def test_a_secrets_string_data_is_stored_as_data(api, fake):
+    import base64
+
+    _ns(api)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "admin", "namespace": NS}, "type": "Opaque",
+              "data": {"user": base64.b64encode(b"old").decode()}, "stringData": {"user": "admin", "password": "s3cret"}}
+    stored = _apply(api, secret)
+    assert "stringData" not in stored and {k: base64.b64decode(v).decode() for k, v in stored["data"].items()} == {"user": "admin", "password": "s3cret"}
+    assert _apply(api, secret)["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]  # the same again: unchanged
+
+
+def test_a_custom_resource_is_a_table_with_its_crds_printer_columns(api, fake):
+    import json
+
+    _ns(api)
+    fake.kserve = True
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "granite", "namespace": NS},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "vLLM"}, "runtime": "granite"}}}}
+    _apply(api, isvc)
+    fake.reconcile()
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    table = json.loads(_http(fake, f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices", accept)[2])
+    columns = ["Name", "URL", "Ready", "Prev", "Latest", "PrevRolledoutRevision", "LatestReadyRevision", "Age"]
+    assert [c["name"] for c in table["columnDefinitions"]] == columns
+    assert table["rows"][0]["cells"][:7] == ["granite", f"http://granite-predictor.{NS}.svc.cluster.local", "True", None, None, None, None]
