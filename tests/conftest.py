@@ -19,10 +19,31 @@ sys.path.insert(0, str(REPO))
 from tests.support import ansible_core  # noqa: E402
 from tests.support.services import PostgresServer, RedisServer  # noqa: E402
 
+# Modules of several minutes each (one deploy onto the in-memory API server and many playbook runs, or processes
+# started and killed): collected first, so that the two pytest processes of the test command start on them and the
+# short tests fill the rest, instead of one process ending the run alone with a long module.
+LONG_FIRST = (
+    "tests/playbooks/test_doc_commands_cluster.py",
+    "tests/playbooks/test_doc_commands_monitoring.py",
+    "tests/playbooks/test_doc_commands_jobs.py",
+    "tests/playbooks/test_doc_commands_oc.py",
+    "tests/playbooks/test_doc_commands_day2.py",
+    "tests/playbooks/test_doc_commands_quickstart.py",
+    "tests/integration/local/test_local_platform.py",
+    "tests/playbooks/test_cluster_path.py",
+)
+
+
+def _long_first(item) -> int:
+    path = item.nodeid.split("::", maxsplit=1)[0]
+    return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests that also run with the oldest supported ansible-core (tests/support/ansible_core.py)."""
+    """Mark the tests that also run with the oldest supported ansible-core (tests/support/ansible_core.py); the long
+    modules first (a stable sort: the order within a module stays)."""
+    items.sort(key=_long_first)
     used = set()
     for item in items:
         found = ansible_core.matching(item.nodeid)
