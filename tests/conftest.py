@@ -103,6 +103,12 @@ def ansible_env(collections_path) -> dict:
     env["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = "false"
     env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    # kubernetes.core keeps each API server's discovery in $TMPDIR/k8srcp-<host, user>.json and trusts it until a kind
+    # is missing: a file left by an earlier run's in-memory API server on the same port (older code, other
+    # subresources) must not answer for this one. The session's own directory, removed with it.
+    tmp = collections_path.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(tmp)
     # LITEMAAS_ANSIBLE_CORE_VENV: ansible-playbook, ansible-doc, ansible-galaxy of another ansible-core.
     return ansible_core.apply_to(env, collections_path)
 
