@@ -45,6 +45,17 @@ class PlaybookRunner:
         return proc
 
 
+def changed_tasks(output: str) -> str:
+    """The tasks of a playbook's output that reported a change, for an assertion message."""
+    lines, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK"):
+            task = line
+        elif line.startswith("changed"):
+            lines += [task, line]
+    return "\n".join(lines)
+
+
 def recap(output: str) -> dict:
     """The PLAY RECAP counters of localhost."""
     match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)

@@ -11,7 +11,7 @@ import json
 import pytest
 import yaml
 
-from tests.playbooks.conftest import recap
+from tests.playbooks.conftest import changed_tasks, recap
 from tests.support.fake_k8s import FakeKubernetes
 
 NS = "lm"
@@ -34,17 +34,6 @@ def _vars(kubeconfig, **extra):
                  "ocp4_workload_litemaas_proxy_image": "quay.io/example/litemaas-proxy:1.0",
                  "ocp4_workload_litemaas_verify_routes": False, "ocp4_workload_litemaas_agnosticd_user_info": False,
                  "ocp4_workload_litemaas_wait_timeout": 20}, **extra)
-
-
-def _changed(output: str) -> str:
-    """The tasks that reported a change, for the assertion message."""
-    lines, task = [], ""
-    for line in output.splitlines():
-        if line.startswith("TASK"):
-            task = line
-        elif line.startswith("changed"):
-            lines += [task, line]
-    return "\n".join(lines)
 
 
 def _writes(fake) -> list:
@@ -77,7 +66,7 @@ def test_a_deploy_after_a_scale_to_the_same_count_changes_nothing(playbook, tmp_
     # The pipeline with the count the scale set (what the scale play tells to set): nothing to change.
     deployment["spec"]["replicas"] = 2
     same = playbook.run_file(_pipeline(tmp_path, kubeconfig, deployment))
-    assert recap(same.stdout)["changed"] == 0, _changed(same.stdout)
+    assert recap(same.stdout)["changed"] == 0, changed_tasks(same.stdout)
     assert fake.objects[("deployments", NS, "litellm")]["metadata"]["resourceVersion"] == version
     # Another count is applied (and the field taken back).
     deployment["spec"]["replicas"] = 4

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.playbooks.conftest import recap
-from tests.support.doc_commands import inventory, sh
+from tests.playbooks.conftest import changed_tasks, recap
+from tests.support.doc_commands import CLUSTER_VARS, kube_home, sh
 from tests.support.fake_k8s import FakeKubernetes
 
 DOMAIN = "apps.example.com"
@@ -23,16 +23,7 @@ def cluster_home(tmp_path, ansible_env):
     """(server, env): ``$HOME/.kube/config`` names the in-memory API server, which has the cluster's ingress domain."""
     fake = FakeKubernetes().start()
     fake.add({"apiVersion": "config.openshift.io/v1", "kind": "Ingress", "metadata": {"name": "cluster"}, "spec": {"domain": DOMAIN}})
-    home = tmp_path / "home"
-    (home / ".kube").mkdir(parents=True)
-    (home / ".kube" / "config").write_text(yaml.safe_dump(fake.kubeconfig()))
-    # What this machine's cluster lacks, as a user's inventory would say: route hosts no DNS resolves, no image build
-    # (the proxy image named), pods that are ready at once (a short wait).
-    hosts = inventory(tmp_path / "inventory", {"ocp4_workload_litemaas_verify_routes": False,
-                                               "ocp4_workload_litemaas_proxy_image": "quay.io/example/litemaas-proxy:1.0",
-                                               "ocp4_workload_litemaas_wait_timeout": 60, "litemaas_backup_wait_timeout": 60})
-    env = dict(ansible_env, HOME=str(home), ANSIBLE_INVENTORY=str(hosts), ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"))
-    env.pop("KUBECONFIG", None)
+    env = kube_home(tmp_path, fake, ansible_env, dict(CLUSTER_VARS, litemaas_backup_wait_timeout=60))
     yield fake, env
     fake.stop()
 
@@ -44,17 +35,6 @@ def text_of_upgrade() -> str:
 
 def _writes(fake) -> list:
     return [r for r in fake.requests if r["method"] in ("POST", "PUT", "PATCH", "DELETE") and r["query"].get("dryRun") != "All"]
-
-
-def _changed(output: str) -> str:
-    """The tasks that reported a change, for an assertion message."""
-    lines, task = [], ""
-    for line in output.splitlines():
-        if line.startswith("TASK"):
-            task = line
-        elif line.startswith("changed"):
-            lines += [task, line]
-    return "\n".join(lines)
 
 
 def test_cluster_commands_deploy_operate_and_destroy(cluster_home, tmp_path):
@@ -73,7 +53,7 @@ def test_cluster_commands_deploy_operate_and_destroy(cluster_home, tmp_path):
     assert {"litellm", "litellm-backend", "litellm-frontend", "litellm-redis"} <= set(fake.names("deployments", NS))
     assert fake.objects[("routes", NS, "litellm")]["spec"]["host"] == f"litellm.{DOMAIN}"
     again = sh(deploy, env, tmp_path)
-    assert recap(again.stdout)["changed"] == 0, _changed(again.stdout)
+    assert recap(again.stdout)["changed"] == 0, changed_tasks(again.stdout)
     # docs/deployment.md: the first admins, given as JSON.
     sh(deploy + """ -e '{"ocp4_workload_litemaas_initial_admin_users": ["alice"]}'""", env, tmp_path)
     backend = fake.objects[("deployments", NS, "litellm-backend")]["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -104,7 +84,7 @@ def test_cluster_commands_deploy_operate_and_destroy(cluster_home, tmp_path):
     sh("ansible-playbook rhpds.litemaas.key_cleanup", env, tmp_path)
     assert fake.objects[("cronjobs", NS, "litemaas-key-cleanup")]["spec"]["schedule"] == "0 2 * * *"
     again = sh("ansible-playbook rhpds.litemaas.key_cleanup -e ocp4_workload_litemaas_namespace=litemaas", env, tmp_path)
-    assert recap(again.stdout)["changed"] == 0, _changed(again.stdout)
+    assert recap(again.stdout)["changed"] == 0, changed_tasks(again.stdout)
     # docs/deployment.md's removal, in its order: monitoring, key cleanup, then everything with the role's namespace.
     sh("ansible-playbook rhpds.litemaas.monitoring -e ocp4_workload_litemaas_monitoring_action=destroy", env, tmp_path)
     sh("ansible-playbook rhpds.litemaas.key_cleanup -e litemaas_key_cleanup_state=absent", env, tmp_path)

@@ -13,10 +13,9 @@ import sys
 import uuid
 
 import pytest
-import yaml
 
 from tests.playbooks.conftest import REPO, recap
-from tests.support.doc_commands import inventory, sh
+from tests.support.doc_commands import CLUSTER_VARS, kube_home, sh
 from tests.support.fake_k8s import FakeKubernetes
 from tests.support.portal_db import SCHEMA as PORTAL_SCHEMA
 
@@ -40,14 +39,7 @@ def platform(tmp_path_factory, ansible_env):
     root = tmp_path_factory.mktemp("jobs")
     fake = FakeKubernetes().start()
     fake.add({"apiVersion": "config.openshift.io/v1", "kind": "Ingress", "metadata": {"name": "cluster"}, "spec": {"domain": DOMAIN}})
-    home = root / "home"
-    (home / ".kube").mkdir(parents=True)
-    (home / ".kube" / "config").write_text(yaml.safe_dump(fake.kubeconfig()))
-    hosts = inventory(root / "inventory", {"ocp4_workload_litemaas_verify_routes": False,
-                                           "ocp4_workload_litemaas_proxy_image": "quay.io/example/litemaas-proxy:1.0",
-                                           "ocp4_workload_litemaas_wait_timeout": 60, "litemaas_backup_wait_timeout": 60})
-    env = dict(ansible_env, HOME=str(home), ANSIBLE_INVENTORY=str(hosts), ANSIBLE_LOCAL_TEMP=str(root / "ansible-tmp"))
-    env.pop("KUBECONFIG", None)
+    env = kube_home(root, fake, ansible_env, dict(CLUSTER_VARS, litemaas_backup_wait_timeout=60))
     sh("ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas", env, root)
     sh("ansible-playbook rhpds.litemaas.key_cleanup", env, root)
     yield fake, env, root

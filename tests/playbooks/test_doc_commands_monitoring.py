@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
 
 import pytest
-import yaml
 
-from tests.playbooks.conftest import REPO, recap
-from tests.support.doc_commands import inventory, sh
+from tests.playbooks.conftest import recap
+from tests.support.doc_commands import CLUSTER_VARS, kube_home, sh
 from tests.support.fake_k8s import FakeKubernetes, labels_match
 from tests.support.kserve_objects import serving_runtime, vllm_runtime
 
 DOMAIN = "apps.example.com"
 NS = "litemaas"
-KUBECTL = REPO / ".work" / "kubernetes-client" / "usr" / "bin" / "kubectl"
 DEPLOY = "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas"
 # docs/day2.md: every vLLM predictor of llm-hosting and the GPUs.
 MONITORING_DAY2 = ("""ansible-playbook rhpds.litemaas.monitoring -e '{"ocp4_workload_litemaas_monitoring_model_servers": [{"runtime": "vllm", """
@@ -66,11 +63,7 @@ def _model(name: str, namespace: str, fmt: str, runtime: str, gpus: int) -> dict
 def cluster(tmp_path_factory, ansible_env):
     """(server, env, cwd): LiteMaaS deployed in serviceaccount OAuth mode, the model servers running under KServe,
     ``oc`` on PATH and ``$HOME/.kube/config`` naming the server; ``NS=litemaas`` as docs/troubleshooting.md sets it."""
-    assert KUBECTL.is_file(), f"{KUBECTL} is missing: scripts/lib.sh ensure_kubectl_standin unpacks it (scripts/test.sh does)"
     root = tmp_path_factory.mktemp("monitoring")
-    bin_dir = root / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "oc").symlink_to(KUBECTL)
     fake = FakeKubernetes().start()
     fake.kserve, fake.gpus = True, GPUS
     fake.add({"apiVersion": "config.openshift.io/v1", "kind": "Ingress", "metadata": {"name": "cluster"}, "spec": {"domain": DOMAIN}})
@@ -84,17 +77,9 @@ def cluster(tmp_path_factory, ansible_env):
     ovms["spec"]["containers"][0]["ports"] = [{"containerPort": 8888, "protocol": "TCP"}]
     fake.add(ovms)
     fake.add(_model("bge-small", "ovms", "openvino_ir", "kserve-ovms", 0))
-    home = root / "home"
-    (home / ".kube").mkdir(parents=True)
-    (home / ".kube" / "config").write_text(yaml.safe_dump(fake.kubeconfig()))
-    hosts = inventory(root / "inventory", {"ocp4_workload_litemaas_verify_routes": False,
-                                           "ocp4_workload_litemaas_proxy_image": "quay.io/example/litemaas-proxy:1.0",
-                                           "ocp4_workload_litemaas_oauth_client_mode": "serviceaccount",
-                                           "ocp4_workload_litemaas_wait_timeout": 60, "ocp4_workload_litemaas_monitoring_wait_timeout": 60,
-                                           "litemaas_backup_wait_timeout": 60})
-    env = dict(ansible_env, HOME=str(home), ANSIBLE_INVENTORY=str(hosts), ANSIBLE_LOCAL_TEMP=str(root / "ansible-tmp"),
-               PATH=str(bin_dir) + os.pathsep + ansible_env["PATH"], NS=NS)
-    env.pop("KUBECONFIG", None)
+    env = kube_home(root, fake, ansible_env, dict(CLUSTER_VARS, ocp4_workload_litemaas_oauth_client_mode="serviceaccount",
+                                                  ocp4_workload_litemaas_monitoring_wait_timeout=60, litemaas_backup_wait_timeout=60), oc=True)
+    env["NS"] = NS
     cwd = root / "cwd"
     cwd.mkdir()
     try:

@@ -10,41 +10,27 @@ variables it left. Which lines these are: RUN in tests/playbooks/test_doc_comman
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 
 import pytest
 import yaml
 
-from tests.playbooks.conftest import REPO, recap
-from tests.support.doc_commands import inventory, sh, text_of
+from tests.playbooks.conftest import recap
+from tests.support.doc_commands import CLUSTER_VARS, kube_home, sh, text_of
 from tests.support.fake_k8s import FakeKubernetes
 
 DOMAIN = "apps.example.com"
 NS = "litemaas"
-KUBECTL = REPO / ".work" / "kubernetes-client" / "usr" / "bin" / "kubectl"
 DEPLOY = "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, ansible_env):
     """(server, env, cwd): the platform deployed into the in-memory API server, ``oc`` on PATH, $HOME/.kube/config."""
-    assert KUBECTL.is_file(), f"{KUBECTL} is missing: scripts/lib.sh ensure_kubectl_standin unpacks it (scripts/test.sh does)"
     root = tmp_path_factory.mktemp("oc")
-    bin_dir = root / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "oc").symlink_to(KUBECTL)
     fake = FakeKubernetes().start()
     fake.add({"apiVersion": "config.openshift.io/v1", "kind": "Ingress", "metadata": {"name": "cluster"}, "spec": {"domain": DOMAIN}})
-    home = root / "home"
-    (home / ".kube").mkdir(parents=True)
-    (home / ".kube" / "config").write_text(yaml.safe_dump(fake.kubeconfig()))
-    hosts = inventory(root / "inventory", {"ocp4_workload_litemaas_verify_routes": False,
-                                           "ocp4_workload_litemaas_proxy_image": "quay.io/example/litemaas-proxy:1.0",
-                                           "ocp4_workload_litemaas_wait_timeout": 60})
-    env = dict(ansible_env, HOME=str(home), ANSIBLE_INVENTORY=str(hosts), ANSIBLE_LOCAL_TEMP=str(root / "ansible-tmp"),
-               PATH=str(bin_dir) + os.pathsep + ansible_env["PATH"])
-    env.pop("KUBECONFIG", None)
+    env = kube_home(root, fake, ansible_env, CLUSTER_VARS, oc=True)
     env.pop("NS", None)
     cwd = root / "cwd"
     cwd.mkdir()

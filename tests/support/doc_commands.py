@@ -8,6 +8,7 @@ without a language (tables of figures and commands mixed) only the lines that st
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -156,3 +157,28 @@ def inventory(root: Path, group_vars: dict | None = None) -> Path:
         (root / "group_vars").mkdir(exist_ok=True)
         (root / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
     return root
+
+
+# What this machine's cluster lacks, as a user's inventory would say: route hosts no DNS resolves, no image build (the
+# proxy image named), pods that are ready at once (a short wait).
+CLUSTER_VARS = {"ocp4_workload_litemaas_verify_routes": False, "ocp4_workload_litemaas_proxy_image": "quay.io/example/litemaas-proxy:1.0",
+                "ocp4_workload_litemaas_wait_timeout": 60}
+KUBECTL = Path(__file__).resolve().parents[2] / ".work" / "kubernetes-client" / "usr" / "bin" / "kubectl"
+
+
+def kube_home(root: Path, fake, ansible_env: dict, group_vars: dict, oc: bool = False) -> dict:
+    """The environment of a user whose ``$HOME/.kube/config`` names the in-memory API server ``fake``, with an
+    inventory of ``group_vars`` (and, with ``oc``, Debian's kubectl as ``oc`` first on PATH)."""
+    home = root / "home"
+    (home / ".kube").mkdir(parents=True)
+    (home / ".kube" / "config").write_text(yaml.safe_dump(fake.kubeconfig()))
+    env = dict(ansible_env, HOME=str(home), ANSIBLE_INVENTORY=str(inventory(root / "inventory", group_vars)),
+               ANSIBLE_LOCAL_TEMP=str(root / "ansible-tmp"))
+    if oc:
+        assert KUBECTL.is_file(), f"{KUBECTL} is missing: scripts/lib.sh ensure_kubectl_standin unpacks it (scripts/test.sh does)"
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "oc").symlink_to(KUBECTL)
+        env["PATH"] = str(bin_dir) + os.pathsep + ansible_env["PATH"]
+    env.pop("KUBECONFIG", None)
+    return env
