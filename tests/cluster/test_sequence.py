@@ -8,10 +8,11 @@ import os
 
 import pytest
 
+from tests.cluster.conftest import cluster_vars
 from tests.playbooks.conftest import recap
 
 NS = os.environ.get("LITEMAAS_CLUSTER_NAMESPACE", "litemaas-check")
-BASE = {"ocp4_workload_litemaas_namespace": NS}
+BASE = dict(cluster_vars(), ocp4_workload_litemaas_namespace=NS)
 
 
 def _run(cluster_playbook, playbook, **extra):

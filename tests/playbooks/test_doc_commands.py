@@ -51,6 +51,7 @@ MON_INSTALL = MON + "test_monitoring_commands_install_the_monitors_rules_and_gra
 MON_PREDICTORS = MON + "test_predictor_commands_list_the_models_their_pods_and_why_one_is_pending"
 MON_GRAFANA = MON + "test_grafana_commands_print_its_address_and_admin_password"
 MON_SA = MON + "test_serviceaccount_mode_check_prints_the_redirect_uris_of_the_routes"
+SUITES = "tests/playbooks/test_doc_commands_suites.py::"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -192,18 +193,20 @@ RUN = {
     'oc describe pod -n llm-hosting $POD | tail -20': MON_PREDICTORS,
     "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": MON_SA,
     'oc get jobs -n $NS; oc logs -n $NS job/$JOB': MON + "test_job_commands_list_the_jobs_and_show_the_failed_ones_log",
+    # test runs: the test command's own lines, and the cluster suite against the in-memory API server
+    "bash scripts/test.sh": SUITES + "test_the_test_command_runs_the_documented_test_lines",
+    ".venv/bin/python -m pytest -q -n 2 --dist loadfile tests/reliability": SUITES + "test_the_test_command_runs_the_documented_test_lines",
+    "bash scripts/test.sh tests/integration/local": SUITES + "test_the_test_command_runs_the_documented_test_lines",
+    "KUBECONFIG=$HOME/.kube/config bash scripts/test.sh tests/cluster":
+        SUITES + "test_cluster_suite_line_runs_the_whole_sequence_against_the_cluster_named",
+    "bash scripts/local.sh": "tests/integration/local/test_local_platform.py::test_local_sh_as_written_uses_the_model_url_it_remembers",
 }
 
 CANNOT_RUN = {
-    "bash scripts/local.sh": "builds llama.cpp (about 30 minutes) and downloads a model; tests/integration/local runs the same "
-                             "script with a stand-in model server",
-    "bash scripts/test.sh": "the whole suite: CI's own command (.ci/run)",
     "ansible-galaxy collection install rhpds.litemaas": "needs Galaxy or an Automation Hub; the install from a built tarball runs here",
     "oc -n openshift-monitoring edit configmap cluster-monitoring-config": "opens an editor",
     "oc adm top pods -n $NS": "needs a cluster's metrics API",
     ".venv/bin/python bench/keys_bench.py [--count 1000] [--parallelism 16] [--json out.json]": "a usage line with optional parts in brackets",
-    "ansible-playbook rhpds.litemaas.workshop_keys -e guid=abc12 -e num_users=30 -e litellm_url=https://litellm.apps.example.com"
-    " -e litellm_master_key=... [-e ACTION=provision|extend|destroy]": "a usage line with placeholders",
 }
 
 # Documented but not run by a test yet, one by one (so that a new command line in the docs is not taken in silently):
@@ -215,7 +218,6 @@ _CURL = ("the LiteMaaS portal backend at $ADMIN (its health and model sync answe
 _PSQL = "the portal database through oc exec"
 _BENCH = ("a benchmark of 2 to 10 minutes, too long for the test command's budget (bench/run.py --quick runs as written; "
           "tests/reliability/test_load_script.py and test_burst_script.py run the other scripts briefly)")
-_TEST_RUN = "a test run of its own (the suite runs those tests itself)"
 NOT_RUN_YET = {
     '.venv/bin/python bench/burst.py': _BENCH,
     '.venv/bin/python bench/burst.py --n 500 --skip-litellm --keep': _BENCH,
@@ -236,9 +238,6 @@ NOT_RUN_YET = {
     'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': _PSQL,
     'psql_portal -c "SELECT id, availability FROM models ORDER BY id"': _PSQL,
     'psql_portal -c "SELECT litellm_key_alias, is_active, sync_status, expires_at FROM api_keys WHERE sync_status <> \'synced\' OR expires_at < now()"': _PSQL,
-    '.venv/bin/python -m pytest -q tests/reliability': _TEST_RUN,
-    'KUBECONFIG=$HOME/.kube/config bash scripts/test.sh tests/cluster': _TEST_RUN,
-    'bash scripts/test.sh tests/integration/local': _TEST_RUN,
 }
 
 

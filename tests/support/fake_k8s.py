@@ -1329,7 +1329,10 @@ class FakeKubernetes:
 
     def serve(self, method, parts, query, content_type, body, user_agent, accept=""):  # noqa: C901 - one dispatcher
         if parts == ["version"]:
-            return 200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"}
+            # Every field a kube-apiserver 1.32 answers (the Python client's VersionInfo requires them all).
+            return 200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "70d3cc986aa8221cd1dfb1121852688902d3bf53",
+                         "gitTreeState": "clean", "buildDate": "2024-12-11T17:59:15Z", "goVersion": "go1.23.3", "compiler": "gc",
+                         "platform": "linux/amd64"}
         if parts == ["api"]:
             return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
         groups = _group_versions()
