@@ -58,7 +58,11 @@ What it serves and how:
   object when the client asks for it (``Accept: ...;as=Table``), with the columns a real server prints for
   Deployments, StatefulSets and Pods and a CRD's ``additionalPrinterColumns`` (other kinds: the plain list, which
   kubectl prints as NAME and AGE). A strategic merge patch is applied as a JSON merge patch: the same for what
-  ``kubectl annotate`` and ``kubectl rollout restart`` send (maps only), not for lists with merge keys.
+  ``kubectl annotate`` and ``kubectl rollout restart`` send (maps only), not for lists with merge keys. ``/openapi/v2``
+  is a protobuf OpenAPI document without definitions (``kubectl edit`` reads it; it validates no kind against it).
+- **The kubelet's side** (tests/support/fake_kubelet.py): ``pods/<name>/exec`` over SPDY/3.1 (remote command
+  ``v4.channel.k8s.io``), the command run by what a test registers in ``.exec_runners`` (a stand-in of the container
+  runtime), and ``metrics.k8s.io/v1beta1`` PodMetrics of ``.pod_usage`` (only when a test sets it, as metrics-server).
 
 Interface for tests: ``FakeKubernetes().start()``, ``.stop()``, ``.kubeconfig()``, ``.objects`` (``{(resource,
 namespace, name): object}``, ``""`` as the namespace of cluster-scoped objects), ``.requests`` (method, path, query,
@@ -67,7 +71,7 @@ content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuc
 ``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
 namespace, name)``, ``.managers(resource, namespace, name)``, ``.set_pod_log(namespace, pod_prefix, text)`` and
 ``.pod_log(namespace, pod)`` (what a pod printed, as the test says), ``.set_pod_exit(namespace, pod_prefix, code)``,
-``.gc_finished_pods``, ``.kserve``, ``.gpus``."""
+``.gc_finished_pods``, ``.kserve``, ``.gpus``, ``.exec_runners``, ``.pod_usage``."""
 
 from __future__ import annotations
 
