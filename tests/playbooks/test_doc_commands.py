@@ -52,6 +52,8 @@ MON_PREDICTORS = MON + "test_predictor_commands_list_the_models_their_pods_and_w
 MON_GRAFANA = MON + "test_grafana_commands_print_its_address_and_admin_password"
 MON_SA = MON + "test_serviceaccount_mode_check_prints_the_redirect_uris_of_the_routes"
 SUITES = "tests/playbooks/test_doc_commands_suites.py::"
+EXEC = "tests/playbooks/test_doc_commands_exec.py::"
+EXEC_PSQL = EXEC + "test_psql_portal_selects_show_the_portals_rows"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -200,22 +202,30 @@ RUN = {
     "KUBECONFIG=$HOME/.kube/config bash scripts/test.sh tests/cluster":
         SUITES + "test_cluster_suite_line_runs_the_whole_sequence_against_the_cluster_named",
     "bash scripts/local.sh": "tests/integration/local/test_local_platform.py::test_local_sh_as_written_uses_the_model_url_it_remembers",
+    # oc exec, top, edit: tests/playbooks/test_doc_commands_exec.py (pods/exec over SPDY into the stand-in container runtime).
+    'oc -n litemaas exec deploy/litellm -- python -c "import urllib.request as u; print(u.urlopen(\'http://127.0.0.1:4000/metrics\').read().decode())"'
+    " | grep -v '^#' | head": EXEC + "test_metrics_line_prints_the_proxys_metric_lines",
+    'oc exec -n $NS deploy/litellm-redis -- redis-cli -a "$REDIS_PASSWORD" --no-auth-warning FLUSHALL': EXEC + "test_flush_line_empties_the_proxys_redis",
+    'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': EXEC_PSQL,
+    'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }':
+        EXEC + "test_psql_functions_read_sql_from_stdin_and_reach_the_proxys_database",
+    'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': EXEC_PSQL,
+    'psql_portal -c "SELECT id, availability FROM models ORDER BY id"': EXEC_PSQL,
+    'psql_portal -c "SELECT litellm_key_alias, is_active, sync_status, expires_at FROM api_keys WHERE sync_status <> \'synced\' OR expires_at < now()"':
+        EXEC_PSQL,
+    "oc adm top pods -n $NS": EXEC + "test_top_lists_each_pods_cpu_and_memory",
+    "oc -n openshift-monitoring edit configmap cluster-monitoring-config": EXEC + "test_edit_turns_user_workload_monitoring_on_and_keeps_the_rest",
 }
 
 CANNOT_RUN = {
     "ansible-galaxy collection install rhpds.litemaas": "needs Galaxy or an Automation Hub; the install from a built tarball runs here",
-    "oc -n openshift-monitoring edit configmap cluster-monitoring-config": "opens an editor",
-    "oc adm top pods -n $NS": "needs a cluster's metrics API",
     ".venv/bin/python bench/keys_bench.py [--count 1000] [--parallelism 16] [--json out.json]": "a usage line with optional parts in brackets",
 }
 
 # Documented but not run by a test yet, one by one (so that a new command line in the docs is not taken in silently):
 # {command: what running it here needs}.
-_EXEC = ("oc exec: a kubelet's exec stream (an SPDY/WebSocket upgrade of pods/exec) into a running container; the in-memory API "
-         "server has no kubelet and no containers")
 _CURL = ("the LiteMaaS portal backend at $ADMIN (its health and model sync answer from its own database, proxy and OAuth checks); "
          "no stand-in of it runs here: tests/support/portal_api.py only records the models role's sync calls")
-_PSQL = "the portal database through oc exec"
 _BENCH = ("a benchmark of 2 to 10 minutes, too long for the test command's budget (bench/run.py --quick runs as written; "
           "tests/reliability/test_load_script.py and test_burst_script.py run the other scripts briefly)")
 NOT_RUN_YET = {
@@ -231,13 +241,6 @@ NOT_RUN_YET = {
     '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
     'curl -s $ADMIN/api/v1/health | python3 -m json.tool': _CURL,
     'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\' -d \'{"forceUpdate": false, "markUnavailable": true}\'': _CURL,  # noqa: E501
-    'oc -n litemaas exec deploy/litellm -- python -c "import urllib.request as u; print(u.urlopen(\'http://127.0.0.1:4000/metrics\').read().decode())" | grep -v \'^#\' | head': _EXEC,  # noqa: E501
-    'oc exec -n $NS deploy/litellm-redis -- redis-cli -a "$REDIS_PASSWORD" --no-auth-warning FLUSHALL': _EXEC,
-    'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _EXEC,
-    'psql_proxy() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litellm_db "$@"; }': _EXEC,
-    'psql_portal -c "SELECT id FROM models WHERE id = \'granite-3-8b\'"': _PSQL,
-    'psql_portal -c "SELECT id, availability FROM models ORDER BY id"': _PSQL,
-    'psql_portal -c "SELECT litellm_key_alias, is_active, sync_status, expires_at FROM api_keys WHERE sync_status <> \'synced\' OR expires_at < now()"': _PSQL,
 }
 
 

@@ -58,7 +58,11 @@ What it serves and how:
   object when the client asks for it (``Accept: ...;as=Table``), with the columns a real server prints for
   Deployments, StatefulSets and Pods and a CRD's ``additionalPrinterColumns`` (other kinds: the plain list, which
   kubectl prints as NAME and AGE). A strategic merge patch is applied as a JSON merge patch: the same for what
-  ``kubectl annotate`` and ``kubectl rollout restart`` send (maps only), not for lists with merge keys.
+  ``kubectl annotate`` and ``kubectl rollout restart`` send (maps only), not for lists with merge keys. ``/openapi/v2``
+  is a protobuf OpenAPI document without definitions (``kubectl edit`` reads it; it validates no kind against it).
+- **The kubelet's side** (tests/support/fake_kubelet.py): ``pods/<name>/exec`` over SPDY/3.1 (remote command
+  ``v4.channel.k8s.io``), the command run by what a test registers in ``.exec_runners`` (a stand-in of the container
+  runtime), and ``metrics.k8s.io/v1beta1`` PodMetrics of ``.pod_usage`` (only when a test sets it, as metrics-server).
 
 Interface for tests: ``FakeKubernetes().start()``, ``.stop()``, ``.kubeconfig()``, ``.objects`` (``{(resource,
 namespace, name): object}``, ``""`` as the namespace of cluster-scoped objects), ``.requests`` (method, path, query,
@@ -67,7 +71,7 @@ content type, user agent, parsed body), ``.names(resource, namespace)``, ``.stuc
 ``.set_status(resource, namespace, name, status)`` (as the object's controller writes it), ``.delete(resource,
 namespace, name)``, ``.managers(resource, namespace, name)``, ``.set_pod_log(namespace, pod_prefix, text)`` and
 ``.pod_log(namespace, pod)`` (what a pod printed, as the test says), ``.set_pod_exit(namespace, pod_prefix, code)``,
-``.gc_finished_pods``, ``.kserve``, ``.gpus``."""
+``.gc_finished_pods``, ``.kserve``, ``.gpus``, ``.exec_runners``, ``.pod_usage``."""
 
 from __future__ import annotations
 
@@ -85,7 +89,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from tests.support import k8s_schemas
+from tests.support import fake_kubelet, k8s_schemas
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 NODE = "node-1"
@@ -94,6 +98,8 @@ CONTROLLER = "kube-controller-manager"
 SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 SA_UID_ANNOTATION = "kubernetes.io/service-account.uid"
+# gnostic's openapi_v2.Document with only field 1 (swagger) set: "2.0".
+OPENAPI_V2_PROTOBUF = b"\x0a\x032.0"
 FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIB (the cluster's service account CA)\n-----END CERTIFICATE-----\n"
 
 
@@ -454,6 +460,11 @@ class FakeKubernetes:
         self.gc_finished_pods = False  # the pod garbage collector removes pods that ended (Succeeded or Failed)
         self.kserve = False  # a KServe controller reports InferenceServices Ready
         self.gpus = None  # the node's allocatable nvidia.com/gpu; None: GPU requests are not checked
+        # The kubelet's side (tests/support/fake_kubelet.py): how a command runs "in" a container, for pods/exec
+        # ({(namespace, pod or owner name, container or None): fn(command, stdin, env) -> (stdout, stderr, exit code)}),
+        # and the usage metrics-server reports ({(namespace, pod): {container: {"cpu", "memory"}}}; None: no metrics API).
+        self.exec_runners: dict = {}
+        self.pod_usage: dict | None = None
         self._stopping = threading.Event()
         self._owners: dict = {}  # object key -> [{"manager", "operation", "subresource", "apiVersion", "paths", "time"}]
         self._kinds: dict = {}  # object key -> group/version it was written with
@@ -1303,6 +1314,16 @@ class FakeKubernetes:
             def _handle(self):
                 url = urlsplit(self.path)
                 parts = [p for p in url.path.split("/") if p]
+                if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" and parts[6] == "exec":
+                    return fake._exec(self, parts[3], parts[5], url.query)
+                if parts == ["openapi", "v2"] and self.command == "GET":
+                    # The OpenAPI v2 document, in the protobuf kubectl asks for (``kubectl edit``/``--validate`` read it):
+                    # ``swagger: "2.0"`` and no definitions, so kubectl validates no kind against it (a real server lists every kind).
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+                    self.send_header("Content-Length", str(len(OPENAPI_V2_PROTOBUF)))
+                    self.end_headers()
+                    return self.wfile.write(OPENAPI_V2_PROTOBUF)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
                 content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -1328,6 +1349,8 @@ class FakeKubernetes:
         return Handler
 
     def serve(self, method, parts, query, content_type, body, user_agent, accept=""):  # noqa: C901 - one dispatcher
+        if self.pod_usage is not None and parts[:2] == ["apis", "metrics.k8s.io"]:
+            return self._metrics(method, parts[2:])
         if parts == ["version"]:
             # Every field a kube-apiserver 1.32 answers (the Python client's VersionInfo requires them all).
             return 200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "70d3cc986aa8221cd1dfb1121852688902d3bf53",
@@ -1343,7 +1366,9 @@ class FakeKubernetes:
                     by_group.setdefault(gv.split("/")[0], []).append(gv)
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
                 {"name": g, "versions": [{"groupVersion": gv, "version": gv.split("/")[1]} for gv in gvs],
-                 "preferredVersion": {"groupVersion": gvs[0], "version": gvs[0].split("/")[1]}} for g, gvs in sorted(by_group.items())]}
+                 "preferredVersion": {"groupVersion": gvs[0], "version": gvs[0].split("/")[1]}} for g, gvs in sorted(by_group.items())]
+                + ([{"name": "metrics.k8s.io", "versions": [{"groupVersion": fake_kubelet.METRICS_GV, "version": "v1beta1"}],
+                     "preferredVersion": {"groupVersion": fake_kubelet.METRICS_GV, "version": "v1beta1"}}] if self.pod_usage is not None else [])}
         if parts[:1] == ["api"] and len(parts) >= 2:
             gv, rest = parts[1], parts[2:]
         elif parts[:1] == ["apis"] and len(parts) >= 3:
@@ -1370,6 +1395,7 @@ class FakeKubernetes:
                                       "kind": "Scale" if sub == "scale" else kind, "verbs": ["get", "patch", "update"]})
                 if plural == "pods":
                     resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]})
+                    resources.append({"name": "pods/exec", "singularName": "", "namespaced": True, "kind": "PodExecOptions", "verbs": ["create", "get"]})
             for resource in resources:
                 for k in ("group", "version"):
                     if resource.get(k) is None:
@@ -1554,6 +1580,99 @@ class FakeKubernetes:
             handler.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _exec(self, handler, namespace, name, raw_query) -> None:
+        """pods/<name>/exec (tests/support/fake_kubelet.py): the pod and container checked as the API server and kubelet
+        do, then the SPDY/3.1 upgrade and one command run by the test's runner for that container."""
+        query = parse_qs(raw_query)
+        command = query.get("command") or []
+
+        def flag(key):
+            return (query.get(key) or [""])[0] in ("true", "1")
+
+        with self._lock:
+            self.requests.append({"method": handler.command, "path": urlsplit(handler.path).path, "query": query, "content_type": "",
+                                  "user_agent": handler.headers.get("User-Agent", ""), "body": None})
+            try:
+                self.reconcile()
+                self._namespace_check(namespace, creating=False)
+                pod = self.objects.get(("pods", namespace, name))
+                if pod is None:
+                    raise ApiError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+                containers = {c["name"]: c for c in pod["spec"].get("containers") or []}
+                container = (query.get("container") or [""])[0]
+                if not container:
+                    if len(containers) != 1:
+                        raise ApiError(400, "BadRequest", f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]")
+                    container = next(iter(containers))
+                elif container not in containers:
+                    raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+                if not command:
+                    raise ApiError(400, "BadRequest", "you must specify at least 1 command")
+                if not pod["spec"].get("nodeName"):
+                    raise ApiError(400, "BadRequest", f"pod {name} does not have a host assigned")
+                if pod.get("status", {}).get("phase") != "Running":
+                    raise ApiError(400, "BadRequest", f'container {container} is not running in pod {name} (phase {pod.get("status", {}).get("phase")})')
+                try:
+                    env = fake_kubelet.container_env(self.objects, pod, containers[container])
+                except fake_kubelet.EnvError as exc:
+                    raise ApiError(500, "InternalError", f"the container could not have started: {exc}") from exc
+                owners = [r["name"] for r in pod["metadata"].get("ownerReferences") or []]
+                runner = next((self.exec_runners[k] for who in [name] + owners for k in ((namespace, who, container), (namespace, who, None))
+                               if k in self.exec_runners), None)
+            except ApiError as exc:
+                handler.close_connection = True
+                return handler._send(exc.code, exc.status())
+        if (handler.headers.get("Upgrade") or "").lower() != "spdy/3.1":
+            handler.close_connection = True
+            return handler._send(400, ApiError(400, "BadRequest", "Upgrade request required").status())
+        offered = [v.strip() for h in handler.headers.get_all("X-Stream-Protocol-Version") or [] for v in h.split(",")]
+        if fake_kubelet.PROTOCOL not in offered:
+            handler.close_connection = True
+            return handler._send(403, ApiError(403, "Forbidden", f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
+                                                                 f"server supports [{fake_kubelet.PROTOCOL}]").status())
+        handler.close_connection = True
+        handler.send_response(101)
+        handler.send_header("Connection", "Upgrade")
+        handler.send_header("Upgrade", "SPDY/3.1")
+        handler.send_header("X-Stream-Protocol-Version", fake_kubelet.PROTOCOL)
+        handler.end_headers()
+        handler.wfile.flush()
+        want = {"error"} | {s for s in ("stdin", "stdout") if flag(s)} | ({"stderr"} if flag("stderr") and not flag("tty") else set())
+
+        def run(stdin):
+            if runner is None:
+                return b"", b"", {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
+                                  "message": f"no command runner registered for container {container} of pod {namespace}/{name} "
+                                             "(FakeKubernetes.exec_runners: the stand-in of the container runtime)"}
+            out, err, code = runner(command, stdin, env)
+            return out, err, fake_kubelet.exec_status(code, command)
+
+        fake_kubelet.run_session(fake_kubelet.SpdySession(handler.rfile, handler.wfile), want, run)
+
+    def _metrics(self, method, rest) -> tuple:
+        """metrics.k8s.io/v1beta1 as metrics-server serves it: discovery and PodMetrics (fake_kubelet.py)."""
+        if rest == []:
+            return 200, {"kind": "APIGroup", "apiVersion": "v1", "name": "metrics.k8s.io",
+                         "versions": [{"groupVersion": fake_kubelet.METRICS_GV, "version": "v1beta1"}],
+                         "preferredVersion": {"groupVersion": fake_kubelet.METRICS_GV, "version": "v1beta1"}}
+        if rest == ["v1beta1"]:
+            return 200, fake_kubelet.metrics_discovery()
+        namespace = ""
+        if rest[1:2] == ["namespaces"] and len(rest) >= 4:
+            namespace, rest = rest[2], rest[:1] + rest[3:]
+        if method != "GET" or rest[:2] != ["v1beta1", "pods"] or len(rest) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        now = _now()
+        items = [fake_kubelet.pod_metrics(self.objects[k], self.pod_usage[(k[1], k[2])], now) for k in sorted(self.objects)
+                 if k[0] == "pods" and (not namespace or k[1] == namespace) and (k[1], k[2]) in self.pod_usage
+                 and self.objects[k].get("status", {}).get("phase") == "Running"]
+        if len(rest) == 3:
+            found = [i for i in items if i["metadata"]["name"] == rest[2]]
+            if not found:
+                raise ApiError(404, "NotFound", f'podmetrics.metrics.k8s.io "{rest[2]}" not found')
+            return 200, found[0]
+        return 200, {"kind": "PodMetricsList", "apiVersion": fake_kubelet.METRICS_GV, "metadata": {}, "items": items}
 
     @staticmethod
     def _as_table(accept: str) -> bool:
