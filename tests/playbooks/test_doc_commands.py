@@ -27,6 +27,7 @@ import yaml
 
 from tests.playbooks.conftest import REPO, load_docs
 from tests.support.doc_commands import documented_commands, inventory, sh
+from tests.support.galaxy_server import GalaxyServer
 
 NS = "litemaas"
 
@@ -62,6 +63,7 @@ RUN = {
     "ansible-playbook rhpds.litemaas.model_serving -e ocp4_workload_litemaas_render_dir=/tmp/models -e @models.yml": RENDER,
     "ansible-galaxy collection build . && ansible-galaxy collection install rhpds-litemaas-*.tar.gz": INSTALL,
     "pip install kubernetes": INSTALL,
+    "ansible-galaxy collection install rhpds.litemaas": INSTALL,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas --check --diff": CLUSTER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas": CLUSTER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_namespace=litemaas"
@@ -218,7 +220,6 @@ RUN = {
 }
 
 CANNOT_RUN = {
-    "ansible-galaxy collection install rhpds.litemaas": "needs Galaxy or an Automation Hub; the install from a built tarball runs here",
     ".venv/bin/python bench/keys_bench.py [--count 1000] [--parallelism 16] [--json out.json]": "a usage line with optional parts in brackets",
 }
 
@@ -329,6 +330,22 @@ def test_install_commands_install_the_collection(ansible_env, tmp_path):
     target = installed / "ansible_collections" / "rhpds" / "litemaas"
     assert sorted(p.name for p in (target / "playbooks").glob("*.yml")) == sorted(p.name for p in (REPO / "playbooks").glob("*.yml"))
     assert (target / "MANIFEST.json").is_file() and not (target / ".venv").exists()
+    # docs/deployment.md: the install by name, from the collection server ANSIBLE_GALAXY_SERVER names (a stand-in
+    # with Galaxy's v3 API, as Automation Hub has, serving the tarball just built); the same command again does nothing.
+    galaxy = GalaxyServer(sorted(checkout.glob("rhpds-litemaas-*.tar.gz"))).start()
+    try:
+        by_name = tmp_path / "by-name"
+        hub_env = dict(env, ANSIBLE_GALAXY_SERVER=galaxy.url, HOME=str(tmp_path / "home"),
+                       ANSIBLE_COLLECTIONS_PATH=os.pathsep.join([str(by_name)] + env["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep)[1:]))
+        out = sh("ansible-galaxy collection install rhpds.litemaas", hub_env, tmp_path).stdout
+        assert f"rhpds.litemaas:{version} was installed successfully" in out, out
+        assert ("GET", f"/download/rhpds-litemaas-{version}.tar.gz") in galaxy.requests, galaxy.requests
+        from_hub = by_name / "ansible_collections" / "rhpds" / "litemaas"
+        assert sorted(str(p.relative_to(from_hub)) for p in from_hub.rglob("*")) == sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+        again = sh("ansible-galaxy collection install rhpds.litemaas", hub_env, tmp_path).stdout
+        assert "Nothing to do. All requested collections are already installed." in again, again
+    finally:
+        galaxy.stop()
     # The dependency kubernetes.core needs, in the Python its modules run with (the main virtualenv, also when the
     # playbooks run with another ansible-core): already there, so pip finds it and changes nothing.
     pip_env = dict(ansible_env, PATH=str(Path(sys.executable).parent) + os.pathsep + ansible_env.get("PATH", ""))
