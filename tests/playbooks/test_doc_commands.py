@@ -192,6 +192,12 @@ RUN = {
     'oc describe pod -n llm-hosting $POD | tail -20': MON_PREDICTORS,
     "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": MON_SA,
     'oc get jobs -n $NS; oc logs -n $NS job/$JOB': MON + "test_job_commands_list_the_jobs_and_show_the_failed_ones_log",
+    # portal backend stand-in: tests/playbooks/test_doc_commands_portal.py (tests/support/portal_backend.py).
+    'curl -s $ADMIN/api/v1/health | python3 -m json.tool':
+        "tests/playbooks/test_doc_commands_portal.py::test_health_line_prints_every_check_healthy_and_the_proxy_down_as_unhealthy",
+    'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\''
+    ' -d \'{"forceUpdate": false, "markUnavailable": true}\'':
+        "tests/playbooks/test_doc_commands_portal.py::test_sync_line_copies_the_proxys_models_and_marks_a_deleted_one_unavailable",
 }
 
 CANNOT_RUN = {
@@ -210,8 +216,6 @@ CANNOT_RUN = {
 # {command: what running it here needs}.
 _EXEC = ("oc exec: a kubelet's exec stream (an SPDY/WebSocket upgrade of pods/exec) into a running container; the in-memory API "
          "server has no kubelet and no containers")
-_CURL = ("the LiteMaaS portal backend at $ADMIN (its health and model sync answer from its own database, proxy and OAuth checks); "
-         "no stand-in of it runs here: tests/support/portal_api.py only records the models role's sync calls")
 _PSQL = "the portal database through oc exec"
 _BENCH = ("a benchmark of 2 to 10 minutes, too long for the test command's budget (bench/run.py --quick runs as written; "
           "tests/reliability/test_load_script.py and test_burst_script.py run the other scripts briefly)")
@@ -227,8 +231,6 @@ NOT_RUN_YET = {
     '.venv/bin/python bench/run.py --request stream': _BENCH,
     '.venv/bin/python bench/run.py --rounds 3': _BENCH,
     '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
-    'curl -s $ADMIN/api/v1/health | python3 -m json.tool': _CURL,
-    'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\' -d \'{"forceUpdate": false, "markUnavailable": true}\'': _CURL,  # noqa: E501
     'oc -n litemaas exec deploy/litellm -- python -c "import urllib.request as u; print(u.urlopen(\'http://127.0.0.1:4000/metrics\').read().decode())" | grep -v \'^#\' | head': _EXEC,  # noqa: E501
     'oc exec -n $NS deploy/litellm-redis -- redis-cli -a "$REDIS_PASSWORD" --no-auth-warning FLUSHALL': _EXEC,
     'psql_portal() { oc exec -i -n $NS litellm-postgres-0 -- psql -U postgres -d litemaas_db "$@"; }': _EXEC,
