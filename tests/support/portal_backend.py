@@ -44,18 +44,28 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def admin_keys_of(fake, namespace: str) -> list:
+    """``ADMIN_API_KEYS`` as the backend gets them: Secret ``backend-secret`` of ``namespace`` on the in-memory API
+    server ``fake`` (none while it does not exist), split at commas."""
+    secret = fake.objects.get(("secrets", namespace, "backend-secret"))
+    value = ((secret or {}).get("data") or {}).get("ADMIN_API_KEYS")
+    return base64.b64decode(value).decode().split(",") if value else []
+
+
 def _b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 class PortalBackend:
     """``PortalBackend(database_url, litellm_api_url, litellm_api_key, admin_api_keys=[...]).start()``; ``.url``;
-    ``.litellm_api_url`` may be changed while it runs (another proxy); ``.stop()``."""
+    ``.stop()``. ``admin_api_keys`` may also be a callable returning them (read at each request: the keys a deploy
+    wrote into Secret ``backend-secret``); ``.litellm_api_url``, ``.litellm_api_key`` and ``.litellm_database_url`` may
+    be changed while it runs (another proxy)."""
 
     def __init__(self, database_url: str, litellm_api_url: str, litellm_api_key: str, admin_api_keys=(), jwt_secret: str = "",
                  litellm_database_url: Optional[str] = None):
         self.database_url, self.litellm_api_url, self.litellm_api_key = database_url, litellm_api_url, litellm_api_key
-        self.admin_api_keys, self.jwt_secret, self.litellm_database_url = list(admin_api_keys), jwt_secret, litellm_database_url
+        self.admin_api_keys, self.jwt_secret, self.litellm_database_url = admin_api_keys, jwt_secret, litellm_database_url
         self.calls: list = []  # (path, Authorization header, body)
         backend = self
 
@@ -154,11 +164,15 @@ class PortalBackend:
             checks["database"] = "unhealthy"
         status, dummy = self._litellm("/health/liveness")
         checks["litellm"] = "healthy" if 200 <= status < 300 else "unhealthy"
-        checks["auth"] = "healthy" if self.admin_api_keys or self.jwt_secret else "unhealthy"
+        checks["auth"] = "healthy" if self._admin_keys() or self.jwt_secret else "unhealthy"
         healthy = all(v == "healthy" for v in checks.values())
         return (200 if healthy else 503), {"status": "healthy" if healthy else "unhealthy", "timestamp": _now(), "checks": checks}
 
     # ---------------------------------------------------------------- authentication (fastify.authenticate, RBAC)
+
+    def _admin_keys(self) -> list:
+        keys = self.admin_api_keys() if callable(self.admin_api_keys) else self.admin_api_keys
+        return [k.strip() for k in keys or [] if k.strip()]
 
     def authorize(self, header: Optional[str]) -> tuple:
         token = (header or "").strip()
@@ -167,7 +181,7 @@ class PortalBackend:
         if not token:
             return 401, UNAUTHORIZED
         if token.startswith("ltm_admin_"):
-            known = [k.strip() for k in self.admin_api_keys if k.strip().startswith("ltm_admin_")]
+            known = [k for k in self._admin_keys() if k.startswith("ltm_admin_")]
             return (200, None) if any(hmac.compare_digest(token, k) for k in known) else (401, UNAUTHORIZED)
         roles = self._jwt_roles(token)
         if roles is None:
