@@ -217,6 +217,12 @@ RUN = {
         EXEC_PSQL,
     "oc adm top pods -n $NS": EXEC + "test_top_lists_each_pods_cpu_and_memory",
     "oc -n openshift-monitoring edit configmap cluster-monitoring-config": EXEC + "test_edit_turns_user_workload_monitoring_on_and_keeps_the_rest",
+    # portal backend stand-in: tests/playbooks/test_doc_commands_portal.py (tests/support/portal_backend.py).
+    'curl -s $ADMIN/api/v1/health | python3 -m json.tool':
+        "tests/playbooks/test_doc_commands_portal.py::test_health_line_prints_every_check_healthy_and_the_proxy_down_as_unhealthy",
+    'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\''
+    ' -d \'{"forceUpdate": false, "markUnavailable": true}\'':
+        "tests/playbooks/test_doc_commands_portal.py::test_sync_line_copies_the_proxys_models_and_marks_a_deleted_one_unavailable",
 }
 
 CANNOT_RUN = {
@@ -225,8 +231,6 @@ CANNOT_RUN = {
 
 # Documented but not run by a test yet, one by one (so that a new command line in the docs is not taken in silently):
 # {command: what running it here needs}.
-_CURL = ("the LiteMaaS portal backend at $ADMIN (its health and model sync answer from its own database, proxy and OAuth checks); "
-         "no stand-in of it runs here: tests/support/portal_api.py only records the models role's sync calls")
 _BENCH = ("a benchmark of 2 to 10 minutes, too long for the test command's budget (bench/run.py --quick runs as written; "
           "tests/reliability/test_load_script.py and test_burst_script.py run the other scripts briefly)")
 NOT_RUN_YET = {
@@ -240,8 +244,6 @@ NOT_RUN_YET = {
     '.venv/bin/python bench/run.py --request stream': _BENCH,
     '.venv/bin/python bench/run.py --rounds 3': _BENCH,
     '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
-    'curl -s $ADMIN/api/v1/health | python3 -m json.tool': _CURL,
-    'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\' -d \'{"forceUpdate": false, "markUnavailable": true}\'': _CURL,  # noqa: E501
 }
 
 

@@ -9,8 +9,9 @@ portal database's URL under its in-cluster host name). The roles read those. Wha
 resolve the route hosts and the database's Service name, the inventory's group_vars say as its user would: the proxy's
 URL (``litemaas_proxy_url``), the portal's (``litemaas_portal_url``) and ``litemaas_db_host`` / ``litemaas_db_port`` (a
 port-forward, here the real PostgreSQL). The proxy, PostgreSQL and Redis are real processes; the model server is the
-stub (tests/support/stub_upstream.py); the portal's model sync endpoint is a recorder (tests/support/portal_api.py);
-the portal database has the portal's schema (tests/integration/modules/portal_schema.sql).
+stub (tests/support/stub_upstream.py); the portal backend is a stand-in of its health and model sync
+(tests/support/portal_backend.py, with the admin keys of Secret ``backend-secret``); the portal database has the
+portal's schema (tests/integration/modules/portal_schema.sql).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.playbooks.conftest import REPO, recap
 from tests.support.doc_commands import inventory, sh, text_of
 from tests.support.fake_k8s import FakeKubernetes
 from tests.support.kserve_objects import inference_service, vllm_runtime
-from tests.support.portal_api import PortalSyncRecorder
+from tests.support.portal_backend import PortalBackend, admin_keys_of
 from tests.support.portal_db import create_portal_db, sql
 from tests.support.proxy import stub_models
 
@@ -45,7 +46,7 @@ def b64(value: str) -> str:
 class Day2:
     """The cluster as the deploy role leaves it, the real services behind it, and how to run a documented line."""
 
-    def __init__(self, root: Path, ansible_env: dict, fake: FakeKubernetes, proxy, pg_server, portal_dsn: str, portal: PortalSyncRecorder):
+    def __init__(self, root: Path, ansible_env: dict, fake: FakeKubernetes, proxy, pg_server, portal_dsn: str, portal: PortalBackend):
         self.root, self.fake, self.proxy, self.pg, self.portal_dsn, self.portal = root, fake, proxy, pg_server, portal_dsn, portal
         self.admin_key = "ltm_admin_" + uuid.uuid4().hex
         home = root / "home"
@@ -57,7 +58,7 @@ class Day2:
 
     def env(self, proxy=None, **shell) -> dict:
         """The environment of a command: an inventory whose group_vars reach ``proxy`` (default: the shared one), the
-        portal recorder and the database, as a control node without the cluster's DNS does; ``shell`` variables."""
+        portal and the database, as a control node without the cluster's DNS does; ``shell`` variables."""
         self._n += 1
         hosts = inventory(self.root / f"inventory-{self._n}", {
             "litemaas_proxy_url": (proxy or self.proxy).url, "litemaas_portal_url": self.portal.url,
@@ -106,7 +107,8 @@ def day2(tmp_path_factory, ansible_env, pg_server, proxy_factory, stub_upstream)
     proxy = proxy_factory(database="doc_day2_" + uuid.uuid4().hex[:8], models=models)
     portal_dsn = create_portal_db(pg_server, "litemaas_db_")
     fake = FakeKubernetes().start()
-    portal = PortalSyncRecorder().start()
+    portal = PortalBackend(portal_dsn, proxy.url, proxy.master_key, admin_api_keys=lambda: admin_keys_of(fake, NS),
+                           litellm_database_url=proxy.dsn).start()
     state = Day2(root, ansible_env, fake, proxy, pg_server, portal_dsn, portal)
     _seed_cluster(fake, proxy, portal_dsn, state.admin_key)
     yield state
@@ -217,6 +219,7 @@ def test_models_commands_register_the_list_and_the_served_models(day2, proxy_fac
     assert status == 200, body
     cwd, env = day2.workdir("models"), day2.env(proxy)
     (cwd / "models.yml").write_text(models_yml())
+    day2.portal.litellm_api_url, day2.portal.litellm_database_url = proxy.url, proxy.dsn
     calls = len(day2.portal.calls)
 
     check = sh("ansible-playbook rhpds.litemaas.models -e @models.yml --check --diff", env, cwd)
@@ -237,6 +240,9 @@ def test_models_commands_register_the_list_and_the_served_models(day2, proxy_fac
     # The portal was told to sync, with the first admin key of Secret backend-secret.
     assert day2.portal.calls[calls:] == [("/api/v1/models/sync", f"Bearer {day2.admin_key}", {"forceUpdate": False, "markUnavailable": True})]
     assert "portal sync: done" in first.stdout and proxy.master_key not in first.stdout and day2.admin_key not in first.stdout
+    # ... and the portal's models are the proxy's.
+    assert 'portal sync: done: {\\"success\\": true, \\"totalModels\\": 2,' in first.stdout, first.stdout[-3000:]
+    assert {r["id"] for r in sql(day2.portal_dsn, "SELECT id FROM models WHERE availability = 'available'")} == {"granite-3-8b", "nomic-embed"}
 
     again = sh("ansible-playbook rhpds.litemaas.models -e @models.yml", env, cwd)
     assert recap(again.stdout)["changed"] == 0, again.stdout[-3000:]

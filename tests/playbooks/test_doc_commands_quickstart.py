@@ -36,7 +36,8 @@ import yaml
 from tests.playbooks.conftest import REPO, recap
 from tests.support.doc_commands import inventory, sh, text_of
 from tests.support.fake_k8s import FakeKubernetes
-from tests.support.portal_api import PortalSyncRecorder
+from tests.support.portal_backend import PortalBackend, admin_keys_of
+from tests.support.portal_db import create_portal_db, sql
 from tests.support.proxy import ProxyProcess, http_json
 
 NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
@@ -231,12 +232,15 @@ def test_catalog_item_deploys_the_platform_serves_and_registers_the_models(tmp_p
     models = yaml.safe_load(catalog)["litemaas_model_serving_models"]
     fake = FakeKubernetes().start()
     fake.kserve = True
-    portal = PortalSyncRecorder().start()
     names = [f"{m}-predictor.{MODELS_NS}.svc.cluster.local" for m in models]
     proxy = ClusterProxy(pg_server.create_database("catalog_item_" + uuid.uuid4().hex[:8]), redis_server.url, [],
                          master_key="sk-" + uuid.uuid4().hex, work_dir=tmp_path / "proxy", names=names, address=served_stub.host)
+    # The portal backend: the admin keys the deploy writes into Secret backend-secret, the portal database, the proxy.
+    portal_dsn = create_portal_db(pg_server, "catalog_portal_")
+    portal = PortalBackend(portal_dsn, "", proxy.master_key, admin_api_keys=lambda: admin_keys_of(fake, NS), litellm_database_url=proxy.dsn).start()
     try:
         proxy.start()
+        portal.litellm_api_url = proxy.url
         # The cluster: its ingress domain, and the namespace OpenShift AI serves models in.
         fake.add({"apiVersion": "config.openshift.io/v1", "kind": "Ingress", "metadata": {"name": "cluster"}, "spec": {"domain": DOMAIN}})
         fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MODELS_NS}})
@@ -280,6 +284,8 @@ def test_catalog_item_deploys_the_platform_serves_and_registers_the_models(tmp_p
         # The portal was told to sync its model list, with the admin key of the platform's backend Secret.
         admin_key = base64.b64decode(fake.objects[("secrets", NS, "backend-secret")]["data"]["ADMIN_API_KEYS"]).decode().split(",")[0]
         assert ("/api/v1/models/sync", f"Bearer {admin_key}") in [(path, auth) for path, auth, dummy in portal.calls], portal.calls
+        synced = sql(portal_dsn, "SELECT id, litellm_model_id FROM models WHERE availability = 'available' ORDER BY id")
+        assert {r["id"]: r["litellm_model_id"] for r in synced} == {n: m["model_info"]["id"] for n, m in registered.items()}, synced
 
         # A chat through the proxy: relayed to the predictor's address (the stub, which lets only the token in).
         http_json("POST", served_stub.base_url + "/__stub/config", {"require_api_key": token})

@@ -383,12 +383,13 @@ def test_secrets_live_only_in_secrets(renders, name):
 
 
 @pytest.fixture
-def fake_portal():
-    """A stand-in for the portal's model sync endpoint (POST /api/v1/models/sync) that records the Authorization header."""
-    from tests.support.portal_api import PortalSyncRecorder
+def fake_portal(proxy, portal_db_password_url):
+    """The portal backend's stand-in (tests/support/portal_backend.py: its model sync, recording each call's
+    Authorization header); the test gives it its admin key."""
+    from tests.support.portal_backend import PortalBackend
 
-    portal = PortalSyncRecorder().start()
-    yield portal.url, portal.calls
+    portal = PortalBackend(portal_db_password_url[0], proxy.url, proxy.master_key, litellm_database_url=proxy.dsn).start()
+    yield portal
     portal.stop()
 
 
@@ -403,13 +404,14 @@ def test_day2_playbooks_print_no_secret_at_vvv(proxy, ansible_env, portal_db_pas
                "litellm_params.api_key": "sk-up-b-" + uuid.uuid4().hex, "portal admin key": "ltm_admin_" + uuid.uuid4().hex,
                "portal JWT secret": "jwt-" + uuid.uuid4().hex}
     conn = {"litemaas_proxy_url": proxy.url, "litemaas_master_key": proxy.master_key, "litemaas_portal_db_url": portal_url,
-            "litemaas_portal_url": fake_portal[0], "litemaas_portal_admin_key": secrets["portal admin key"],
+            "litemaas_portal_url": fake_portal.url, "litemaas_portal_admin_key": secrets["portal admin key"],
             "litemaas_portal_jwt_secret": secrets["portal JWT secret"], "litemaas_discover": False}
     models = {"litemaas_models": [
         {"model_name": f"{t}-a", "model": "openai/stub-model", "api_base": stub_upstream.url, "model_api_key": secrets["model_api_key"]},
         {"model_name": f"{t}-b", "litellm_params": {"model": "openai/stub-model", "api_base": stub_upstream.url, "api_key": secrets["litellm_params.api_key"]},
          "update_api_key": True},
     ], "litemaas_models_portal_sync": "always"}
+    fake_portal.admin_api_keys = [secrets["portal admin key"]]
     runs = {
         "models": ["rhpds.litemaas.models", "-e", private_vars(tmp_path / "models.json", {**conn, **models})],
         "key_sync": ["rhpds.litemaas.key_sync", "-e", private_vars(tmp_path / "sync.json", {**conn, "litemaas_key_sync_import_keys": True,
@@ -429,7 +431,7 @@ def test_day2_playbooks_print_no_secret_at_vvv(proxy, ansible_env, portal_db_pas
     status, data = proxy.admin("GET", "/model/info")
     assert {f"{t}-a", f"{t}-b"} <= {m["model_name"] for m in data["data"]}
     assert sql(dsn, "SELECT roles FROM users WHERE username = %s", (f"{t}-lead",))[0]["roles"] == ["user", "admin"]
-    assert [call[:2] for call in fake_portal[1]] == [("/api/v1/models/sync", f"Bearer {secrets['portal admin key']}")]
+    assert [call[:2] for call in fake_portal.calls] == [("/api/v1/models/sync", f"Bearer {secrets['portal admin key']}")]
 
 
 def test_local_platform_prints_no_secret_at_vvv(ansible_env, work_dir, stub_upstream):

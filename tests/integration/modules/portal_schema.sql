@@ -1,6 +1,7 @@
 -- Minimal LiteMaaS portal schema for the key_sync and portal_user integration tests.
 -- It mirrors the upstream portal's `users`, `models`, `api_keys` and `api_key_models` tables (LiteMaaS
--- backend 0.4.0, created by its own start-up migrations); `models` keeps only the columns used here.
+-- backend 0.4.0, created by its own start-up migrations); `models` keeps only the columns used here and the ones
+-- the model sync of the portal stand-in (tests/support/portal_backend.py) writes.
 CREATE TABLE IF NOT EXISTS users (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     username VARCHAR(255) UNIQUE NOT NULL,
@@ -26,6 +27,10 @@ CREATE TABLE IF NOT EXISTS models (
     name VARCHAR(255) NOT NULL,
     provider VARCHAR(100),
     availability VARCHAR(20) DEFAULT 'available',
+    api_base VARCHAR(500),
+    litellm_model_id VARCHAR(255),
+    backend_model_name VARCHAR(255),
+    metadata JSONB DEFAULT '{}',
     created_at TIMESTAMP WITH TIME ZONE DEFAULT now(),
     updated_at TIMESTAMP WITH TIME ZONE DEFAULT now()
 );
