@@ -23,6 +23,7 @@ from tests.support.services import PostgresServer, RedisServer  # noqa: E402
 # started and killed): collected first, so that the two pytest processes of the test command start on them and the
 # short tests fill the rest, instead of one process ending the run alone with a long module.
 LONG_FIRST = (
+    "tests/playbooks/test_doc_commands_suites.py",
     "tests/playbooks/test_doc_commands_cluster.py",
     "tests/playbooks/test_doc_commands_monitoring.py",
     "tests/playbooks/test_doc_commands_jobs.py",
@@ -30,7 +31,13 @@ LONG_FIRST = (
     "tests/playbooks/test_doc_commands_day2.py",
     "tests/playbooks/test_doc_commands_quickstart.py",
     "tests/integration/local/test_local_platform.py",
+    "tests/playbooks/test_doc_commands_exec.py",
     "tests/playbooks/test_cluster_path.py",
+    # tests/reliability, a run of its own
+    "tests/reliability/test_bench_doc_lines.py",
+    "tests/reliability/test_bench_doc.py",
+    "tests/reliability/test_schemathesis.py",
+    "tests/reliability/test_kill.py",
 )
 
 
