@@ -51,6 +51,7 @@ MON_INSTALL = MON + "test_monitoring_commands_install_the_monitors_rules_and_gra
 MON_PREDICTORS = MON + "test_predictor_commands_list_the_models_their_pods_and_why_one_is_pending"
 MON_GRAFANA = MON + "test_grafana_commands_print_its_address_and_admin_password"
 MON_SA = MON + "test_serviceaccount_mode_check_prints_the_redirect_uris_of_the_routes"
+BENCH = "tests/reliability/test_bench_doc_lines.py::"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -192,6 +193,19 @@ RUN = {
     'oc describe pod -n llm-hosting $POD | tail -20': MON_PREDICTORS,
     "oc get sa litemaas-oauth -n $NS -o jsonpath='{.metadata.annotations}'; echo": MON_SA,
     'oc get jobs -n $NS; oc logs -n $NS job/$JOB': MON + "test_job_commands_list_the_jobs_and_show_the_failed_ones_log",
+    # benchmarks: tests/reliability/test_bench_doc_lines.py runs each line as written with LITEMAAS_BENCH_SCALE set.
+    ".venv/bin/python bench/run.py": BENCH + "test_full_benchmark_line_measures_every_target_at_each_concurrency",
+    ".venv/bin/python bench/run.py --duration 20 --warmup 5 --conc 1,16": BENCH + "test_duration_warmup_and_concurrency_options_are_taken",
+    ".venv/bin/python bench/run.py --request stream": BENCH + "test_stream_request_line_drives_streaming_chats",
+    ".venv/bin/python bench/run.py --rounds 3": BENCH + "test_rounds_line_repeats_the_matrix_and_shows_each_rows_median",
+    ".venv/bin/python bench/run.py --skip-litellm": BENCH + "test_skip_litellm_line_measures_direct_and_ours_without_ratios",
+    ".venv/bin/python bench/burst.py": BENCH + "test_full_burst_line_runs_both_sizes_with_both_worker_counts_and_litellm",
+    ".venv/bin/python bench/burst.py --n 500 --skip-litellm --keep": BENCH + "test_small_burst_line_skips_litellm_and_keeps_its_work_directory",
+    ".venv/bin/python bench/load.py": BENCH + "test_load_line_runs_two_proxies_and_spend_matches_to_the_token",
+    ".venv/bin/python bench/load.py --duration 60 --concurrency 32 --keys 200 --proxies 2": BENCH + "test_load_line_with_the_defaults_written_out",
+    ".venv/bin/python bench/load.py --proxies 1 --workers 2": BENCH + "test_load_line_with_two_workers_of_one_proxy",
+    ".venv/bin/python bench/keys_bench.py --count 1000 --parallelism 16":
+        BENCH + "test_keys_line_creates_every_key_both_ways_and_the_rerun_changes_nothing",
 }
 
 CANNOT_RUN = {
@@ -201,7 +215,6 @@ CANNOT_RUN = {
     "ansible-galaxy collection install rhpds.litemaas": "needs Galaxy or an Automation Hub; the install from a built tarball runs here",
     "oc -n openshift-monitoring edit configmap cluster-monitoring-config": "opens an editor",
     "oc adm top pods -n $NS": "needs a cluster's metrics API",
-    ".venv/bin/python bench/keys_bench.py [--count 1000] [--parallelism 16] [--json out.json]": "a usage line with optional parts in brackets",
     "ansible-playbook rhpds.litemaas.workshop_keys -e guid=abc12 -e num_users=30 -e litellm_url=https://litellm.apps.example.com"
     " -e litellm_master_key=... [-e ACTION=provision|extend|destroy]": "a usage line with placeholders",
 }
@@ -213,20 +226,8 @@ _EXEC = ("oc exec: a kubelet's exec stream (an SPDY/WebSocket upgrade of pods/ex
 _CURL = ("the LiteMaaS portal backend at $ADMIN (its health and model sync answer from its own database, proxy and OAuth checks); "
          "no stand-in of it runs here: tests/support/portal_api.py only records the models role's sync calls")
 _PSQL = "the portal database through oc exec"
-_BENCH = ("a benchmark of 2 to 10 minutes, too long for the test command's budget (bench/run.py --quick runs as written; "
-          "tests/reliability/test_load_script.py and test_burst_script.py run the other scripts briefly)")
 _TEST_RUN = "a test run of its own (the suite runs those tests itself)"
 NOT_RUN_YET = {
-    '.venv/bin/python bench/burst.py': _BENCH,
-    '.venv/bin/python bench/burst.py --n 500 --skip-litellm --keep': _BENCH,
-    '.venv/bin/python bench/load.py': _BENCH,
-    '.venv/bin/python bench/load.py --duration 60 --concurrency 32 --keys 200 --proxies 2': _BENCH,
-    '.venv/bin/python bench/load.py --proxies 1 --workers 2': _BENCH,
-    '.venv/bin/python bench/run.py': _BENCH,
-    '.venv/bin/python bench/run.py --duration 20 --warmup 5 --conc 1,16': _BENCH,
-    '.venv/bin/python bench/run.py --request stream': _BENCH,
-    '.venv/bin/python bench/run.py --rounds 3': _BENCH,
-    '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
     'curl -s $ADMIN/api/v1/health | python3 -m json.tool': _CURL,
     'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\' -d \'{"forceUpdate": false, "markUnavailable": true}\'': _CURL,  # noqa: E501
     'oc -n litemaas exec deploy/litellm -- python -c "import urllib.request as u; print(u.urlopen(\'http://127.0.0.1:4000/metrics\').read().decode())" | grep -v \'^#\' | head': _EXEC,  # noqa: E501
