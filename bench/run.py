@@ -515,7 +515,7 @@ def main(argv=None) -> int:
                      "load_generator": subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.strip().splitlines()[0:1],
                      "litellm_version": None if args.skip_litellm else LITELLM_VERSION, "rounds": args.rounds,
                      "requested": args.requested},
-        "scale": args.scale.record(),
+        "scale": {**args.scale.record(), "empty_runs_repeated": 0},
         "processes": {},
         "runs": [],
     }
@@ -568,6 +568,12 @@ def main(argv=None) -> int:
                     if args.warmup > 0:
                         run_wrk(wrk, url, body, conc, args.warmup, key, watch)
                     res = run_wrk(wrk, url, body, conc, args.duration, key, watch)
+                    if args.scale.scaled and res["requests"] == 0 and res["non_2xx"] + res["socket_errors"] == 0:
+                        # A scaled run's window is short: a target that stalls that long completes nothing in it
+                        # (and wrk counts the request still in flight as no error). Measure the cell once more.
+                        log(f"round {rnd} {name} c={conc}: no request completed in the scaled {args.duration:g} s run; measuring it again")
+                        results["scale"]["empty_runs_repeated"] += 1
+                        res = run_wrk(wrk, url, body, conc, args.duration, key, watch)
                     res.update(target=name, conc=conc, round=rnd)
                     all_runs.append(res)
                     log(f"round {rnd} {name:8} c={conc:<3} {res['rps']:>10,.0f} req/s  p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "
