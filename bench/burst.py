@@ -23,6 +23,9 @@ tree, and the largest single process), CPU seconds of the target during the burs
 TcpExt ListenOverflows/ListenDrops counters (the network namespace's: other programs' overflows count too).
 
 Run from the repo root: .venv/bin/python bench/burst.py [--n 1000,2000] [--workers 1,2] [--skip-litellm] [--litellm-n 1000]
+
+LITEMAAS_BENCH_SCALE (a number > 0, default 1) multiplies the burst sizes (at least 20 streams), the gap between
+chunks (at least 10 ms) and the pauses between bursts, for a check that the script works; such a run says so.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.scale import BenchScale  # noqa: E402
 from tests.support.proxy import ProxyProcess, http_json, start_backing, stub_models  # noqa: E402
 from tests.support.services import stop_all  # noqa: E402
 
@@ -363,6 +367,17 @@ def parse_args(argv=None):
         p.error("--workers: between 1 and 8")
     if args.chunks < 1 or args.chunks > 1000 or args.gap < 0 or args.gap > 1:
         p.error("--chunks between 1 and 1000, --gap between 0 and 1 second")
+    try:
+        args.scale = BenchScale.from_env()
+    except ValueError as exc:
+        p.error(str(exc))
+    args.requested = {"n": args.n_list, "gap": args.gap, "litellm_n": args.litellm_n}
+    args.pause = 2.0  # seconds between bursts: the servers settle
+    if args.scale.scaled and not args.client:
+        args.n_list = [args.scale.count(n, 20) for n in args.n_list]
+        args.litellm_n = None if args.litellm_n is None else args.scale.count(args.litellm_n, 20)
+        args.gap = args.scale.seconds(args.gap, 0.01)
+        args.pause = args.scale.seconds(args.pause, 0.1)
     return args
 
 
@@ -374,6 +389,8 @@ def main(argv=None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # every process started from here inherits it
     if hard < 3 * max(args.n_list) + 200:
         log(f"warning: the open-file limit ({hard}) is low for N={max(args.n_list)}")
+    if args.scale.scaled:
+        log(args.scale.notice())
     run_mod = _load_run_module()
     work = REPO / ".work" / f"burst-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
@@ -422,7 +439,7 @@ def main(argv=None) -> int:
             keys = all_keys[:n]
             log(f"N={n}: stub alone")
             rows.append({**burst(run_mod, "stub alone", stub.url + "/chat/completions", stub.pid, keys, args, work), "n": n})
-            time.sleep(2)
+            time.sleep(args.pause)
             for workers in args.workers_list:
                 p = our_proxy(workers, f"ours-{n}-{workers}")
                 label = f"ours {workers}w"
@@ -431,29 +448,32 @@ def main(argv=None) -> int:
                 if workers == 1:  # with several workers /metrics answers for one of them
                     looked, queries = key_lookups(p)
                     notes.append(f"N={n} {label} cold: {looked:.0f} keys looked up in {queries:.0f} database queries.")
-                time.sleep(2)
+                time.sleep(args.pause)
                 if not args.skip_warm:
                     log(f"N={n}: {label} warm")
                     rows.append({**burst(run_mod, f"{label} warm", p.url + "/v1/chat/completions", p.pid, keys, args, work), "n": n})
-                    time.sleep(2)
+                    time.sleep(args.pause)
                 p.terminate()
                 started.remove(p)
             if lite is not None and (args.litellm_n is None or n <= args.litellm_n):
                 log(f"N={n}: LiteLLM (master key)")
                 rows.append({**burst(run_mod, "LiteLLM 1.81.0", f"http://127.0.0.1:{lport}/v1/chat/completions", lite.pid,
                                      [run_mod.MASTER_KEY] * n, args, work), "n": n})
-                time.sleep(2)
+                time.sleep(args.pause)
             elif lite is not None:
                 notes.append(f"LiteLLM not run at N={n} (--litellm-n {args.litellm_n}).")
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         notes.append(f"{stamp}, {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
                      f"stub answer: {args.chunks} chunks {args.gap:g} s apart; client timeout {CLIENT_TIMEOUT:g} s.")
         text = report(rows, notes)
+        if args.scale.scaled:
+            text = args.scale.notice() + "\n" + text
         print(text)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"rows": rows, "notes": notes, "args": {"n": args.n_list, "workers": args.workers_list, "chunks": args.chunks,
-                                                                          "gap": args.gap}}, indent=2))
+                                                                          "gap": args.gap, "requested": args.requested},
+                                     "scale": args.scale.record()}, indent=2))
         log(f"results in {out}")
         return 0
     finally:

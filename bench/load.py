@@ -19,6 +19,9 @@ Prints requests/s, the error rate excluding 429, counts per status, CPU use duri
 the rest of the machine, 100% = one core), and PASS/FAIL. Exit 0 on PASS, 1 on FAIL.
 
 Run from the repo root: .venv/bin/python bench/load.py [--duration 60] [--concurrency 32] [--keys 200] [--proxies 2] [--workers 1]
+
+LITEMAAS_BENCH_SCALE (a number > 0, default 1) multiplies the seconds of load (at least 1 s) and the number of keys (at
+least 2), for a check that the script works; such a run says so, and its spend check is judged as always.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.scale import BenchScale  # noqa: E402
 from tests.support.proxy import INPUT_COST, OUTPUT_COST, ProxyProcess, start_backing, stub_models  # noqa: E402
 from tests.support.services import stop_all  # noqa: E402
 
@@ -65,6 +69,13 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.concurrency < 1 or args.keys < 1 or args.proxies < 1 or args.workers < 1:
         parser.error("--duration, --concurrency, --keys, --proxies and --workers must be positive")
+    try:
+        args.scale = BenchScale.from_env()
+    except ValueError as exc:
+        parser.error(str(exc))
+    args.requested = {"duration": args.duration, "keys": args.keys}
+    args.duration = args.scale.seconds(args.duration, 1.0)
+    args.keys = args.scale.count(args.keys, 2)
     return args
 
 
@@ -254,6 +265,8 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     started = []
     result: dict = {"passed": False}
+    if args.scale.scaled:
+        print(args.scale.notice(), flush=True)
     try:
         print(f"starting PostgreSQL, Redis, the stub upstream and {args.proxies} proxies of {args.workers} worker(s) (work dir {work}) ...", flush=True)
         pg, redis, stub = start_backing(work, started)
@@ -321,6 +334,7 @@ def run(args) -> dict:
             "status_counts": dict(sorted(tally.status.items())), "error_examples": tally.examples, "failure_rows": failure_rows,
             "spend_equal": not mismatches, "mismatches": mismatches[:50], "totals": tot, "proxy_exit_codes": exit_codes,
             "cpu": {"cores": cpus, "machine_pct": machine_pct, "ours_pct": ours_pct, "other_pct": max(0.0, machine_pct - ours_pct)},
+            "requested": args.requested, "scale": args.scale.record(),
         }
         return result
     finally:
@@ -332,6 +346,8 @@ def run(args) -> dict:
 def report(res: dict) -> None:
     tot = res["totals"]
     print()
+    if res["scale"]["scaled"]:
+        print(res["scale"]["note"])
     print(f"requests            {res['requests']} in {res['elapsed']:.1f} s  ->  {res['rps']:.1f} req/s ({res['ok_rps']:.1f} successful req/s)")
     cpu = res["cpu"]
     print(f"CPU during the load {cpu['machine_pct']:.0f}% of {cpu['cores'] * 100}% busy: this run {cpu['ours_pct']:.0f}%,"

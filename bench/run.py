@@ -11,12 +11,16 @@ Then drives direct-to-stub, ours and LiteLLM with wrk (one thread, keep-alive, P
 concurrency, prints a table and the pass/fail against the bars, and writes JSON to .work/bench/results.json.
 
 Run: .venv/bin/python bench/run.py [--quick] [--skip-litellm] [--duration S] [--warmup S] [--conc 1,16,64]
+
+LITEMAAS_BENCH_SCALE (a number > 0, default 1) multiplies the measured seconds (at least 1 s per run) and the warm-up
+(whole seconds, 0 = none) for a check that the script works; such a run says so and its speed bars are not judged.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import http.client
 import json
 import os
@@ -33,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.scale import BenchScale  # noqa: E402
 from tests.support.services import PostgresServer, RedisServer, free_port, stop_all  # noqa: E402
 from tests.support.stub_upstream import StubUpstream  # noqa: E402
 
@@ -315,17 +320,21 @@ def find_our_proxy(explicit: str | None) -> str:
 
 
 def ensure_litellm(venv: Path) -> Path:
-    """Create ``venv`` with litellm[proxy]==1.81.0 unless it already has that version; return its litellm script."""
+    """Create ``venv`` with litellm[proxy]==1.81.0 unless it already has that version; return its litellm script.
+    Two runs at once (two benchmarks, or a test beside one) install it once: the second waits for the first."""
     python = venv / "bin/python"
     script = venv / "bin/litellm"
-    if python.exists() and script.exists():
-        probe = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"], capture_output=True, text=True)
-        if probe.stdout.strip() == LITELLM_VERSION:
-            return script
-    log(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} (takes a few minutes)")
-    base = getattr(sys, "_base_executable", None) or sys.executable
-    subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"], check=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists() and script.exists():
+            probe = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"], capture_output=True, text=True)
+            if probe.stdout.strip() == LITELLM_VERSION:
+                return script
+        log(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} (takes a few minutes)")
+        base = getattr(sys, "_base_executable", None) or sys.executable
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"], check=True)
     return script
 
 
@@ -376,7 +385,7 @@ def ratio(a, b):
 
 def build_report(results: dict) -> tuple[str, dict, bool]:
     rows = results["runs"]
-    lines = []
+    lines = [results["scale"]["note"]] if results.get("scale", {}).get("scaled") else []
     hdr = (f"{'target':8} {'conc':>4} {'req/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'+p50 ms':>9} {'+p99 ms':>9} {'errors':>7} "
            f"{'CPU% target':>11} {'pg+redis':>8} {'stub':>5} {'wrk':>5} {'other':>5}")
     lines.append(hdr)
@@ -438,6 +447,10 @@ def build_report(results: dict) -> tuple[str, dict, bool]:
         bars["ready_s"] = {"value": ready, "bar": f"<= {BAR_READY_S:g} s", "pass": ready is not None and ready <= BAR_READY_S}
         errors = sum(r["non_2xx"] + r["socket_errors"] for r in ours.values())
         bars["no_errors"] = {"value": errors, "bar": "0 non-2xx / socket errors", "pass": errors == 0}
+        if results.get("scale", {}).get("scaled"):  # a shorter run's speed and memory figures mean nothing
+            for name, b in bars.items():
+                if name != "no_errors":
+                    b.update({"pass": None, "note": "not judged: scaled run"})
         kind = results["settings"].get("request_kind", "chat")
         lines.append("bars (our proxy):" if kind == "chat" else f"bars (our proxy; defined for --request chat, measured here with {kind}):")
         for name, b in bars.items():
@@ -470,11 +483,21 @@ def parse_args(argv=None):
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
     args.conc_list = [int(c) for c in args.conc.split(",") if c.strip()]
+    try:
+        args.scale = BenchScale.from_env()
+    except ValueError as exc:
+        p.error(str(exc))
+    args.requested = {"duration_s": args.duration, "warmup_s": args.warmup}
+    if args.scale.scaled:
+        args.duration = args.scale.seconds(args.duration, 1.0)
+        args.warmup = float(round(args.scale.seconds(args.warmup, 0.0)))  # wrk runs whole seconds; 0: no warm-up
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.scale.scaled:
+        log(args.scale.notice())
     wrk = ensure_wrk()
     work = REPO / ".work" / "bench" / f"run-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
@@ -490,7 +513,9 @@ def main(argv=None) -> int:
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.conc_list, "request_kind": args.request,
                      "request": {"path": REQUESTS[args.request][0], "body": json.loads(REQUESTS[args.request][1])},
                      "load_generator": subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.strip().splitlines()[0:1],
-                     "litellm_version": None if args.skip_litellm else LITELLM_VERSION},
+                     "litellm_version": None if args.skip_litellm else LITELLM_VERSION, "rounds": args.rounds,
+                     "requested": args.requested},
+        "scale": {**args.scale.record(), "empty_runs_repeated": 0},
         "processes": {},
         "runs": [],
     }
@@ -543,6 +568,12 @@ def main(argv=None) -> int:
                     if args.warmup > 0:
                         run_wrk(wrk, url, body, conc, args.warmup, key, watch)
                     res = run_wrk(wrk, url, body, conc, args.duration, key, watch)
+                    if args.scale.scaled and res["requests"] == 0 and res["non_2xx"] + res["socket_errors"] == 0:
+                        # A scaled run's window is short: a target that stalls that long completes nothing in it
+                        # (and wrk counts the request still in flight as no error). Measure the cell once more.
+                        log(f"round {rnd} {name} c={conc}: no request completed in the scaled {args.duration:g} s run; measuring it again")
+                        results["scale"]["empty_runs_repeated"] += 1
+                        res = run_wrk(wrk, url, body, conc, args.duration, key, watch)
                     res.update(target=name, conc=conc, round=rnd)
                     all_runs.append(res)
                     log(f"round {rnd} {name:8} c={conc:<3} {res['rps']:>10,.0f} req/s  p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "

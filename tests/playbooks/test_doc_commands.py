@@ -55,6 +55,7 @@ MON_SA = MON + "test_serviceaccount_mode_check_prints_the_redirect_uris_of_the_r
 SUITES = "tests/playbooks/test_doc_commands_suites.py::"
 EXEC = "tests/playbooks/test_doc_commands_exec.py::"
 EXEC_PSQL = EXEC + "test_psql_portal_selects_show_the_portals_rows"
+BENCH = "tests/reliability/test_bench_doc_lines.py::"
 RUN = {
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas": RENDER,
     "ansible-playbook rhpds.litemaas.deploy -e ocp4_workload_litemaas_render_dir=/tmp/litemaas-render -e ocp4_workload_litemaas_namespace=litemaas"
@@ -223,27 +224,28 @@ RUN = {
     'curl -s -X POST $ADMIN/api/v1/models/sync -H "Authorization: Bearer $ADMIN_KEY" -H \'Content-Type: application/json\''
     ' -d \'{"forceUpdate": false, "markUnavailable": true}\'':
         "tests/playbooks/test_doc_commands_portal.py::test_sync_line_copies_the_proxys_models_and_marks_a_deleted_one_unavailable",
+    # benchmarks: tests/reliability/test_bench_doc_lines.py runs each line as written with LITEMAAS_BENCH_SCALE set.
+    ".venv/bin/python bench/run.py": BENCH + "test_full_benchmark_line_measures_every_target_at_each_concurrency",
+    ".venv/bin/python bench/run.py --duration 20 --warmup 5 --conc 1,16": BENCH + "test_duration_warmup_and_concurrency_options_are_taken",
+    ".venv/bin/python bench/run.py --request stream": BENCH + "test_stream_request_line_drives_streaming_chats",
+    ".venv/bin/python bench/run.py --rounds 3": BENCH + "test_rounds_line_repeats_the_matrix_and_shows_each_rows_median",
+    ".venv/bin/python bench/run.py --skip-litellm": BENCH + "test_skip_litellm_line_measures_direct_and_ours_without_ratios",
+    ".venv/bin/python bench/burst.py": BENCH + "test_full_burst_line_runs_both_sizes_with_both_worker_counts_and_litellm",
+    ".venv/bin/python bench/burst.py --n 500 --skip-litellm --keep": BENCH + "test_small_burst_line_skips_litellm_and_keeps_its_work_directory",
+    ".venv/bin/python bench/load.py": BENCH + "test_load_line_runs_two_proxies_and_spend_matches_to_the_token",
+    ".venv/bin/python bench/load.py --duration 60 --concurrency 32 --keys 200 --proxies 2": BENCH + "test_load_line_with_the_defaults_written_out",
+    ".venv/bin/python bench/load.py --proxies 1 --workers 2": BENCH + "test_load_line_with_two_workers_of_one_proxy",
+    ".venv/bin/python bench/keys_bench.py --count 1000 --parallelism 16":
+        BENCH + "test_keys_line_creates_every_key_both_ways_and_the_rerun_changes_nothing",
 }
 
-CANNOT_RUN = {
-    ".venv/bin/python bench/keys_bench.py [--count 1000] [--parallelism 16] [--json out.json]": "a usage line with optional parts in brackets",
+# {command: why it cannot run on this machine}: none now; a line added here must say why.
+CANNOT_RUN: dict = {
 }
 
 # Documented but not run by a test yet, one by one (so that a new command line in the docs is not taken in silently):
 # {command: what running it here needs}.
-_BENCH = ("a benchmark of 2 to 10 minutes, too long for the test command's budget (bench/run.py --quick runs as written; "
-          "tests/reliability/test_load_script.py and test_burst_script.py run the other scripts briefly)")
-NOT_RUN_YET = {
-    '.venv/bin/python bench/burst.py': _BENCH,
-    '.venv/bin/python bench/burst.py --n 500 --skip-litellm --keep': _BENCH,
-    '.venv/bin/python bench/load.py': _BENCH,
-    '.venv/bin/python bench/load.py --duration 60 --concurrency 32 --keys 200 --proxies 2': _BENCH,
-    '.venv/bin/python bench/load.py --proxies 1 --workers 2': _BENCH,
-    '.venv/bin/python bench/run.py': _BENCH,
-    '.venv/bin/python bench/run.py --duration 20 --warmup 5 --conc 1,16': _BENCH,
-    '.venv/bin/python bench/run.py --request stream': _BENCH,
-    '.venv/bin/python bench/run.py --rounds 3': _BENCH,
-    '.venv/bin/python bench/run.py --skip-litellm': _BENCH,
+NOT_RUN_YET: dict = {
 }
 
 

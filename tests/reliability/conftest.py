@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
@@ -14,6 +16,7 @@ from urllib.parse import urlparse
 import psycopg2
 import pytest
 
+from tests.conftest import REPO
 from tests.support.proxy import INPUT_COST, OUTPUT_COST
 
 
@@ -191,3 +194,14 @@ def own_redis(work_dir):
     server = RedisServer(work_dir / f"redis-rel-{uuid.uuid4().hex[:6]}").start()
     yield server
     server.stop()
+
+
+@contextlib.contextmanager
+def bench_results_lock():
+    """bench/run.py's documented lines write the fixed .work/bench/results.json: one such run and its reading at a time
+    (test_bench_doc.py and test_bench_doc_lines.py may run in two pytest processes at once)."""
+    path = REPO / ".work" / "bench" / ".results.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -1,46 +1,12 @@
-"""bench/load.py end to end with a short run: it starts its own services and two proxies, drives load, and its
-spend check (client usage == recorded spend, per key and in total) passes. This tests the script, not speed."""
+"""bench/load.py: its argument checks and the comparison its PASS rests on. Its documented command lines run end to end
+(two proxies, and one proxy of two workers; spend equal to the clients' usage) in test_bench_doc_lines.py."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 from tests.conftest import REPO
-
-
-def test_load_script_reports_spend_equal_to_client_usage(tmp_path):
-    out = tmp_path / "load.json"
-    res = subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--duration", "5", "--concurrency", "8", "--keys", "20",
-                          "--json", str(out)], cwd=str(REPO), capture_output=True, text=True, timeout=300, check=False)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "PASS" in res.stdout.splitlines()[-1]
-    data = json.loads(out.read_text())
-    assert data["passed"] and data["spend_equal"] and data["proxies"] == 2 and data["keys"] == 20
-    assert data["status_counts"].get("200", 0) > 0
-    # Every 10th key has a low RPM limit: 429s happen, and they are not charged (the spend check above covers that).
-    assert data["status_counts"].get("429", 0) > 0
-    tot = data["totals"]
-    assert tot["client_requests"] == tot["db_requests"] == data["status_counts"]["200"]
-    assert tot["client_prompt"] == tot["db_prompt"] and tot["client_completion"] == tot["db_completion"]
-    assert data["proxy_exit_codes"] == [0, 0]
-
-
-def test_load_script_spend_is_exact_across_workers_of_one_proxy(tmp_path):
-    """Two worker processes share one port: limits (Redis) and spend (each worker's own buffer) stay exact."""
-    out = tmp_path / "load.json"
-    res = subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--duration", "5", "--concurrency", "8", "--keys", "20",
-                          "--proxies", "1", "--workers", "2", "--json", str(out)], cwd=str(REPO), capture_output=True, text=True, timeout=300,
-                         check=False)
-    assert res.returncode == 0, res.stdout + res.stderr
-    data = json.loads(out.read_text())
-    assert data["passed"] and data["spend_equal"] and data["proxies"] == 1 and data["workers"] == 2
-    assert data["status_counts"].get("429", 0) > 0
-    tot = data["totals"]
-    assert tot["client_requests"] == tot["db_requests"] == data["status_counts"]["200"]
-    assert tot["client_prompt"] == tot["db_prompt"] and tot["client_completion"] == tot["db_completion"]
-    assert data["proxy_exit_codes"] == [0]
 
 
 def test_load_script_fails_on_bad_arguments():
