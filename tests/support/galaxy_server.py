@@ -38,7 +38,7 @@ class GalaxyServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/"
 
-    def start(self) -> "GalaxyServer":
+    def start(self) -> GalaxyServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
