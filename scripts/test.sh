@@ -9,7 +9,7 @@ set -euo pipefail
 
 # The tests' data dirs that exist before this run: another run of the test command may be using them (this one may
 # even run inside a test of that one, tests/playbooks/test_doc_commands_suites.py).
-before=" $(cd "$WORK" 2>/dev/null && echo pytest-* || true) "
+before=" $(if cd "$WORK" 2>/dev/null; then echo pytest-*; fi) "
 cleanup() {
   # Safety net: anything still running from the data dirs of this run's tests is stopped, nothing of another run.
   local dir
