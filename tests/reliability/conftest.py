@@ -35,7 +35,8 @@ class Load:
     ``url`` round-robin over ``keys`` until ``stop()``. Records every outcome; per key the usage of the 200s.
 
     ``statuses`` counts HTTP statuses (as strings) and ``conn`` connection-level failures (no HTTP answer).
-    ``bad`` keeps (status, body) of answers that are neither a 200 with usage nor an error in LiteLLM's shape.
+    ``bad`` keeps (status, body) of answers that are neither a 200 with usage nor an error in LiteLLM's shape;
+    ``first`` the body of the first answer of each status other than 200 (to name an unexpected status's cause).
     """
 
     def __init__(self, url: str, keys: list, model: str = "stub-model", threads: int = 3, content: str = "one two three",
@@ -54,6 +55,7 @@ class Load:
         self.statuses = collections.Counter()
         self.usage = collections.defaultdict(lambda: [0, 0, 0])  # key -> [ok requests, prompt tokens, completion tokens]
         self.bad: list = []
+        self.first: dict = {}
         self._stop = threading.Event()
         self._threads: list = []
         self._n = 0
@@ -96,6 +98,8 @@ class Load:
         with self.lock:
             self.outcomes.append(status)
             self.statuses[status] += 1
+            if status != "200":
+                self.first.setdefault(status, data)
             if status == "200":
                 usage = data.get("usage") if isinstance(data, dict) else None
                 if not isinstance(usage, dict):
