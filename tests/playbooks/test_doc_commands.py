@@ -200,7 +200,9 @@ RUN = {
     'oc get jobs -n $NS; oc logs -n $NS job/$JOB': MON + "test_job_commands_list_the_jobs_and_show_the_failed_ones_log",
     # test runs: the test command's own lines, and the cluster suite against the in-memory API server
     "bash scripts/test.sh": SUITES + "test_the_test_command_runs_the_documented_test_lines",
-    ".venv/bin/python -m pytest -q -n 2 --dist loadfile tests/reliability": SUITES + "test_the_test_command_runs_the_documented_test_lines",
+    ".venv/bin/python -m pytest -q -n 2 --dist loadfile tests/reliability --ignore=tests/reliability/test_schemathesis.py":
+        SUITES + "test_the_test_command_runs_the_documented_test_lines",
+    ".venv/bin/python -m pytest -q tests/reliability/test_schemathesis.py": SUITES + "test_the_test_command_runs_the_documented_test_lines",
     "bash scripts/test.sh tests/integration/local": SUITES + "test_the_test_command_runs_the_documented_test_lines",
     "KUBECONFIG=$HOME/.kube/config bash scripts/test.sh tests/cluster":
         SUITES + "test_cluster_suite_line_runs_the_whole_sequence_against_the_cluster_named",
