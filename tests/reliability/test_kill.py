@@ -140,14 +140,31 @@ def spend_rows(dsn: str) -> tuple:
         conn.close()
 
 
-def assert_each_answer_charged_once(dsn: str, clients: Clients) -> dict:
+def where_missing_went(missing: list, proxies: list) -> str:
+    """For a failure message: how many of the missing requests are still in a journal file, and what the proxies
+    logged about spend (flush failures, replays, shutdown)."""
+    left, lines = 0, []
+    wanted = set(missing)
+    for proxy in proxies:
+        for path in sorted(proxy.spill_dir.glob("*")):
+            text = path.read_text(errors="replace")
+            here = sum(1 for user in wanted if user in text)
+            left += here
+            lines.append(f"{path.name}: {text.count(chr(10))} lines, {here} of the missing")
+        log = proxy.log_path.read_text(errors="replace").splitlines() if proxy.log_path.exists() else []
+        lines += [f"{proxy.port}: {line[:300]}" for line in log if "spend" in line.lower() and ("WARN" in line or "ERROR" in line or "journal" in line)][-40:]
+    return f"{left} of them still in journal files\n" + "\n".join(lines)
+
+
+def assert_each_answer_charged_once(dsn: str, clients: Clients, proxies: list = ()) -> dict:
     import hashlib
 
     rows, key_spend = spend_rows(dsn)
     duplicates = {user: r for user, r in rows.items() if len(r) > 1}
     assert not duplicates, f"{len(duplicates)} requests charged more than once, e.g. {next(iter(duplicates.items()))}"
     missing = [user for user in clients.answered if user not in rows]
-    assert not missing, f"{len(missing)} of {len(clients.answered)} answered requests have no spend row (seed {SEED}), e.g. {missing[:3]}"
+    assert not missing, (f"{len(missing)} of {len(clients.answered)} answered requests have no spend row (seed {SEED}), e.g. {missing[:3]}; "
+                         + where_missing_went(missing, list(proxies)))
     for user, (key, prompt, completion) in clients.answered.items():
         api_key, got_prompt, got_completion, spend = rows[user][0]
         assert (api_key, got_prompt, got_completion) == (hashlib.sha256(key.encode()).hexdigest(), prompt, completion), user
@@ -206,7 +223,7 @@ def test_kill_9_at_random_moments_under_load_loses_no_answered_spend(proxy_facto
         clients.stop()
     assert a.terminate() == 0 and b.terminate() == 0
     assert not clients.bad, clients.bad[:3]
-    figures = assert_each_answer_charged_once(dsn, clients)
+    figures = assert_each_answer_charged_once(dsn, clients, [a, b])
     assert in_outage >= 100 and figures["answered"] > 500
     print(f"kill -9: {kills} kills, {figures}, answered during the outage before the kill: {in_outage}")
     for proxy in (a, b):
