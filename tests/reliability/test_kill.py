@@ -275,6 +275,38 @@ def test_a_long_outage_keeps_spend_on_disk_beyond_the_memory_cap_and_a_kill_lose
     assert not [n for n in os.listdir(p.spill_dir) if n.startswith("litemaas-spend-")]
 
 
+def test_a_stop_before_the_next_database_retry_still_writes_the_adopted_journal(proxy_factory, own_pg, own_redis, stub_upstream):
+    """A proxy started during a PostgreSQL outage adopts the journal a killed one left, and retries the database with a
+    growing delay (1 s, 2 s, 4 s ...). PostgreSQL comes back, and a SIGTERM arrives before the next retry (a rolling
+    restart right after the outage): the final flush connects once itself, so the adopted spend is written, not left
+    in a pod's emptyDir that is about to go away."""
+    dsn = own_pg.create_database("litellm_db")
+    p = proxy_factory(dsn=dsn, redis_url=own_redis.url, env={"LITEMAAS_SPEND_FLUSH_INTERVAL": "0.2"})
+    key = new_key(p, key_alias=uid("late"))
+    users = []
+    for n in range(12):
+        if n == 2:
+            wait_for(lambda: metric(p, "litellm_in_memory_spend_update_queue_size") == 0, message="first requests written")
+            own_pg.stop()
+        user = uid("late-user")
+        status, data, dummy = http_json("POST", p.url + "/v1/chat/completions",
+                                        {"model": "stub-model", "messages": [{"role": "user", "content": "one two"}], "max_tokens": 5, "user": user},
+                                        {"Authorization": f"Bearer {key}"})
+        assert status == 200, data
+        users.append(user)
+    kill_group(p)
+    restart(p, workers=1, ready=False)
+    wait_for(lambda: "database not ready" in p.log_tail(20), timeout=30, message="the new proxy tried the database once")
+    time.sleep(1.2)  # its next tries: 1 s, then 2 s later; PostgreSQL comes back in between and the stop comes first
+    own_pg.start()
+    assert metric(p, "litellm_in_memory_spend_update_queue_size") == 10  # adopted, not written: no database yet
+    assert p.terminate() == 0
+    rows, key_spend = spend_rows(dsn)
+    assert sorted(rows) == sorted(users), (len(rows), p.log_tail(30))
+    assert abs(sum(key_spend.values()) - 12 * (2 * INPUT_COST + 5 * OUTPUT_COST)) < TOKEN / 2
+    assert not [n for n in os.listdir(p.spill_dir) if n.startswith("litemaas-spend-")]
+
+
 LEASE_TTL = 2
 
 

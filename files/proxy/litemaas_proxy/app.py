@@ -201,6 +201,9 @@ class Proxy:
         pool = await db.wait_for_db(self.settings.database_url, self.settings.db_pool_size, self.stop_event)
         if pool is None:
             return
+        if self.stop_event.is_set() and self.pool is not None:  # stopping, and the final flush connected by itself
+            pool.terminate()
+            return
         self.pool = pool
         self.spend.pool = pool
         try:
@@ -259,7 +262,15 @@ class Proxy:
         ``shutdown_flush_timeout`` (the rest is spilled to disk), every later step CLOSE_TIMEOUT, and
         connections that do not close in time are dropped."""
         self.stop_event.set()
-        await self.spend.stop(timeout=self.settings.shutdown_flush_timeout)
+        budget = self.settings.shutdown_flush_timeout
+        if self.pool is None and self.settings.database_url and self.spend.pending_records and budget > 0:
+            # Not connected yet (the database came back between this process's retries): one try now, so the final
+            # flush writes what this process holds, journals adopted from a killed process included, instead of
+            # leaving it on a disk that may go with the pod.
+            started = asyncio.get_running_loop().time()
+            await self._connect_for_final_flush(budget / 2)
+            budget = max(0.0, budget - (asyncio.get_running_loop().time() - started))
+        await self.spend.stop(timeout=budget)
         tasks = self.tasks + list(self.lookups.tasks)
         for task in tasks:
             task.cancel()
@@ -274,6 +285,17 @@ class Proxy:
             await _within(self.fast_redis.close(), "Redis connections")
         if self.pool is not None and not await _within(self.pool.close(), "database connections"):
             self.pool.terminate()
+
+
+    async def _connect_for_final_flush(self, timeout: float) -> None:
+        try:
+            pool = await asyncio.wait_for(db.create_pool(self.settings.database_url, 2), timeout)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+            log.warning("database still not reachable at shutdown (%s): the spend journal keeps %d records for the next start",
+                        exc, self.spend.pending_records)
+            return
+        self.pool = pool
+        self.spend.pool = pool
 
 
 async def _within(closing, what: str) -> bool:
