@@ -286,7 +286,6 @@ class Proxy:
         if self.pool is not None and not await _within(self.pool.close(), "database connections"):
             self.pool.terminate()
 
-
     async def _connect_for_final_flush(self, timeout: float) -> None:
         try:
             pool = await asyncio.wait_for(db.create_pool(self.settings.database_url, 2), timeout)
