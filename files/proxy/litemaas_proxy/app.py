@@ -201,7 +201,7 @@ class Proxy:
         pool = await db.wait_for_db(self.settings.database_url, self.settings.db_pool_size, self.stop_event)
         if pool is None:
             return
-        if self.stop_event.is_set() and self.pool is not None:  # stopping, and the final flush connected by itself
+        if self.stop_event.is_set() and self.pool is not None:  # stopping: the final flush connected by itself
             pool.terminate()
             return
         self.pool = pool
@@ -264,12 +264,11 @@ class Proxy:
         self.stop_event.set()
         budget = self.settings.shutdown_flush_timeout
         if self.pool is None and self.settings.database_url and self.spend.pending_records and budget > 0:
-            # Not connected yet (the database came back between this process's retries): one try now, so the final
-            # flush writes what this process holds, journals adopted from a killed process included, instead of
-            # leaving it on a disk that may go with the pod.
-            started = asyncio.get_running_loop().time()
-            await self._connect_for_final_flush(budget / 2)
-            budget = max(0.0, budget - (asyncio.get_running_loop().time() - started))
+            # Not connected yet (the database came back between this process's retries): one try, within half the
+            # budget, so the final flush writes what this process holds (adopted journals too) instead of leaving it
+            # on a disk that may go with the pod.
+            budget /= 2
+            self.pool = self.spend.pool = await db.connect_once(self.settings.database_url, budget)
         await self.spend.stop(timeout=budget)
         tasks = self.tasks + list(self.lookups.tasks)
         for task in tasks:
@@ -285,16 +284,6 @@ class Proxy:
             await _within(self.fast_redis.close(), "Redis connections")
         if self.pool is not None and not await _within(self.pool.close(), "database connections"):
             self.pool.terminate()
-
-    async def _connect_for_final_flush(self, timeout: float) -> None:
-        try:
-            pool = await asyncio.wait_for(db.create_pool(self.settings.database_url, 2), timeout)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
-            log.warning("database still not reachable at shutdown (%s): the spend journal keeps %d records for the next start",
-                        exc, self.spend.pending_records)
-            return
-        self.pool = pool
-        self.spend.pool = pool
 
 
 async def _within(closing, what: str) -> bool:

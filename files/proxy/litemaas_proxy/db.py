@@ -423,3 +423,12 @@ async def wait_for_db(dsn: str, size: int, stop: asyncio.Event, delay: float = 1
                 pass
             delay = min(delay * 2, 10.0)
     return None
+
+
+async def connect_once(dsn: str, timeout: float) -> Optional[asyncpg.Pool]:
+    """One try within ``timeout`` (a small pool for a final flush); None, and a warning, when the database does not answer."""
+    try:
+        return await asyncio.wait_for(create_pool(dsn, 2), timeout)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+        log.warning("database still not reachable (%s): the spend journal keeps what is not written for the next start", exc)
+        return None
