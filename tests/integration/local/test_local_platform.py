@@ -238,25 +238,6 @@ def test_second_run_changes_nothing_and_leaves_processes_alone(platform):
         assert secret not in run.stdout
 
 
-def test_local_sh_as_written_uses_the_model_url_it_remembers(platform):
-    """``bash scripts/local.sh`` as docs/local.md writes it, on a platform whose model is the server given once with
-    ``--model-url`` (what ``up`` remembers): it uses that server (no llama.cpp build, which takes about 30 minutes
-    and is the one path of ``up`` not run here), leaves the running processes alone and shows the answers."""
-    ports = {"LITEMAAS_LOCAL_PROXY_PORT": platform.ports["proxy"], "LITEMAAS_LOCAL_POSTGRES_PORT": platform.ports["postgres"],
-             "LITEMAAS_LOCAL_REDIS_PORT": platform.ports["redis"]}
-    platform.env.update({k: str(v) for k, v in ports.items()})
-    before = {name: row["pid"] for name, row in status(platform.data_dir).items()}
-    given = platform.run("bash scripts/local.sh --model-url http://127.0.0.1:8000/v1 --model-name my-model")
-    assert (platform.data_dir / "model-url").read_text().strip() == "http://127.0.0.1:8000/v1", given.stdout
-    run = sh("bash scripts/local.sh", platform.env, REPO, timeout=600)
-    assert "Model: the OpenAI-compatible server at http://127.0.0.1:8000/v1 (remembered" in run.stdout, run.stdout
-    assert "model my-model" in run.stdout and "Ready in" in run.stdout, run.stdout
-    assert (platform.data_dir / "summary.txt").read_text().strip() in run.stdout
-    assert "2 of 3 answers right." in run.stdout, run.stdout
-    assert {name: row["pid"] for name, row in status(platform.data_dir).items()} == before
-    assert "llama" not in run.stdout.lower()
-
-
 def test_a_run_where_no_answer_is_right_fails_and_shows_the_answers(platform):
     before = {name: row["pid"] for name, row in status(platform.data_dir).items()}
     run = platform.playbook(litemaas_local_smoke_questions=[{"question": "What is the capital of France?", "expect": ["Paris"]}])
@@ -275,6 +256,27 @@ def test_status_names_each_process_and_shows_the_answers(platform):
     # The summary of the last run (the one where no answer was right), answers included.
     assert (platform.data_dir / "summary.txt").read_text().strip() in shown
     assert "0 of 3 answers right." in shown
+
+
+def test_local_sh_as_written_uses_the_model_url_it_remembers(platform):
+    """``bash scripts/local.sh`` as docs/local.md writes it, on a platform whose model is the server given once with
+    ``--model-url`` (what ``up`` remembers): it uses that server (no llama.cpp build, which takes about 30 minutes
+    and is the one path of ``up`` not run here), leaves the running processes alone and shows the answers."""
+    ports = {"LITEMAAS_LOCAL_PROXY_PORT": platform.ports["proxy"], "LITEMAAS_LOCAL_POSTGRES_PORT": platform.ports["postgres"],
+             "LITEMAAS_LOCAL_REDIS_PORT": platform.ports["redis"]}
+    platform.env.update({k: str(v) for k, v in ports.items()})
+    # The form docs/local.md gives in prose (`--model-url http://HOST:PORT/v1 [--model-name MODEL]`), filled in.
+    given = platform.run("bash scripts/local.sh --model-url http://127.0.0.1:8000/v1 --model-name my-model", rc=None)
+    assert given.returncode == 0, given.stdout[-3000:] + given.stderr[-2000:]
+    assert (platform.data_dir / "model-url").read_text().strip() == "http://127.0.0.1:8000/v1", given.stdout
+    before = {name: row["pid"] for name, row in status(platform.data_dir).items()}  # (the settings of up, not the playbook's)
+    run = sh("bash scripts/local.sh", platform.env, REPO, timeout=600)
+    assert "Model: the OpenAI-compatible server at http://127.0.0.1:8000/v1 (remembered" in run.stdout, run.stdout
+    assert "model my-model" in run.stdout and "Ready in" in run.stdout, run.stdout
+    assert (platform.data_dir / "summary.txt").read_text().strip() in run.stdout
+    assert "2 of 3 answers right." in run.stdout, run.stdout
+    assert {name: row["pid"] for name, row in status(platform.data_dir).items()} == before
+    assert "llama" not in run.stdout.lower()
 
 
 def test_down_stops_every_process(platform):
