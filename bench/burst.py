@@ -367,10 +367,7 @@ def parse_args(argv=None):
         p.error("--workers: between 1 and 8")
     if args.chunks < 1 or args.chunks > 1000 or args.gap < 0 or args.gap > 1:
         p.error("--chunks between 1 and 1000, --gap between 0 and 1 second")
-    try:
-        args.scale = BenchScale.from_env()
-    except ValueError as exc:
-        p.error(str(exc))
+    args.scale = BenchScale.for_parser(p)
     args.requested = {"n": args.n_list, "gap": args.gap, "litellm_n": args.litellm_n}
     args.pause = 2.0  # seconds between bursts: the servers settle
     if args.scale.scaled and not args.client:

@@ -132,10 +132,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.count < 1 or args.parallelism < 1:
         ap.error("--count and --parallelism must be positive")
-    try:
-        scale = BenchScale.from_env()
-    except ValueError as exc:
-        ap.error(str(exc))
+    scale = BenchScale.for_parser(ap)
     requested = args.count
     args.count = scale.count(args.count, 2)
     if scale.scaled:

@@ -69,10 +69,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.concurrency < 1 or args.keys < 1 or args.proxies < 1 or args.workers < 1:
         parser.error("--duration, --concurrency, --keys, --proxies and --workers must be positive")
-    try:
-        args.scale = BenchScale.from_env()
-    except ValueError as exc:
-        parser.error(str(exc))
+    args.scale = BenchScale.for_parser(parser)
     args.requested = {"duration": args.duration, "keys": args.keys}
     args.duration = args.scale.seconds(args.duration, 1.0)
     args.keys = args.scale.count(args.keys, 2)

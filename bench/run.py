@@ -483,10 +483,7 @@ def parse_args(argv=None):
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
     args.conc_list = [int(c) for c in args.conc.split(",") if c.strip()]
-    try:
-        args.scale = BenchScale.from_env()
-    except ValueError as exc:
-        p.error(str(exc))
+    args.scale = BenchScale.for_parser(p)
     args.requested = {"duration_s": args.duration, "warmup_s": args.warmup}
     if args.scale.scaled:
         args.duration = args.scale.seconds(args.duration, 1.0)

@@ -33,6 +33,14 @@ class BenchScale:
             raise ValueError(f"{VARIABLE}={raw!r}: the factor must be a finite number greater than 0 (1, or unset, runs the benchmark in full)")
         return cls(factor)
 
+    @classmethod
+    def for_parser(cls, parser) -> BenchScale:
+        """``from_env`` for a script's argument parser: a bad value ends the script as a bad argument does (exit 2)."""
+        try:
+            return cls.from_env()
+        except ValueError as exc:
+            parser.error(str(exc))
+
     @property
     def scaled(self) -> bool:
         return self.factor != 1.0

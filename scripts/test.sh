@@ -54,7 +54,7 @@ python scripts/gen_module_docs.py --check
 
 # Two processes, whole test files to each (the tests of one file share their services). tests/reliability and
 # tests/integration/local run next, with exactly the command lines their docs give (docs/reliability.md,
-# docs/local.md; tests/playbooks/test_doc_commands.py checks that these lines stay the docs' lines).
+# docs/local.md; tests/playbooks/test_doc_commands_suites.py checks that these lines stay the docs' lines).
 log "pytest (2 processes)"
 python -m pytest -n 2 --dist loadfile --durations=30 --ignore=tests/reliability --ignore=tests/integration/local
 log "pytest: tests/reliability, as docs/reliability.md runs it"
