@@ -1332,8 +1332,7 @@ class FakeKubernetes:
                 except (ValueError, yaml.YAMLError) as exc:
                     return self._send(400, ApiError(400, "BadRequest", f"the body of the request could not be decoded: {exc}").status())
                 with fake._lock:
-                    fake.requests.append({"method": self.command, "path": url.path, "query": query, "content_type": content_type,
-                                          "user_agent": self.headers.get("User-Agent", ""), "body": body})
+                    fake.record(self, query, content_type, body)
                     try:
                         fake.reconcile()
                         status, answer = fake.serve(self.command, parts, query, content_type, body, self.headers.get("User-Agent", ""),
@@ -1367,8 +1366,7 @@ class FakeKubernetes:
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
                 {"name": g, "versions": [{"groupVersion": gv, "version": gv.split("/")[1]} for gv in gvs],
                  "preferredVersion": {"groupVersion": gvs[0], "version": gvs[0].split("/")[1]}} for g, gvs in sorted(by_group.items())]
-                + ([{"name": "metrics.k8s.io", "versions": [{"groupVersion": fake_kubelet.METRICS_GV, "version": "v1beta1"}],
-                     "preferredVersion": {"groupVersion": fake_kubelet.METRICS_GV, "version": "v1beta1"}}] if self.pod_usage is not None else [])}
+                + ([fake_kubelet.METRICS_GROUP] if self.pod_usage is not None else [])}
         if parts[:1] == ["api"] and len(parts) >= 2:
             gv, rest = parts[1], parts[2:]
         elif parts[:1] == ["apis"] and len(parts) >= 3:
@@ -1581,6 +1579,11 @@ class FakeKubernetes:
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def record(self, handler, query, content_type, body) -> None:
+        """One entry of ``requests``, as a test reads them (the caller holds the lock)."""
+        self.requests.append({"method": handler.command, "path": urlsplit(handler.path).path, "query": query, "content_type": content_type,
+                              "user_agent": handler.headers.get("User-Agent", ""), "body": body})
+
     def _exec(self, handler, namespace, name, raw_query) -> None:
         """pods/<name>/exec (tests/support/fake_kubelet.py): the pod and container checked as the API server and kubelet
         do, then the SPDY/3.1 upgrade and one command run by the test's runner for that container."""
@@ -1591,8 +1594,7 @@ class FakeKubernetes:
             return (query.get(key) or [""])[0] in ("true", "1")
 
         with self._lock:
-            self.requests.append({"method": handler.command, "path": urlsplit(handler.path).path, "query": query, "content_type": "",
-                                  "user_agent": handler.headers.get("User-Agent", ""), "body": None})
+            self.record(handler, query, "", None)
             try:
                 self.reconcile()
                 self._namespace_check(namespace, creating=False)
@@ -1653,9 +1655,7 @@ class FakeKubernetes:
     def _metrics(self, method, rest) -> tuple:
         """metrics.k8s.io/v1beta1 as metrics-server serves it: discovery and PodMetrics (fake_kubelet.py)."""
         if rest == []:
-            return 200, {"kind": "APIGroup", "apiVersion": "v1", "name": "metrics.k8s.io",
-                         "versions": [{"groupVersion": fake_kubelet.METRICS_GV, "version": "v1beta1"}],
-                         "preferredVersion": {"groupVersion": fake_kubelet.METRICS_GV, "version": "v1beta1"}}
+            return 200, dict(fake_kubelet.METRICS_GROUP, kind="APIGroup", apiVersion="v1")
         if rest == ["v1beta1"]:
             return 200, fake_kubelet.metrics_discovery()
         namespace = ""

@@ -231,6 +231,9 @@ def container_env(objects: dict, pod: dict, container: dict) -> dict:
 # ---------------------------------------------------------------- metrics.k8s.io
 
 METRICS_GV = "metrics.k8s.io/v1beta1"
+# The API group as discovery lists it (in /apis and at /apis/metrics.k8s.io).
+METRICS_GROUP = {"name": "metrics.k8s.io", "versions": [{"groupVersion": METRICS_GV, "version": "v1beta1"}],
+                 "preferredVersion": {"groupVersion": METRICS_GV, "version": "v1beta1"}}
 
 
 def metrics_discovery() -> dict:
